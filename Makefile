@@ -1,0 +1,43 @@
+# Ponder: `make demo` and `make test` are the quick start (README).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.ponder-installed
+export PONDER_HOST ?= 127.0.0.1
+export PONDER_PORT ?= 8000
+# Finds PostgreSQL and Redis (DATABASE_URL/REDIS_URL, then :5432/:6379, else embedded under var/).
+SERVICES = eval "$$($(PY) -m webapp.localservices env)"
+
+.PHONY: install system-deps demo test serve bench lint migrate
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU build of torch first; an unpinned torch would pull several GB of CUDA.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test,dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+system-deps:
+	@scripts/system-deps.sh
+
+migrate: install
+	@$(SERVICES) && $(PY) manage.py migrate --noinput -v0 && $(PY) manage.py collectstatic --noinput -v0
+
+test: install system-deps
+	@$(SERVICES) && $(PY) -m pytest $(PYTEST_ARGS)
+
+serve: migrate
+	@$(SERVICES) && exec $(PY) manage.py serve
+
+demo: install system-deps migrate
+	@$(SERVICES) && exec $(PY) manage.py demo
+
+bench: install system-deps
+	@$(SERVICES) && $(PY) benchmarks/run_all.py
+
+lint: install
+	$(VENV)/bin/ruff check engine webapp workers tests benchmarks

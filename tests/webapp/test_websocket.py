@@ -1,0 +1,104 @@
+"""The live feed over a real daphne server: session-cookie auth, frames after commit."""
+
+import asyncio
+import json
+
+import httpx
+import pytest
+import websockets
+from websockets.exceptions import InvalidStatus
+
+from webapp.accounts.services import api_token_create
+from webapp.runs.models import Run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def session_cookie(client, user) -> str:
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}"
+
+
+def ws_url(live_url: str, run_id: int) -> str:
+    return live_url.replace("http://", "ws://") + f"/ws/runs/{run_id}/"
+
+
+async def receive_until(ws, predicate, timeout=10.0):
+    frames = []
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = json.loads(await ws.recv())
+            frames.append(frame)
+            if predicate(frames):
+                return frames
+
+
+def rollout_ids(frames):
+    ids = []
+    for f in frames:
+        if f["type"] == "rollout":
+            ids.append(f["rollout"]["id"])
+        elif f["type"] == "rollouts":
+            ids.extend(r["id"] for r in f["rollouts"])
+    return ids
+
+
+async def test_a_member_receives_stored_rollouts_and_metrics(live_url, personas, client):
+    run = await Run.objects.acreate(project=personas.project, name="live", stage="external", status="running")
+    token = await api_token_create_async(personas.owner)
+    cookie = await cookie_async(client, personas.teammate)
+    rollouts = [{"step": 3, "prompt": "2+2?", "completion": f"<think>hm</think> {i}", "rewards": {"math": 1.0},
+                 "sample_index": i} for i in range(300)]
+    async with websockets.connect(ws_url(live_url, run.pk), additional_headers={"Cookie": cookie, "Origin": live_url}) as ws:
+        async with httpx.AsyncClient(base_url=live_url, headers={"Authorization": f"Bearer {token}"}) as http:
+            response = await http.post(f"/api/v1/runs/{run.pk}/rollouts", json={"rollouts": rollouts})
+            assert response.status_code == 201
+            again = await http.post(f"/api/v1/runs/{run.pk}/rollouts", json={"rollouts": rollouts})
+            assert again.json() == {"created": 0}
+            await http.post(f"/api/v1/runs/{run.pk}/metrics", json={"points": [{"step": 3, "name": "kl", "value": 0.01}]})
+        frames = await receive_until(ws, lambda fs: any(f["type"] == "metrics" for f in fs))
+    ids = rollout_ids(frames)
+    assert len(ids) == 300 and len(set(ids)) == 300  # every stored rollout announced once, none for the repeat
+    first = next(f for f in frames if f["type"] in ("rollout", "rollouts"))
+    sample = first["rollouts"][0] if first["type"] == "rollouts" else first["rollout"]
+    assert sample["step"] == 3 and sample["rewards"] == {"math": 1.0} and sample["completion"].startswith("<think>")
+    metrics = next(f for f in frames if f["type"] == "metrics")
+    assert metrics["points"] == [{"step": 3, "name": "kl", "value": 0.01}]
+
+
+async def test_an_outsider_is_refused(live_url, personas, client):
+    run = await Run.objects.acreate(project=personas.project, name="secret", stage="external", status="running")
+    cookie = await cookie_async(client, personas.outsider)
+    with pytest.raises(InvalidStatus) as info:
+        async with websockets.connect(ws_url(live_url, run.pk), additional_headers={"Cookie": cookie, "Origin": live_url}):
+            pass
+    assert info.value.response.status_code == 403
+
+
+async def test_an_anonymous_client_is_refused(live_url, personas):
+    run = await Run.objects.acreate(project=personas.project, name="secret", stage="external", status="running")
+    with pytest.raises(InvalidStatus) as info:
+        async with websockets.connect(ws_url(live_url, run.pk), additional_headers={"Origin": live_url}):
+            pass
+    assert info.value.response.status_code == 403
+
+
+async def test_a_foreign_origin_is_refused(live_url, personas, client):
+    run = await Run.objects.acreate(project=personas.project, name="x", stage="external", status="running")
+    cookie = await cookie_async(client, personas.owner)
+    with pytest.raises(InvalidStatus):
+        async with websockets.connect(ws_url(live_url, run.pk),
+                                      additional_headers={"Cookie": cookie, "Origin": "http://evil.example"}):
+            pass
+
+
+async def api_token_create_async(user):
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(api_token_create)(user=user)
+
+
+async def cookie_async(client, user):
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(session_cookie)(client, user)

@@ -1,0 +1,88 @@
+"""Every API error is JSON {"detail": ...} naming the field and the rule (CONTRACTS)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+from ninja.parser import Parser
+
+from webapp.runs.selectors import CursorError
+
+
+class BodyError(ValueError):
+    """The body is not UTF-8 JSON; the message says where."""
+
+
+class StrictJsonParser(Parser):
+    def parse_body(self, request: HttpRequest) -> Any:
+        try:
+            text = request.body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BodyError(f"body: must be UTF-8 encoded JSON (invalid byte at position {exc.start})") from None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BodyError(f"body: must be valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+
+
+def field_path(loc: list[Any] | tuple[Any, ...]) -> str:
+    """('body', 'payload', 'rollouts', 3, 'step') -> 'rollouts[3].step'."""
+    parts = [p for p in loc if p not in ("body", "payload", "query", "path")]
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "body"
+
+
+def _rule(err: dict[str, Any]) -> str:
+    msg = str(err.get("msg", "is invalid"))
+    return msg.removeprefix("Value error, ")
+
+
+def install(api: NinjaAPI) -> None:
+    def detail(request: HttpRequest, message: Any, status: int, **extra: Any) -> HttpResponse:
+        return api.create_response(request, {"detail": message, **extra}, status=status)
+
+    @api.exception_handler(NinjaValidationError)
+    def on_validation(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
+        errors = [{"field": field_path(e.get("loc", ())), "rule": _rule(e)} for e in exc.errors]
+        text = "; ".join(f"{e['field']}: {e['rule']}" for e in errors[:20])
+        return detail(request, text, 422, errors=errors)
+
+    @api.exception_handler(HttpError)
+    def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+        cause = exc.__cause__
+        message = str(cause) if isinstance(cause, BodyError) else str(exc)
+        return detail(request, message, exc.status_code)
+
+    @api.exception_handler(AuthenticationError)
+    def on_auth(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+        return detail(request, "authentication required: send Authorization: Bearer <token>", 401)
+
+    @api.exception_handler(Http404)
+    def on_404(request: HttpRequest, exc: Http404) -> HttpResponse:
+        return detail(request, str(exc) or "Not found.", 404)
+
+    @api.exception_handler(PermissionDenied)
+    def on_403(request: HttpRequest, exc: PermissionDenied) -> HttpResponse:
+        return detail(request, str(exc) or "You may not do this.", 403)
+
+    @api.exception_handler(CursorError)
+    def on_cursor(request: HttpRequest, exc: CursorError) -> HttpResponse:
+        return detail(request, str(exc), 400)
+
+    @api.exception_handler(DjangoValidationError)
+    def on_django_validation(request: HttpRequest, exc: DjangoValidationError) -> HttpResponse:
+        if hasattr(exc, "error_dict"):
+            errors = [{"field": f, "rule": m} for f, msgs in exc.message_dict.items() for m in msgs]
+        else:
+            errors = [{"field": "body", "rule": m} for m in exc.messages]
+        text = "; ".join(f"{e['field']}: {e['rule']}" for e in errors)
+        return detail(request, text, 422, errors=errors)

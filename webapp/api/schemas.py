@@ -1,0 +1,163 @@
+"""Request and response bodies of the REST API (CONTRACTS: HTTP)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+MAX_TEXT = 2_000_000  # characters per text field
+
+
+def _no_nul(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError("must not contain NUL (\\u0000) characters")
+    return text
+
+
+def _finite_rewards(rewards: dict[str, float]) -> dict[str, float]:
+    for name, value in rewards.items():
+        if not math.isfinite(value):
+            raise ValueError(f"reward {name!r} must be a finite number, not {value}")
+        if not name or "\x00" in name:
+            raise ValueError("reward names must be non-empty text")
+    return rewards
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+def _json_clean(value: Any) -> Any:
+    # PostgreSQL jsonb stores neither NUL characters nor NaN.
+    if isinstance(value, str):
+        return _no_nul(value)
+    if isinstance(value, float):
+        return _finite(value)
+    if isinstance(value, dict):
+        return {_no_nul(k): _json_clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_clean(v) for v in value]
+    return value
+
+
+Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_no_nul)]
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(_json_clean)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class RunIn(Strict):
+    name: Name
+    stage: str
+    config: JsonObject = Field(default_factory=dict)
+    project: str | None = None
+
+
+class RunOut(BaseModel):
+    id: int
+    name: str
+    stage: str
+    status: str
+    project: str
+    config: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    current_step: int
+    total_steps: int
+    eta_s: float | None
+    error: str
+    parent_id: int | None
+    url: str
+
+
+class RunFinishIn(Strict):
+    status: str = "succeeded"
+    summary: JsonObject = Field(default_factory=dict)
+
+
+class RolloutIn(Strict):
+    step: int = Field(ge=0)
+    prompt: Text
+    completion: Text
+    rewards: Annotated[dict[str, float], AfterValidator(_finite_rewards)]
+    sample_index: int = Field(default=0, ge=0)
+    answer: Text = ""
+    metadata: JsonObject = Field(default_factory=dict)
+
+
+class RolloutBatchIn(Strict):
+    rollouts: list[RolloutIn] = Field(min_length=1, max_length=5000)
+
+
+class CreatedOut(BaseModel):
+    created: int
+
+
+class MetricPointIn(Strict):
+    step: int = Field(ge=0)
+    name: Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_no_nul)]
+    value: Annotated[float, AfterValidator(_finite)]
+
+
+class MetricBatchIn(Strict):
+    points: list[MetricPointIn] = Field(min_length=1, max_length=100_000)
+
+
+class StoredOut(BaseModel):
+    stored: int
+
+
+class RolloutOut(BaseModel):
+    id: int
+    step: int
+    sample_index: int
+    prompt: str
+    completion: str
+    reasoning: str
+    final_answer: str
+    answer: str
+    reward: float
+    rewards: dict[str, Any]
+    token_count: int
+    finish_reason: str
+    metadata: dict[str, Any]
+    created_at: datetime
+
+
+class Page(BaseModel):
+    items: list[Any]
+    next: str | None
+
+
+class RunPage(BaseModel):
+    items: list[RunOut]
+    next: str | None
+
+
+class RolloutPage(BaseModel):
+    items: list[RolloutOut]
+    next: str | None
+
+
+class CheckpointIn(Strict):
+    step: int = Field(ge=0)
+    path: Annotated[str, Field(min_length=1, max_length=1000), AfterValidator(_no_nul)]
+    summary: JsonObject = Field(default_factory=dict)
+
+
+class CheckpointOut(BaseModel):
+    id: int
+    step: int
+    path: str
+    architecture: str
+    parameter_count: int
+    summary: dict[str, Any]

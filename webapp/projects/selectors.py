@@ -1,0 +1,45 @@
+"""Who may see and do what: every page, API call and websocket asks here."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import QuerySet
+from django.http import Http404
+
+from webapp.projects.models import Membership, Project, Role
+
+User = AbstractBaseUser | AnonymousUser
+
+# What each action needs. Reading is open to every member; changing data is not.
+WRITE_ROLES = frozenset({Role.OWNER})
+LABEL_ROLES = frozenset({Role.OWNER, Role.ANNOTATOR})
+
+
+def projects_for(user: User) -> QuerySet[Project]:
+    if not user.is_authenticated:
+        return Project.objects.none()
+    return Project.objects.filter(memberships__user=user)
+
+
+def role_in(user: User, project_id: int) -> str | None:
+    if not user.is_authenticated:
+        return None
+    return (
+        Membership.objects.filter(user=user, project_id=project_id).values_list("role", flat=True).first()
+    )
+
+
+def project_for(user: User, slug: str) -> Project:
+    """The project, if `user` is a member; otherwise 404 (outsiders learn nothing)."""
+    project = projects_for(user).filter(slug=slug).first()
+    if project is None:
+        raise Http404("No such project.")
+    return project
+
+
+def can_write(user: User, project_id: int) -> bool:
+    return role_in(user, project_id) in WRITE_ROLES
+
+
+def can_label(user: User, project_id: int) -> bool:
+    return role_in(user, project_id) in LABEL_ROLES

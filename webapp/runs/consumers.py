@@ -1,0 +1,42 @@
+"""The live feed of one run: rollouts, metric points, token streams, progress and status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.http import Http404
+
+from webapp.runs.realtime import group_name
+from webapp.runs.selectors import run_for
+
+
+class RunConsumer(AsyncWebsocketConsumer):
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        self.run_id = int(self.scope["url_route"]["kwargs"]["run_id"])
+        if user is None or not user.is_authenticated or not await self._may_see(user):
+            await self.close(code=4403)  # refused before the handshake completes: HTTP 403
+            return
+        self.group = group_name(self.run_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+
+    @database_sync_to_async
+    def _may_see(self, user: Any) -> bool:
+        try:
+            run_for(user, self.run_id)
+        except Http404:
+            return False
+        return True
+
+    async def disconnect(self, code: int) -> None:
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        pass  # the feed is one-way; pausing happens in the browser
+
+    async def run_event(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=event["text"])

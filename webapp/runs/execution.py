@@ -1,0 +1,103 @@
+"""What a worker does with a run: claim it, build the engine config, run the stage
+through a DbSink, and record how it ended. Called by `workers.tasks.run_stage`."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import traceback
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from webapp.runs import services
+from webapp.runs.models import Checkpoint, MetricPoint, Rollout, Run, Status
+from webapp.runs.sink import DbSink
+from webapp.runs.stages import validate_config
+
+log = logging.getLogger(__name__)
+
+# stage -> "module:function" taking (config, sink, resume_from=None) and returning a result
+# whose `.status` is "succeeded" or "cancelled" (anything raised fails the run).
+RUNNERS: dict[str, str] = {
+    "grpo": "engine.grpo:run_grpo",
+    "sft": "engine.sft:run_sft",
+    "rejection": "engine.rejection:run_rejection",
+    "distill": "engine.distill:run_distill",
+    "eval": "engine.evaluate:run_eval",
+    "pretrain": "engine.starter:run_pretrain",
+}
+
+
+def run_dir(run: Run) -> Path:
+    return Path(settings.PONDER_DATA_DIR) / "runs" / str(run.pk)
+
+
+def execute_run(*, run_id: int, task_id: str, worker: str) -> str:
+    if not services.run_claim(run_id=run_id, task_id=task_id, worker=worker):
+        return "not-claimed"
+    run = Run.objects.select_related("base_checkpoint").get(pk=run_id)
+    sink = DbSink(run=run, log_path=run_dir(run) / "log.txt")
+    try:
+        result = _run_stage(run, sink)
+    except Exception as exc:  # the run failed; the worker lives on
+        log.exception("run %s failed", run_id)
+        _close_quietly(sink)
+        services.run_finish(run_id=run_id, status=Status.FAILED, error=_error_text(exc))
+        return Status.FAILED
+    sink.close()
+    status = Status.CANCELLED if getattr(result, "status", "") == "cancelled" else Status.SUCCEEDED
+    services.run_finish(run_id=run_id, status=status, summary=_summary(result))
+    return status
+
+
+def _run_stage(run: Run, sink: DbSink) -> Any:
+    target = RUNNERS.get(run.stage)
+    if target is None:
+        raise ValueError(f"stage {run.stage!r} has no engine runner")
+    module_name, _, attr = target.partition(":")
+    runner = getattr(importlib.import_module(module_name), attr)
+    config = _engine_config(run)
+    resume_from = _resume_point(run)
+    return runner(config, sink, resume_from=resume_from)
+
+
+def _engine_config(run: Run) -> Any:
+    config = validate_config(run.stage, run.config)
+    out = run_dir(run)
+    overrides: dict[str, Any] = {}
+    if hasattr(config, "output_dir"):
+        overrides["output_dir"] = str(out)
+    if run.base_checkpoint is not None and hasattr(config, "model"):
+        overrides["model"] = run.base_checkpoint.path
+    return replace(config, **overrides) if overrides else config
+
+
+def _resume_point(run: Run) -> str | None:
+    """The last checkpoint's path; data after its step is dropped so that the resumed
+    run writes each step exactly once."""
+    last = Checkpoint.objects.filter(run=run).order_by("-step").first()
+    with transaction.atomic():
+        after = last.step if last else -1
+        Rollout.objects.filter(run=run, step__gt=after).delete()
+        MetricPoint.objects.filter(run=run, step__gt=after).delete()
+    return last.path if last else None
+
+
+def _summary(result: Any) -> dict[str, Any]:
+    summary = getattr(result, "summary", None)
+    return dict(summary) if isinstance(summary, dict) else {}
+
+
+def _error_text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))[-8000:]
+
+
+def _close_quietly(sink: DbSink) -> None:
+    try:
+        sink.close()
+    except Exception:  # the original error matters more
+        log.exception("could not flush the sink of a failed run")

@@ -1,0 +1,161 @@
+"""Writes to runs: create, claim, progress, finish, cancel. Workers race here, so
+state changes are conditional UPDATEs that check the row count."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from webapp.projects.models import Project
+from webapp.projects.selectors import can_write
+from webapp.runs import realtime
+from webapp.runs.models import FINISHED, Checkpoint, Run, Stage, Status
+
+# Which Celery queue runs which stage: training wants a GPU, the rest is light.
+QUEUE_FOR_STAGE = {
+    Stage.PRETRAIN: "gpu", Stage.GRPO: "gpu", Stage.SFT: "gpu", Stage.DISTILL: "gpu",
+    Stage.REJECTION: "gpu", Stage.EVAL: "gpu",
+}
+
+
+def run_create(
+    *, project: Project, user: AbstractBaseUser, name: str, stage: str, config: dict[str, Any],
+    parent: Run | None = None, queue: bool = True,
+) -> Run:
+    """Create a run; engine stages are queued for a worker once the row commits."""
+    if not can_write(user, project.pk):
+        raise PermissionDenied("only project owners may launch runs")
+    _check_run_fields(name=name, stage=stage, config=config)
+    now = timezone.now()
+    external = stage == Stage.EXTERNAL
+    with transaction.atomic():
+        run = Run.objects.create(
+            project=project, name=name.strip(), stage=stage, config=config, launched_by=user, parent=parent,
+            status=Status.RUNNING if external else Status.QUEUED,
+            started_at=now if external else None, queued_at=None if external else now,
+            celery_task_id="" if external else str(uuid.uuid4()),
+        )
+        if queue and not external:
+            transaction.on_commit(lambda: _enqueue(run))
+    return run
+
+
+def _check_run_fields(*, name: str, stage: str, config: Any) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise ValidationError({"name": "must be a non-empty string"})
+    if len(name) > 200:
+        raise ValidationError({"name": "must be at most 200 characters"})
+    if stage not in Stage.values:
+        raise ValidationError({"stage": f"must be one of {', '.join(Stage.values)}"})
+    if not isinstance(config, dict):
+        raise ValidationError({"config": "must be a JSON object"})
+    from webapp.runs.stages import validate_config
+
+    validate_config(stage, config)
+
+
+def _enqueue(run: Run) -> None:
+    from workers.tasks import run_stage
+
+    run_stage.apply_async(args=[run.pk], task_id=run.celery_task_id, queue=QUEUE_FOR_STAGE.get(run.stage, "cpu"))
+
+
+def run_claim(*, run_id: int, task_id: str, worker: str) -> bool:
+    """queued → running for exactly one worker. A task redelivered after its worker died
+    (same task id, acks_late) may take back its own running run."""
+    now = timezone.now()
+    claimed = Run.objects.filter(
+        Q(status=Status.QUEUED) | Q(status=Status.RUNNING, celery_task_id=task_id), pk=run_id,
+        celery_task_id=task_id,
+    ).update(status=Status.RUNNING, started_at=now, heartbeat_at=now, worker=worker, error="")
+    if claimed:
+        _announce_status(run_id)
+    return claimed == 1
+
+
+def run_progress(*, run_id: int, step: int, total: int, eta_s: float | None) -> bool:
+    """Record progress; returns True when someone asked the run to stop."""
+    Run.objects.filter(pk=run_id).update(
+        current_step=step, total_steps=total, eta_s=eta_s, heartbeat_at=timezone.now()
+    )
+    realtime.send_now(run_id, {"type": "progress", "step": step, "total": total, "eta_s": eta_s})
+    return Run.objects.filter(pk=run_id, stop_requested=True).exists()
+
+
+def run_finish(*, run_id: int, status: str, error: str = "", summary: dict[str, Any] | None = None) -> None:
+    if status not in FINISHED:
+        raise ValueError(f"a run finishes as one of {', '.join(FINISHED)}, not {status!r}")
+    fields: dict[str, Any] = {"status": status, "finished_at": timezone.now(), "error": error[:20000]}
+    if summary is not None:
+        fields["summary"] = summary
+    with transaction.atomic():
+        Run.objects.filter(pk=run_id).exclude(status__in=FINISHED).update(**fields)
+        transaction.on_commit(lambda: _announce_status(run_id))
+
+
+def run_cancel(*, run: Run, user: AbstractBaseUser) -> Run:
+    """Queued runs end at once; running ones stop at the next step boundary."""
+    if not can_write(user, run.project_id):
+        raise PermissionDenied("only project owners may cancel runs")
+    with transaction.atomic():
+        now = timezone.now()
+        Run.objects.filter(pk=run.pk, status=Status.QUEUED).update(status=Status.CANCELLED, finished_at=now)
+        Run.objects.filter(pk=run.pk, status=Status.RUNNING).update(stop_requested=True)
+        transaction.on_commit(lambda: _announce_status(run.pk))
+    run.refresh_from_db()
+    return run
+
+
+def run_resume(*, run: Run, user: AbstractBaseUser) -> Run:
+    """Queue a failed or cancelled run again; the worker continues from its last checkpoint."""
+    if not can_write(user, run.project_id):
+        raise PermissionDenied("only project owners may resume runs")
+    if run.stage == Stage.EXTERNAL:
+        raise ValidationError({"stage": "external runs are trained elsewhere and cannot be resumed here"})
+    task_id = str(uuid.uuid4())
+    with transaction.atomic():
+        updated = Run.objects.filter(
+            pk=run.pk, status__in=[Status.FAILED, Status.CANCELLED]
+        ).update(status=Status.QUEUED, queued_at=timezone.now(), finished_at=None, stop_requested=False,
+                 celery_task_id=task_id, error="")
+        if not updated:
+            raise ValidationError({"status": "only failed or cancelled runs can be resumed"})
+        run.refresh_from_db()
+        transaction.on_commit(lambda: _enqueue(run))
+        transaction.on_commit(lambda: _announce_status(run.pk))
+    return run
+
+
+def _announce_status(run_id: int) -> None:
+    run = Run.objects.filter(pk=run_id).values("status", "current_step", "total_steps", "error").first()
+    if run:
+        realtime.send_now(run_id, {"type": "status", **run})
+
+
+def external_run_finish(*, run: Run, status: str, summary: dict[str, Any]) -> None:
+    """An outside trainer says its run ended (the client's `finish()`)."""
+    if run.stage != Stage.EXTERNAL:
+        raise ValidationError({"stage": "only external runs are finished through the API; Ponder ends its own"})
+    if status not in FINISHED:
+        raise ValidationError({"status": f"must be one of {', '.join(FINISHED)}"})
+    run_finish(run_id=run.pk, status=status, summary=summary)
+
+
+def checkpoint_record(*, run: Run, step: int, path: str, summary: dict[str, Any]) -> Checkpoint:
+    """Store (or update) the checkpoint a run saved at `step`, with its model summary."""
+    checkpoint, _ = Checkpoint.objects.update_or_create(
+        run=run, step=step,
+        defaults={
+            "path": path, "summary": summary,
+            "architecture": str(summary.get("architecture", ""))[:200],
+            "parameter_count": int(summary.get("parameters", 0) or 0),
+        },
+    )
+    realtime.send_on_commit(run.pk, [{"type": "checkpoint", "step": step, "id": checkpoint.pk}])
+    return checkpoint

@@ -1,0 +1,138 @@
+"""The engine's Sink, implemented on PostgreSQL and Channels.
+
+Rollouts and metric points are buffered and written in batches (COPY / one upsert);
+each batch is announced to the run's websocket group after it commits. Token streams
+are ephemeral: coalesced to a few frames a second and never stored.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.events import CheckpointRecord, RolloutRecord
+from webapp.runs import ingest, realtime, services
+from webapp.runs.models import Run
+
+FLUSH_ROLLOUTS = 512
+FLUSH_SECONDS = 1.0
+TOKEN_FRAME_SECONDS = 0.1
+STOP_POLL_SECONDS = 1.0
+
+
+@dataclass
+class _Stream:
+    step: int
+    prompt: str
+    pending: str = ""
+    sent_prompt: bool = False
+
+
+@dataclass
+class DbSink:
+    run: Run
+    log_path: Path | None = None
+    _rollouts: list[ingest.RolloutIn] = field(default_factory=list)
+    _metrics: list[tuple[int, str, float]] = field(default_factory=list)
+    _streams: dict[str, _Stream] = field(default_factory=dict)
+    _last_flush: float = field(default_factory=time.monotonic)
+    _last_tokens: float = 0.0
+    _last_stop_poll: float = 0.0
+    _stop: bool = False
+    _checkpoint_id: int | None = None
+
+    # -- data ---------------------------------------------------------------------
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        for name, value in values.items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                self._metrics.append((step, name, float(value)))
+        self._maybe_flush()
+
+    def rollouts(self, records: list[RolloutRecord]) -> None:
+        self._rollouts.extend(_rollout_in(r, self._checkpoint_id) for r in records)
+        self._maybe_flush()
+
+    def checkpoint(self, record: CheckpointRecord) -> None:
+        self.flush()
+        ckpt = services.checkpoint_record(run=self.run, step=record.step, path=record.path, summary=record.summary)
+        self._checkpoint_id = ckpt.pk
+
+    # -- live only --------------------------------------------------------------------
+    def tokens(self, stream_id: str, text: str, *, step: int, prompt: str, done: bool = False) -> None:
+        stream = self._streams.setdefault(stream_id, _Stream(step=step, prompt=prompt))
+        stream.pending += text
+        now = time.monotonic()
+        if done or now - self._last_tokens >= TOKEN_FRAME_SECONDS:
+            self._send_tokens(final=done and stream_id)
+            self._last_tokens = now
+
+    def _send_tokens(self, final: str | bool = False) -> None:
+        deltas = []
+        for sid, stream in self._streams.items():
+            if not stream.pending and sid != final:
+                continue
+            delta = {"stream": sid, "step": stream.step, "text": stream.pending, "done": sid == final}
+            if not stream.sent_prompt:
+                delta["prompt"] = stream.prompt
+                stream.sent_prompt = True
+            deltas.append(delta)
+            stream.pending = ""
+        if final:
+            self._streams.pop(str(final), None)
+        if deltas:
+            realtime.send_now(self.run.pk, {"type": "tokens", "deltas": deltas})
+
+    def progress(self, step: int, total: int, *, eta_s: float | None = None) -> None:
+        self.flush()
+        self._stop = services.run_progress(run_id=self.run.pk, step=step, total=total, eta_s=eta_s) or self._stop
+        self._last_stop_poll = time.monotonic()
+
+    def log(self, line: str) -> None:
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log_path, "a", encoding="utf-8") as f:
+                f.write(line.rstrip("\n") + "\n")
+        realtime.send_now(self.run.pk, {"type": "log", "line": line[:2000]})
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if not self._stop and now - self._last_stop_poll >= STOP_POLL_SECONDS:
+            self._stop = Run.objects.filter(pk=self.run.pk, stop_requested=True).exists()
+            self._last_stop_poll = now
+        return self._stop
+
+    # -- batching -----------------------------------------------------------------------
+    def _maybe_flush(self) -> None:
+        if len(self._rollouts) >= FLUSH_ROLLOUTS or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._rollouts:
+            batch, self._rollouts = self._rollouts, []
+            for i in range(0, len(batch), 5000):
+                ingest.rollouts_store(run=self.run, rollouts=batch[i:i + 5000])
+        if self._metrics:
+            points, self._metrics = self._metrics, []
+            ingest.metrics_store(run=self.run, points=points)
+        self._last_flush = time.monotonic()
+
+    def close(self) -> None:
+        self.flush()
+        self._send_tokens()
+
+
+def _clean_text(text: str) -> str:
+    return text.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL; model output may
+
+
+def _rollout_in(r: RolloutRecord, checkpoint_id: int | None) -> ingest.RolloutIn:
+    rewards = {k: (float(v) if math.isfinite(v) else 0.0) for k, v in r.rewards.items()}
+    return ingest.RolloutIn(
+        step=r.step, prompt=_clean_text(r.prompt), completion=_clean_text(r.completion), rewards=rewards,
+        sample_index=r.sample_index, reference=_clean_text(r.reference), metadata=r.metadata,
+        reward=r.reward if math.isfinite(r.reward) else 0.0, reasoning=_clean_text(r.reasoning),
+        final_answer=_clean_text(r.answer), token_count=r.token_count, finish_reason=r.finish_reason,
+        checkpoint_id=checkpoint_id,
+    )

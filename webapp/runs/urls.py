@@ -1,0 +1,11 @@
+from django.urls import path
+
+from webapp.runs import views
+
+urlpatterns = [
+    path("runs/", views.run_list, name="run-list"),
+    path("runs/<int:run_id>/", views.run_detail, name="run-detail"),
+    path("runs/<int:run_id>/cancel/", views.run_cancel, name="run-cancel"),
+    path("runs/<int:run_id>/resume/", views.run_resume, name="run-resume"),
+    path("runs/<int:run_id>/metrics.json", views.run_metrics, name="run-metrics"),
+]

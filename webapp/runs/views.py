@@ -1,0 +1,52 @@
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from webapp.projects.selectors import can_write
+from webapp.runs import selectors, services
+from webapp.runs.models import Stage, Status
+
+
+def run_list(request: HttpRequest) -> HttpResponse:
+    runs = selectors.runs_for(request.user).select_related("project", "launched_by")
+    stage, status = request.GET.get("stage"), request.GET.get("status")
+    if stage in Stage.values:
+        runs = runs.filter(stage=stage)
+    if status in Status.values:
+        runs = runs.filter(status=status)
+    return render(request, "runs/list.html", {
+        "runs": runs.order_by("-created_at")[:500], "stages": Stage.choices, "statuses": Status.choices,
+        "stage": stage, "status": status,
+    })
+
+
+def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = selectors.run_for(request.user, run_id)
+    checkpoints = run.checkpoints.order_by("step")
+    return render(request, "runs/detail.html", {
+        "run": run, "checkpoints": checkpoints, "can_write": can_write(request.user, run.project_id),
+    })
+
+
+def run_metrics(request: HttpRequest, run_id: int) -> JsonResponse:
+    run = selectors.run_for(request.user, run_id)
+    return JsonResponse({"series": selectors.metric_series(run)})
+
+
+@require_POST
+def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = selectors.run_for(request.user, run_id)
+    services.run_cancel(run=run, user=request.user)
+    return redirect("run-detail", run_id=run.pk)
+
+
+@require_POST
+def run_resume(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = selectors.run_for(request.user, run_id)
+    try:
+        services.run_resume(run=run, user=request.user)
+    except ValidationError as exc:
+        messages.error(request, "; ".join(exc.messages))
+    return redirect("run-detail", run_id=run.pk)

@@ -1,0 +1,171 @@
+// The live run page: one websocket, charts (uPlot) and a stream of samples.
+// Model output is untrusted: it only ever reaches the page through textContent.
+(function () {
+  "use strict";
+  const runId = JSON.parse(document.getElementById("run-id").textContent);
+  const PALETTE = ["#3b5bdb", "#e8590c", "#2b8a3e", "#c2255c", "#7048e8", "#1098ad", "#f59f00", "#5c940d", "#d6336c", "#495057"];
+  const MAX_SAMPLES = 60;
+  const series = {};          // name -> {x: [], t: [], y: []}
+  const charts = {};          // group -> {plot, names}
+  let paused = false;
+  let shown = 0;
+
+  function colour(name) {     // stable colour per series name
+    let h = 0;
+    for (const c of name) h = (h * 31 + c.charCodeAt(0)) >>> 0;
+    return PALETTE[h % PALETTE.length];
+  }
+  function groupOf(name) {    // reward/format/mean and reward/format/std share a chart
+    const parts = name.split("/");
+    if (parts[0] === "reward" && parts.length > 2) return "reward/" + parts[1];
+    if (parts[0] === "response_length") return "response_length";
+    return name.replace(/\/(mean|max|min|std)$/, "");
+  }
+  function smooth(ys, alpha) {
+    if (!alpha) return ys;
+    let last = null;
+    return ys.map((y) => (y == null ? y : (last = last == null ? y : alpha * last + (1 - alpha) * y)));
+  }
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text != null) e.textContent = text;
+    return e;
+  }
+
+  function addPoints(points) {
+    const now = Date.now() / 1000;
+    const touched = new Set();
+    for (const p of points) {
+      const s = (series[p.name] = series[p.name] || { x: [], t: [], y: [] });
+      const i = s.x.indexOf(p.step);
+      if (i >= 0) { s.y[i] = p.value; } else { s.x.push(p.step); s.t.push(p.time || now); s.y.push(p.value); }
+      touched.add(groupOf(p.name));
+    }
+    touched.forEach(redraw);
+  }
+
+  function redraw(group) {
+    const names = Object.keys(series).filter((n) => groupOf(n) === group).sort();
+    const byTime = document.getElementById("xaxis").value === "time";
+    const alpha = parseFloat(document.getElementById("smoothing").value);
+    const xs = Array.from(new Set(names.flatMap((n) => (byTime ? series[n].t : series[n].x)))).sort((a, b) => a - b);
+    const data = [xs].concat(names.map((n) => {
+      const s = series[n], idx = new Map((byTime ? s.t : s.x).map((x, i) => [x, i]));
+      return smooth(xs.map((x) => (idx.has(x) ? s.y[idx.get(x)] : null)), alpha);
+    }));
+    let chart = charts[group];
+    if (chart && chart.names.join() !== names.join()) { chart.plot.destroy(); chart.box.remove(); chart = null; }
+    if (!chart) {
+      const box = el("div", "card chart");
+      box.dataset.series = group;
+      box.appendChild(el("div", "muted", group));
+      document.getElementById("charts").appendChild(box);
+      const opts = {
+        width: 360, height: 200, scales: { x: { time: byTime } },
+        series: [{}].concat(names.map((n) => ({ label: n, stroke: colour(n), spanGaps: true, width: 1.5 }))),
+        legend: { show: names.length > 1 },
+      };
+      chart = charts[group] = { plot: new uPlot(opts, data, box), names, box };
+    } else {
+      chart.plot.setData(data);
+    }
+  }
+  function redrawAll() { Object.values(charts).forEach((c) => { c.plot.destroy(); c.box.remove(); });
+    for (const k of Object.keys(charts)) delete charts[k];
+    new Set(Object.keys(series).map(groupOf)).forEach(redraw); }
+
+  function rewardBadges(rewards) {
+    const box = el("span");
+    for (const [name, value] of Object.entries(rewards || {})) {
+      const b = el("span", "badge " + (value >= 0.5 ? "reward-hi" : "reward-lo"), name + " " + Number(value).toFixed(2));
+      box.appendChild(b);
+    }
+    return box;
+  }
+  function showRollout(r) {
+    shown += 1;
+    document.getElementById("sample-count").textContent = shown + " received";
+    if (paused) return;
+    const card = el("div", "sample");
+    card.dataset.rolloutId = r.id;
+    const head = el("div", "row");
+    head.appendChild(el("span", "badge", "step " + r.step));
+    head.appendChild(rewardBadges(r.rewards));
+    card.appendChild(head);
+    card.appendChild(el("div", "prompt", r.prompt));
+    if (r.reasoning) card.appendChild(el("div", "reasoning", r.reasoning));
+    card.appendChild(el("div", "answer", r.final_answer != null ? r.final_answer : r.completion));
+    const list = document.getElementById("samples");
+    list.prepend(card);
+    while (list.children.length > MAX_SAMPLES) list.lastChild.remove();
+  }
+  function showTokens(deltas) {
+    if (paused) return;
+    const box = document.getElementById("live-streams");
+    for (const d of deltas) {
+      let card = box.querySelector('[data-stream="' + CSS.escape(d.stream) + '"]');
+      if (!card) {
+        card = el("div", "sample");
+        card.dataset.stream = d.stream;
+        card.appendChild(el("div", "prompt", d.prompt || ""));
+        card.appendChild(el("div", "reasoning live-text", ""));
+        box.prepend(card);
+        while (box.children.length > 4) box.lastChild.remove();
+      }
+      const text = card.querySelector(".live-text");
+      text.textContent += d.text;
+      text.scrollTop = text.scrollHeight;
+      if (d.done) card.classList.add("done");
+    }
+  }
+  function showStatus(m) {
+    const badge = document.getElementById("run-status");
+    if (m.status) { badge.textContent = m.status; badge.className = "badge status-" + m.status; }
+    if (m.step != null || m.current_step != null) document.getElementById("run-step").textContent = m.step != null ? m.step : m.current_step;
+    const total = m.total != null ? m.total : m.total_steps;
+    if (total) document.getElementById("run-total").textContent = total;
+    const step = parseInt(document.getElementById("run-step").textContent, 10);
+    const tot = parseInt(document.getElementById("run-total").textContent, 10);
+    if (tot) document.getElementById("run-progress").style.width = Math.min(100, (100 * step) / tot) + "%";
+    if (m.eta_s != null) document.getElementById("run-eta").textContent = "ETA " + Math.round(m.eta_s) + " s";
+    if (m.status && ["succeeded", "failed", "cancelled"].includes(m.status) && m.type === "status") {
+      setTimeout(() => window.location.reload(), 800);  // show resume buttons, errors, checkpoints
+    }
+  }
+
+  const handlers = {
+    rollout: (m) => showRollout(m.rollout),
+    rollouts: (m) => m.rollouts.forEach(showRollout),
+    metrics: (m) => addPoints(m.points),
+    tokens: (m) => showTokens(m.deltas),
+    progress: showStatus,
+    status: showStatus,
+  };
+  function connect() {
+    const proto = location.protocol === "https:" ? "wss://" : "ws://";
+    const ws = new WebSocket(proto + location.host + "/ws/runs/" + runId + "/");
+    ws.onmessage = (e) => { const m = JSON.parse(e.data); (handlers[m.type] || (() => {}))(m); };
+    ws.onclose = () => setTimeout(connect, 2000);
+    window.ponderSocket = ws;
+  }
+
+  document.getElementById("pause-stream").addEventListener("click", (e) => {
+    paused = !paused;
+    e.target.textContent = paused ? "Resume stream" : "Pause";
+  });
+  document.getElementById("smoothing").addEventListener("input", () => new Set(Object.keys(series).map(groupOf)).forEach(redraw));
+  document.getElementById("xaxis").addEventListener("change", redrawAll);
+
+  fetch("/runs/" + runId + "/metrics.json", { credentials: "same-origin" })
+    .then((r) => r.json())
+    .then((body) => {
+      const points = [];
+      for (const [name, pts] of Object.entries(body.series)) for (const [step, value] of pts) points.push({ name, step, value });
+      addPoints(points);
+    })
+    .finally(connect);
+  fetch("/api/v1/runs/" + runId + "/rollouts?limit=20", { credentials: "same-origin" })
+    .then((r) => r.json())
+    .then((body) => (body.items || []).reverse().forEach(showRollout));
+})();

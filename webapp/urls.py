@@ -1,0 +1,27 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from webapp import views
+from webapp.api.urls import api
+
+
+def _api_urls():
+    """The API authenticates by token itself, so LoginRequiredMiddleware must not redirect it."""
+    patterns, app_name, namespace = api.urls
+    for pattern in patterns:
+        pattern.callback.login_required = False
+    return patterns, app_name, namespace
+
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("api/v1/", _api_urls()),
+    path("healthz", views.healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("", include("webapp.projects.urls")),
+    path("", include("webapp.runs.urls")),
+    path("", include("webapp.datasets.urls")),
+]

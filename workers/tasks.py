@@ -1,0 +1,17 @@
+"""Celery tasks: thin. Each takes an id, loads nothing itself, and calls a service."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, name="ponder.run_stage")
+def run_stage(self, run_id: int) -> str:
+    from webapp.runs.execution import execute_run
+
+    return execute_run(run_id=run_id, task_id=self.request.id, worker=self.request.hostname or "")
+
+
+@shared_task(name="ponder.ping")
+def ping() -> str:
+    return "pong"
