@@ -1,0 +1,69 @@
+"""Evaluation metrics over sampled answers: pass@k and majority voting (cons@k / maj@k).
+
+>>> round(pass_at_k(n=10, c=3, k=1), 6)
+0.3
+>>> majority_vote(["4", "5", "5", "4", "6"])
+'4'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T", bound=Hashable)
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k (Chen et al., 2021): the chance that at least one of k samples,
+    drawn without replacement from n of which c are correct, is correct:
+    ``1 - C(n-c, k) / C(n, k)``, computed as ``1 - prod_{i=n-c+1..n} (1 - k/i)`` so large
+    n neither overflows nor loses precision. 1.0 when ``n - c < k``.
+
+    >>> pass_at_k(5, 0, 2), pass_at_k(5, 4, 2), round(pass_at_k(4, 1, 2), 6)
+    (0.0, 1.0, 0.5)
+    """
+    for name, value in (("n", n), ("c", c), ("k", k)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be an int, got {value!r}")
+    if n < 1:
+        raise ValueError(f"n (samples) must be at least 1, got {n}")
+    if not 0 <= c <= n:
+        raise ValueError(f"c (correct samples) must be between 0 and n={n}, got {c}")
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be between 1 and n={n}, got {k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def majority_vote(answers: Sequence[T]) -> T:
+    """The most common answer; on a tie, the tied answer seen first. Answers compare by
+    equality, so normalize them first (e.g. strip spaces); None is an answer like any
+    other (filter it out to vote only among extracted answers).
+
+    Raises ValueError on an empty list: there is no majority to report.
+
+    >>> majority_vote(["b", "a", "a", "b"])
+    'b'
+    """
+    if not answers:
+        raise ValueError("majority_vote needs at least one answer")
+    counts: dict[T, int] = {}
+    for answer in answers:
+        counts[answer] = counts.get(answer, 0) + 1
+    return max(counts, key=counts.__getitem__)  # max keeps the first of equal counts
+
+
+def cons_at_k(answers: Sequence[T | None], is_correct: Callable[[T], bool]) -> float:
+    """cons@k (maj@k): 1.0 when the majority of the extracted answers (None = no answer,
+    skipped) is correct, else 0.0; 0.0 when no answer was extracted.
+
+    >>> cons_at_k(["4", None, "5", "4"], lambda answer: answer == "4")
+    1.0
+    """
+    extracted = [answer for answer in answers if answer is not None]
+    if not extracted:
+        return 0.0
+    return 1.0 if is_correct(majority_vote(extracted)) else 0.0
