@@ -13,7 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from webapp.projects.models import Project
-from webapp.projects.selectors import can_write
+from webapp.projects.selectors import can_write, projects_for
 from webapp.runs import realtime
 from webapp.runs.models import FINISHED, Checkpoint, Run, Stage, Status
 
@@ -31,12 +31,14 @@ def run_create(
     """Create a run; engine stages are queued for a worker once the row commits."""
     if not can_write(user, project.pk):
         raise PermissionDenied("only project owners may launch runs")
+    config, base_checkpoint, input_dataset = _resolve_references(user, config)
     _check_run_fields(name=name, stage=stage, config=config)
     now = timezone.now()
     external = stage == Stage.EXTERNAL
     with transaction.atomic():
         run = Run.objects.create(
             project=project, name=name.strip(), stage=stage, config=config, launched_by=user, parent=parent,
+            base_checkpoint=base_checkpoint, input_dataset=input_dataset,
             status=Status.RUNNING if external else Status.QUEUED,
             started_at=now if external else None, queued_at=None if external else now,
             celery_task_id="" if external else str(uuid.uuid4()),
@@ -44,6 +46,35 @@ def run_create(
         if queue and not external:
             transaction.on_commit(lambda: _enqueue(run))
     return run
+
+
+def _resolve_references(user: AbstractBaseUser, config: Any) -> tuple[Any, Checkpoint | None, Any]:
+    """`"model": "checkpoint:<id>"` and `"dataset": "dataset:<id>"` name stored objects the
+    caller may see; the model becomes the checkpoint's path."""
+    if not isinstance(config, dict):
+        return config, None, None
+    config = dict(config)
+    checkpoint = dataset = None
+    model = config.get("model")
+    if isinstance(model, str) and model.startswith("checkpoint:"):
+        checkpoint = _visible(Checkpoint.objects.filter(run__project__in=projects_for(user)), model, "model")
+        config["model"] = checkpoint.path
+    ref = config.get("dataset")
+    if isinstance(ref, str) and ref.startswith("dataset:"):
+        from webapp.datasets.models import Dataset
+
+        dataset = _visible(Dataset.objects.filter(project__in=projects_for(user)), ref, "dataset")
+    return config, checkpoint, dataset
+
+
+def _visible(qs: Any, ref: str, field: str) -> Any:
+    try:
+        obj = qs.filter(pk=int(ref.split(":", 1)[1])).first()
+    except ValueError:
+        obj = None
+    if obj is None:
+        raise ValidationError({field: f"{ref!r} is not a {field.replace('model', 'checkpoint')} you can see"})
+    return obj
 
 
 def _check_run_fields(*, name: str, stage: str, config: Any) -> None:
@@ -159,3 +190,14 @@ def checkpoint_record(*, run: Run, step: int, path: str, summary: dict[str, Any]
     )
     realtime.send_on_commit(run.pk, [{"type": "checkpoint", "step": step, "id": checkpoint.pk}])
     return checkpoint
+
+
+def runs_orphaned_fail(*, worker: str) -> int:
+    """A worker that starts again holds nothing: its runs still marked running were lost."""
+    if not worker:
+        return 0
+    ids = list(Run.objects.filter(status=Status.RUNNING, worker=worker).values_list("pk", flat=True))
+    for run_id in ids:
+        run_finish(run_id=run_id, status=Status.FAILED,
+                   error=f"The worker {worker} stopped during this run. Resume continues from the last checkpoint.")
+    return len(ids)

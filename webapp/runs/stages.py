@@ -13,8 +13,8 @@ from django.core.exceptions import ValidationError
 
 # stage -> "module:ConfigClass" in the engine. Stages absent here take any JSON object.
 CONFIG_CLASSES: dict[str, str] = {
-    "grpo": "engine.grpo:GRPOConfig",
-    "sft": "engine.sft:SFTConfig",
+    "grpo": "engine.config:GRPOConfig",
+    "sft": "engine.config:SFTConfig",
     "rejection": "engine.rejection:RejectionConfig",
     "distill": "engine.distill:DistillConfig",
     "eval": "engine.evaluate:EvalConfig",

@@ -9,3 +9,6 @@ urlpatterns = [
     path("runs/<int:run_id>/resume/", views.run_resume, name="run-resume"),
     path("runs/<int:run_id>/metrics.json", views.run_metrics, name="run-metrics"),
 ]
+
+urlpatterns += [path("runs/new/", views.run_new, name="run-new")]
+urlpatterns += [path("workers/", views.worker_list, name="worker-list")]

@@ -5,7 +5,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from webapp.projects.selectors import can_write
-from webapp.runs import selectors, services
+from webapp.runs import launch, selectors, services
 from webapp.runs.models import Stage, Status
 
 
@@ -50,3 +50,26 @@ def run_resume(request: HttpRequest, run_id: int) -> HttpResponse:
     except ValidationError as exc:
         messages.error(request, "; ".join(exc.messages))
     return redirect("run-detail", run_id=run.pk)
+
+
+def run_new(request: HttpRequest) -> HttpResponse:
+    """The launch form for one stage; `?clone=<run>` and `?checkpoint=<id>` prefill it."""
+    ctx = launch.launch_context(request.user, request.GET)
+    if request.method == "POST":
+        ctx = launch.launch_context(request.user, request.POST)
+        form = ctx["form"]
+        run = launch.launch_from_form(request.user, form, ctx)
+        if run is not None:
+            return redirect("run-detail", run_id=run.pk)
+    return render(request, "runs/new.html", ctx)
+
+
+def worker_list(request: HttpRequest) -> HttpResponse:
+    from webapp.runs.workers_status import workers_overview
+
+    workers = workers_overview()
+    visible = set(selectors.runs_for(request.user).filter(status="running").values_list("pk", flat=True))
+    for worker in workers:  # a worker's run is named only to those who may see it
+        for task in worker["active"]:
+            task["visible"] = task["run_id"] in visible
+    return render(request, "runs/workers.html", {"workers": workers})

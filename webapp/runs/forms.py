@@ -1,0 +1,112 @@
+"""Launch forms generated from the engine's stage config dataclasses.
+
+The dataclass is the single source of truth: its fields give the inputs, their help text
+and defaults; its `__post_init__` gives the rules (the form shows its sentence).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any
+
+from django import forms
+
+# Fields the web app fills itself.
+HIDDEN_FIELDS = {"output_dir"}
+
+KNOWN_CHOICES: dict[str, tuple[str, ...]] = {
+    "lr_schedule": ("constant", "linear", "cosine"),
+    "loss_type": ("grpo", "bnpo", "dapo", "dr_grpo"),
+    "scale_rewards": ("group", "batch", "none"),
+    "dtype": ("float32", "bfloat16", "float16"),
+    "prompt_style": ("auto", "r1_zero", "chat"),
+    "generation_backend": ("torch", "vllm"),
+    "template": ("none", "auto", "r1_zero", "chat"),
+    "device": ("cpu", "cuda"),
+}
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return (rest[0] if len(rest) == 1 else tp), True
+    return tp, False
+
+
+def _form_field(name: str, tp: Any, default: Any, help_text: str) -> forms.Field:
+    base, optional = _unwrap_optional(tp)
+    origin = typing.get_origin(base) or base
+    label = name.replace("_", " ")
+    common = {"label": label, "help_text": help_text, "initial": default, "required": False}
+    if base is bool:
+        return forms.BooleanField(**common)
+    if name in KNOWN_CHOICES:
+        choices = [("", "—")] if optional else []
+        return forms.ChoiceField(choices=choices + [(c, c) for c in KNOWN_CHOICES[name]], **common)
+    if name == "task":
+        from engine.tasks import names
+
+        return forms.ChoiceField(choices=[("", "— (use a dataset)")] + [(t, t) for t in names()], **common)
+    if base is int:
+        return forms.IntegerField(**common)
+    if base is float:
+        return forms.FloatField(**common)
+    if origin in (dict, list):
+        return forms.JSONField(**{**common, "widget": forms.Textarea(attrs={"rows": 2, "class": "mono"})})
+    return forms.CharField(**common)
+
+
+def config_fields(config_cls: type) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(config_cls) if f.init and f.name not in HIDDEN_FIELDS]
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+class LaunchForm(forms.Form):
+    name = forms.CharField(max_length=200, help_text="A name to find this run by.")
+
+    def __init__(self, *args: Any, config_cls: type, initial_config: dict[str, Any] | None = None,
+                 model_choices: list[tuple[str, str]] = (), dataset_choices: list[tuple[str, str]] = (),
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config_cls = config_cls
+        hints = typing.get_type_hints(config_cls)
+        initial_config = initial_config or {}
+        for f in config_fields(config_cls):
+            default = initial_config.get(f.name, _default(f))
+            field = _form_field(f.name, hints[f.name], default, f.metadata.get("help", ""))
+            self.fields[f"cfg_{f.name}"] = field
+        self.model_choices = list(model_choices)
+        self.dataset_choices = list(dataset_choices)
+
+    def config_field_names(self) -> list[str]:
+        return [n for n in self.fields if n.startswith("cfg_")]
+
+    def config(self) -> dict[str, Any]:
+        """The cleaned config, with blank optional fields as None and unset booleans False."""
+        hints = typing.get_type_hints(self.config_cls)
+        out: dict[str, Any] = {}
+        for f in config_fields(self.config_cls):
+            value = self.cleaned_data.get(f"cfg_{f.name}")
+            _, optional = _unwrap_optional(hints[f.name])
+            if value in ("", None):
+                if optional:
+                    out[f.name] = None
+                continue  # the dataclass default applies
+            out[f.name] = value
+        return out
+
+    def add_config_error(self, message: str) -> None:
+        """Attach the engine's sentence to the field it starts with, else to the form."""
+        first = message.split(" ", 1)[0].strip(":,.")
+        key = f"cfg_{first}"
+        self.add_error(key if key in self.fields else None, message)

@@ -1,0 +1,93 @@
+"""What the launch page needs: the stage's form, the caller's projects, models and datasets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, QueryDict
+
+from webapp.datasets.models import Dataset
+from webapp.projects.models import Membership, Role
+from webapp.projects.selectors import User, projects_for
+from webapp.runs import services
+from webapp.runs.forms import LaunchForm
+from webapp.runs.models import Checkpoint, Run, Stage
+from webapp.runs.selectors import run_for
+from webapp.runs.stages import config_class
+
+LAUNCHABLE = [Stage.GRPO, Stage.SFT, Stage.REJECTION, Stage.DISTILL, Stage.EVAL, Stage.PRETRAIN]
+STARTER_MODELS = [("starter", "Starter base model (dense, offline)"), ("starter-moe", "Starter MoE (DeepSeek-V3 style)")]
+
+
+def owned_projects(user: User) -> list[Any]:
+    ids = Membership.objects.filter(user=user, role=Role.OWNER).values("project_id")
+    return list(projects_for(user).filter(pk__in=ids).order_by("name"))
+
+
+def model_choices(user: User) -> list[tuple[str, str]]:
+    checkpoints = (Checkpoint.objects.filter(run__project__in=projects_for(user))
+                   .select_related("run").order_by("-created_at")[:200])
+    return STARTER_MODELS + [(f"checkpoint:{c.pk}", f"{c.run.name} (#{c.run_id}) @ step {c.step}") for c in checkpoints]
+
+
+def dataset_choices(user: User) -> list[tuple[str, str]]:
+    datasets = Dataset.objects.filter(project__in=projects_for(user)).order_by("-created_at")[:200]
+    return [(f"dataset:{d.pk}", f"{d.name} v{d.version} ({d.row_count} rows)") for d in datasets]
+
+
+def _prefill(user: User, params: QueryDict) -> tuple[str | None, dict[str, Any], str]:
+    """(stage, config, name) from ?clone= or ?checkpoint=, else defaults."""
+    if params.get("clone"):
+        source = run_for(user, _int(params["clone"]))
+        return source.stage, dict(source.config), f"{source.name} (clone)"
+    if params.get("checkpoint"):
+        ckpt = Checkpoint.objects.filter(run__project__in=projects_for(user), pk=_int(params["checkpoint"])).first()
+        if ckpt is None:
+            raise Http404("No such checkpoint.")
+        config = {**ckpt.run.config, "model": f"checkpoint:{ckpt.pk}"}
+        return ckpt.run.stage, config, f"{ckpt.run.name} from step {ckpt.step}"
+    return None, {}, ""
+
+
+def _int(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise Http404("Not a number.") from None
+
+
+def launch_context(user: User, params: QueryDict) -> dict[str, Any]:
+    stage, initial_config, name = _prefill(user, params)
+    stage = params.get("stage") or stage or Stage.GRPO
+    if stage not in LAUNCHABLE:
+        raise Http404("No such stage.")
+    cls = config_class(stage)
+    projects = owned_projects(user)
+    form = None
+    if cls is not None:
+        data = params if "name" in params else None
+        form = LaunchForm(data, config_cls=cls, initial_config=initial_config, initial={"name": name},
+                          model_choices=model_choices(user), dataset_choices=dataset_choices(user))
+    return {"stage": stage, "stages": [(s.value, s.label) for s in LAUNCHABLE], "form": form,
+            "projects": projects, "project": params.get("project") or (projects[0].slug if projects else ""),
+            "available": cls is not None}
+
+
+def launch_from_form(user: User, form: LaunchForm | None, ctx: dict[str, Any]) -> Run | None:
+    if form is None or not form.is_valid():
+        return None
+    project = next((p for p in ctx["projects"] if p.slug == ctx["project"]), None)
+    if project is None:
+        form.add_error(None, "Choose a project you own.")
+        return None
+    try:
+        return services.run_create(project=project, user=user, name=form.cleaned_data["name"],
+                                   stage=ctx["stage"], config=form.config())
+    except ValidationError as exc:
+        for field, messages in exc.message_dict.items():
+            for message in messages:
+                form.add_config_error(message) if field == "config" else form.add_error(None, f"{field}: {message}")
+    except PermissionDenied as exc:
+        form.add_error(None, str(exc))
+    return None
