@@ -7,7 +7,7 @@ from typing import Any
 from workers.celery import app
 
 
-def workers_overview(timeout: float = 1.0) -> list[dict[str, Any]]:
+def workers_overview(timeout: float = 2.0) -> list[dict[str, Any]]:
     inspect = app.control.inspect(timeout=timeout)
     queues = inspect.active_queues() or {}
     active = inspect.active() or {}
