@@ -39,8 +39,8 @@ class Proc:
     def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self.log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
+        self.log_path = log_dir / f"{name}-{os.getpid()}.log"
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
         self.popen = subprocess.Popen(args, env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
                                       start_new_session=True)
 
@@ -70,11 +70,10 @@ class Proc:
 
 
 def start_worker(env: dict[str, str], log_dir: Path, name: str = "worker") -> Proc:
-    marker_offset = 0
     proc = Proc(name, [str(BIN / "celery"), "-A", "workers", "worker", "-Q", "cpu,gpu", "-c", "1",
                        "-n", f"{name}-{os.getpid()}@%h", "--loglevel=INFO", "--without-gossip", "--without-mingle"],
                 env, log_dir)
-    proc.wait_for(lambda: "ready." in proc.text()[marker_offset:], 60, "ready message")
+    proc.wait_for(lambda: "ready." in proc.text(), 90, "ready message")
     return proc
 
 

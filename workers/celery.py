@@ -4,19 +4,26 @@ import os
 
 from celery import Celery
 from celery.signals import worker_ready
-from kombu import Queue
+from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
 app = Celery("ponder")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = (Queue("cpu"), Queue("gpu"))
-app.conf.imports = ("workers.tasks", "workers.control")
+app.conf.task_queues = tuple(Queue(name, Exchange(name), routing_key=name) for name in ("cpu", "gpu"))
+app.conf.imports = ("workers.tasks",)
 
 
 @worker_ready.connect
-def _orphans_become_resumable(sender=None, **kwargs) -> None:
-    """Runs this worker held when it died are marked failed, so a person can resume them."""
-    from webapp.runs.services import runs_orphaned_fail
+def _on_ready(sender=None, **kwargs) -> None:
+    from django.conf import settings
 
-    runs_orphaned_fail(worker=sender.hostname if sender else "")
+    from webapp.runs.services import runs_orphaned_fail
+    from workers import heartbeat
+
+    name = sender.hostname
+    # Runs this worker held when it died are marked failed, so a person can resume them.
+    runs_orphaned_fail(worker=name)
+    queues = sorted(q.name for q in sender.task_consumer.queues) if sender.task_consumer else []
+    heartbeat.start(settings.REDIS_URL, {"name": name, "queues": queues, "concurrency": sender.pool.limit,
+                                         "pid": os.getpid()})

@@ -14,10 +14,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def test_the_workers_page_lists_the_connected_worker(client, personas, celery_worker):
     client.force_login(personas.teammate)
-    for _ in range(5):  # a busy machine may answer a broadcast late
-        body = client.get(reverse("worker-list")).content.decode()
-        if "worker-" in body:
-            break
+    body = client.get(reverse("worker-list")).content.decode()
     assert "worker-" in body and "gpu" in body and "cpu" in body and "CPUs" in body
 
 
