@@ -44,7 +44,7 @@ def run_create(
             celery_task_id="" if external else str(uuid.uuid4()),
         )
         if queue and not external:
-            transaction.on_commit(lambda: _enqueue(run))
+            transaction.on_commit(lambda: enqueue(run))
     return run
 
 
@@ -91,7 +91,7 @@ def _check_run_fields(*, name: str, stage: str, config: Any) -> None:
     validate_config(stage, config)
 
 
-def _enqueue(run: Run) -> None:
+def enqueue(run: Run) -> None:
     from workers.tasks import run_stage
 
     run_stage.apply_async(args=[run.pk], task_id=run.celery_task_id, queue=QUEUE_FOR_STAGE.get(run.stage, "cpu"))
@@ -126,8 +126,12 @@ def run_finish(*, run_id: int, status: str, error: str = "", summary: dict[str, 
     if summary is not None:
         fields["summary"] = summary
     with transaction.atomic():
-        Run.objects.filter(pk=run_id).exclude(status__in=FINISHED).update(**fields)
+        changed = Run.objects.filter(pk=run_id).exclude(status__in=FINISHED).update(**fields)
         transaction.on_commit(lambda: _announce_status(run_id))
+        if changed and status == Status.SUCCEEDED:
+            from webapp.runs.pipelines import pipeline_advance
+
+            pipeline_advance(run_id=run_id)
 
 
 def run_cancel(*, run: Run, user: AbstractBaseUser) -> Run:
@@ -158,7 +162,7 @@ def run_resume(*, run: Run, user: AbstractBaseUser) -> Run:
         if not updated:
             raise ValidationError({"status": "only failed or cancelled runs can be resumed"})
         run.refresh_from_db()
-        transaction.on_commit(lambda: _enqueue(run))
+        transaction.on_commit(lambda: enqueue(run))
         transaction.on_commit(lambda: _announce_status(run.pk))
     return run
 

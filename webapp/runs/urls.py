@@ -12,3 +12,7 @@ urlpatterns = [
 
 urlpatterns += [path("runs/new/", views.run_new, name="run-new")]
 urlpatterns += [path("workers/", views.worker_list, name="worker-list")]
+urlpatterns += [
+    path("pipelines/new/", views.pipeline_new, name="pipeline-new"),
+    path("pipelines/<int:pipeline_id>/", views.pipeline_detail, name="pipeline-detail"),
+]

@@ -1,12 +1,12 @@
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from webapp.projects.selectors import can_write
-from webapp.runs import launch, selectors, services
-from webapp.runs.models import Stage, Status
+from webapp.projects.selectors import can_write, projects_for
+from webapp.runs import launch, pipelines, selectors, services
+from webapp.runs.models import Pipeline, Stage, Status
 
 
 def run_list(request: HttpRequest) -> HttpResponse:
@@ -73,3 +73,21 @@ def worker_list(request: HttpRequest) -> HttpResponse:
         for task in worker["active"]:
             task["visible"] = task["run_id"] in visible
     return render(request, "runs/workers.html", {"workers": workers})
+
+
+def pipeline_new(request: HttpRequest) -> HttpResponse:
+    projects = launch.owned_projects(request.user)
+    if request.method == "POST":
+        preset = pipelines.PRESETS.get(request.POST.get("preset", ""))
+        project = next((p for p in projects if p.slug == request.POST.get("project")), None)
+        if preset is None or project is None:
+            messages.error(request, "Choose a recipe and a project you own.")
+        else:
+            pipeline = pipelines.pipeline_create(project=project, user=request.user, name=preset[0], stages=preset[1])
+            return redirect("pipeline-detail", pipeline_id=pipeline.pk)
+    return render(request, "runs/pipeline_new.html", {"projects": projects, "presets": pipelines.PRESETS})
+
+
+def pipeline_detail(request: HttpRequest, pipeline_id: int) -> HttpResponse:
+    pipeline = get_object_or_404(Pipeline, pk=pipeline_id, project__in=projects_for(request.user))
+    return render(request, "runs/pipeline_detail.html", {"pipeline": pipeline, "runs": pipelines.pipeline_runs(pipeline)})
