@@ -8,12 +8,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from webapp.runs.routing import websocket_urlpatterns  # noqa: E402
-from webapp.wsauth import SessionOrTokenAuthMiddleware  # noqa: E402
+from webapp.wsauth import websocket_stack  # noqa: E402
 
 application = ProtocolTypeRouter({
     "http": django_asgi_app,
-    "websocket": AllowedHostsOriginValidator(SessionOrTokenAuthMiddleware(URLRouter(websocket_urlpatterns))),
+    "websocket": websocket_stack(URLRouter(websocket_urlpatterns)),
 })

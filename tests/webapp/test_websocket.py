@@ -102,3 +102,14 @@ async def cookie_async(client, user):
     from asgiref.sync import sync_to_async
 
     return await sync_to_async(session_cookie)(client, user)
+
+
+async def test_a_script_with_a_bearer_token_needs_no_origin(live_url, personas):
+    run = await Run.objects.acreate(project=personas.project, name="x", stage="external", status="running")
+    token = await api_token_create_async(personas.teammate)
+    async with websockets.connect(ws_url(live_url, run.pk), additional_headers={"Authorization": f"Bearer {token}"}):
+        pass
+    outsider = await api_token_create_async(personas.outsider)
+    with pytest.raises(InvalidStatus):
+        async with websockets.connect(ws_url(live_url, run.pk), additional_headers={"Authorization": f"Bearer {outsider}"}):
+            pass
