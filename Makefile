@@ -11,12 +11,12 @@ SERVICES = eval "$$($(PY) -m webapp.localservices env)"
 
 .PHONY: install system-deps demo test serve bench lint migrate
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU build of torch first; an unpinned torch would pull several GB of CUDA.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,dev]"
+	$(PY) -m pip install -q -e ".[test,dev]" -e ./client
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -40,4 +40,4 @@ bench: install system-deps
 	@$(SERVICES) && $(PY) benchmarks/run_all.py
 
 lint: install
-	$(VENV)/bin/ruff check engine webapp workers tests benchmarks
+	$(VENV)/bin/ruff check engine webapp workers client tests benchmarks

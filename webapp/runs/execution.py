@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import traceback
 from dataclasses import replace
 from pathlib import Path
@@ -88,8 +89,12 @@ def _resume_point(run: Run) -> str | None:
 
 
 def _summary(result: Any) -> dict[str, Any]:
-    summary = getattr(result, "summary", None)
-    return dict(summary) if isinstance(summary, dict) else {}
+    """The figures a stage ended with (engine.training.StageResult.metrics), JSON-safe."""
+    metrics = getattr(result, "metrics", None) or {}
+    summary = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+    if getattr(result, "checkpoint", None):
+        summary["checkpoint"] = str(result.checkpoint)
+    return summary
 
 
 def _error_text(exc: BaseException) -> str:

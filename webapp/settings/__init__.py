@@ -85,7 +85,7 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [REDIS_URL],
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],  # > channels' 5 s blocking read
             "prefix": os.environ.get("PONDER_CHANNEL_PREFIX", "ponder"),
             "capacity": 2000,
             "expiry": 30,
@@ -140,6 +140,8 @@ SESSION_COOKIE_HTTPONLY = True
 PONDER_DATA_DIR = DATA_DIR
 # Rollout rows accepted by one ingestion call (CONTRACTS: up to 5,000).
 PONDER_MAX_ROLLOUTS_PER_CALL = 5000
+# Dataset exports with more rows than this are written by a Celery worker, with progress.
+PONDER_EXPORT_SYNC_MAX_ROWS = env_int("PONDER_EXPORT_SYNC_MAX_ROWS", 20_000, minimum=0)
 PONDER_MAX_METRICS_PER_CALL = env_int("PONDER_MAX_METRICS_PER_CALL", 100_000, minimum=1)
 
 LOGGING = {

@@ -32,7 +32,7 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [REDIS_URL],
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],  # > channels' 5 s blocking read
             "prefix": os.environ.get("PONDER_CHANNEL_PREFIX", "ponder-test"),
             "capacity": 5000,
             "expiry": 30,
