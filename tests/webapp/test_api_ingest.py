@@ -47,7 +47,7 @@ def test_it_splits_reasoning_and_sums_rewards(personas, api_for, run):
         ({"step": "one"}, "rollouts[1].step", "integer"),
         ({"step": -1}, "rollouts[1].step", "greater than or equal to 0"),
         ({"rewards": {"math": "high"}}, "rollouts[1].rewards.math", "number"),
-        ({"rewards": [1]}, "rollouts[1].rewards", "dictionary"),
+        ({"rewards": [1]}, "rollouts[1].rewards", "object"),
         ({"prompt": None}, "rollouts[1].prompt", "string"),
         ({"completion": "nul \u0000 here"}, "rollouts[1].completion", "NUL"),
         ({"sample_index": 1.5}, "rollouts[1].sample_index", "integer"),
@@ -156,3 +156,32 @@ class TestListing:
         assert [r["completion"] for r in items] == ["<think>find the NEEDLE</think> 7"]
         items = stored.get(f"/api/v1/runs/{run.pk}/rollouts", q="100%_off").json()["items"]
         assert items == []
+
+
+@pytest.mark.parametrize(
+    ("points", "field", "rule"),
+    [
+        ([{"step": 1, "name": "kl", "value": "NaN"}], "points[0].value", "number"),
+        ('{"points": [{"step": 1, "name": "kl", "value": NaN}]}', "points[0].value", "finite"),
+        ('{"points": [{"step": 1, "name": "kl", "value": Infinity}]}', "points[0].value", "finite"),
+        ([{"step": 1, "name": "k\u0000l", "value": 1.0}], "points[0].name", "NUL"),
+        ([{"step": 1, "name": "", "value": 1.0}], "points[0].name", "at least 1 character"),
+    ],
+)
+def test_bad_metric_values_are_refused(personas, api_for, run, points, field, rule):
+    api = api_for(personas.owner)
+    raw = points.encode() if isinstance(points, str) else None
+    response = api.post(f"/api/v1/runs/{run.pk}/metrics", {"points": points}, raw=raw)
+    assert response.status_code == 422, response.content
+    assert field in response.json()["detail"] and rule in response.json()["detail"]
+    assert MetricPoint.objects.count() == 0
+
+
+def test_a_non_finite_reward_is_refused(personas, api_for, run):
+    raw = (b'{"rollouts": [{"step": 1, "prompt": "p", "completion": "c", "rewards": {"math": NaN}}]}')
+    response = api_for(personas.owner).post(f"/api/v1/runs/{run.pk}/rollouts", raw=raw)
+    assert response.status_code == 422 and "rollouts[0].rewards.math" in response.json()["detail"]
+    response = api_for(personas.owner).post(f"/api/v1/runs/{run.pk}/rollouts", {"rollouts": [
+        {"step": 1, "prompt": "p", "completion": "c", "rewards": {"ma\u0000th": 1.0}}]})
+    assert response.status_code == 422 and "NUL" in response.json()["detail"]
+    assert Rollout.objects.count() == 0

@@ -7,6 +7,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from ninja import Query, Router, Status
 
+from webapp.api.errors import body_schema, validated_body
 from webapp.api.schemas import (
     CheckpointIn,
     CheckpointOut,
@@ -92,9 +93,10 @@ def finish_run(request: HttpRequest, run_id: int, payload: RunFinishIn):
     return run_out(run)
 
 
-@router.post("/runs/{run_id}/rollouts", response={201: CreatedOut})
-def post_rollouts(request: HttpRequest, run_id: int, payload: RolloutBatchIn):
+@router.post("/runs/{run_id}/rollouts", response={201: CreatedOut}, openapi_extra=body_schema(RolloutBatchIn))
+def post_rollouts(request: HttpRequest, run_id: int):
     run = _writable_run(request, run_id)
+    payload = validated_body(request, RolloutBatchIn, nul_guard=True)  # the hot path: no dict between JSON and models
     rows = [
         ingest.RolloutIn(step=r.step, prompt=r.prompt, completion=r.completion, rewards=r.rewards,
                          sample_index=r.sample_index, reference=r.answer, metadata=r.metadata)
@@ -115,9 +117,10 @@ def list_rollouts(
     return {"items": [rollout_out(r) for r in rows], "next": nxt}
 
 
-@router.post("/runs/{run_id}/metrics", response={201: StoredOut})
-def post_metrics(request: HttpRequest, run_id: int, payload: MetricBatchIn):
+@router.post("/runs/{run_id}/metrics", response={201: StoredOut}, openapi_extra=body_schema(MetricBatchIn))
+def post_metrics(request: HttpRequest, run_id: int):
     run = _writable_run(request, run_id)
+    payload = validated_body(request, MetricBatchIn, nul_guard=True)
     points = [(p.step, p.name, p.value) for p in payload.points]
     return Status(201, {"stored": ingest.metrics_store(run=run, points=points)})
 

@@ -17,15 +17,6 @@ def _no_nul(text: str) -> str:
     return text
 
 
-def _finite_rewards(rewards: dict[str, float]) -> dict[str, float]:
-    for name, value in rewards.items():
-        if not math.isfinite(value):
-            raise ValueError(f"reward {name!r} must be a finite number, not {value}")
-        if not name or "\x00" in name:
-            raise ValueError("reward names must be non-empty text")
-    return rewards
-
-
 def _finite(value: float) -> float:
     if not math.isfinite(value):
         raise ValueError("must be a finite number")
@@ -34,6 +25,8 @@ def _finite(value: float) -> float:
 
 def _json_clean(value: Any) -> Any:
     # PostgreSQL jsonb stores neither NUL characters nor NaN.
+    if not value:
+        return value
     if isinstance(value, str):
         return _no_nul(value)
     if isinstance(value, float):
@@ -84,17 +77,28 @@ class RunFinishIn(Strict):
     summary: JsonObject = Field(default_factory=dict)
 
 
-class RolloutIn(Strict):
+# The ingestion bodies are validated by pydantic's core alone (no Python call per field):
+# finiteness by `allow_inf_nan=False`, NUL characters by one scan of the body
+# (`errors.validated_body(..., nul_guard=True)`), since JSON must escape them as \u0000.
+class Hot(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+
+PlainText = Annotated[str, Field(max_length=MAX_TEXT)]
+RewardName = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class RolloutIn(Hot):
     step: int = Field(ge=0)
-    prompt: Text
-    completion: Text
-    rewards: Annotated[dict[str, float], AfterValidator(_finite_rewards)]
+    prompt: PlainText
+    completion: PlainText
+    rewards: dict[RewardName, float]
     sample_index: int = Field(default=0, ge=0)
-    answer: Text = ""
+    answer: PlainText = ""
     metadata: JsonObject = Field(default_factory=dict)
 
 
-class RolloutBatchIn(Strict):
+class RolloutBatchIn(Hot):
     rollouts: list[RolloutIn] = Field(min_length=1, max_length=5000)
 
 
@@ -102,13 +106,13 @@ class CreatedOut(BaseModel):
     created: int
 
 
-class MetricPointIn(Strict):
+class MetricPointIn(Hot):
     step: int = Field(ge=0)
-    name: Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_no_nul)]
-    value: Annotated[float, AfterValidator(_finite)]
+    name: RewardName
+    value: float
 
 
-class MetricBatchIn(Strict):
+class MetricBatchIn(Hot):
     points: list[MetricPointIn] = Field(min_length=1, max_length=100_000)
 
 

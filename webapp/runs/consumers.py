@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 from django.http import Http404
 
-from webapp.runs.realtime import group_name
+from webapp.runs.realtime import group_name, watchers_key
 from webapp.runs.selectors import run_for
+
+
+def _watchers() -> aioredis.Redis:
+    # One client per event loop: daphne runs one loop, tests may run several.
+    loop = asyncio.get_running_loop()
+    client = _CLIENTS.get(loop)
+    if client is None:
+        client = _CLIENTS[loop] = aioredis.Redis.from_url(settings.REDIS_URL)
+    return client
+
+
+_CLIENTS: dict[asyncio.AbstractEventLoop, aioredis.Redis] = {}
 
 
 class RunConsumer(AsyncWebsocketConsumer):
@@ -21,6 +36,7 @@ class RunConsumer(AsyncWebsocketConsumer):
             return
         self.group = group_name(self.run_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
+        await _watchers().incr(watchers_key(self.run_id))
         await self.accept()
 
     @database_sync_to_async
@@ -34,6 +50,7 @@ class RunConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
+            await _watchers().decr(watchers_key(self.run_id))
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         pass  # the feed is one-way; pausing happens in the browser

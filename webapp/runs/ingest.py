@@ -116,7 +116,7 @@ def rollouts_store(*, run: Run, rollouts: list[RolloutIn]) -> int:
         created = _copy_new(cursor, rows, fresh, now) if fresh else []
         if created is None:  # someone stored some of these meanwhile
             created = _insert_via_temp(cursor, rows, now)
-        realtime.send_on_commit(run.pk, realtime.rollout_frames(_announced(rollouts, rows, created)))
+        realtime.send_on_commit(run.pk, lambda: realtime.rollout_frames(_announced(rollouts, rows, created)))
     return len(created)
 
 
@@ -196,6 +196,6 @@ def metrics_store(*, run: Run, points: list[tuple[int, str, float]]) -> int:
             """,
             [run.pk, timezone.now(), names, steps, values],
         )
-        frame_points = [{"step": s, "name": n, "value": v} for n, s, v in zip(names, steps, values, strict=True)]
-        realtime.send_on_commit(run.pk, realtime.metric_frames(frame_points))
+        realtime.send_on_commit(run.pk, lambda: realtime.metric_frames(
+            [{"step": s, "name": n, "value": v} for n, s, v in zip(names, steps, values, strict=True)]))
     return len(latest)

@@ -1,17 +1,22 @@
 """Events to browsers: sent to a run's Channels group only after the data commits.
 
-Frames are serialised to JSON once here, so each consumer only forwards text.
+Frames are serialised to JSON once here, so each consumer only forwards text. Consumers
+count themselves in Redis (`watchers`), so a run nobody watches costs no frames at all:
+ingestion at thousands of rollouts a second skips the serialising entirely.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
+import redis
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import transaction
 
 # Keeps each channel-layer message small; a 5,000-row call becomes several frames.
@@ -30,20 +35,52 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def send_now(run_id: int, frame: dict[str, Any]) -> None:
-    """Publish immediately (for ephemeral events such as token streams)."""
+def watchers_key(run_id: int) -> str:
+    return f"{settings.CHANNEL_LAYERS['default']['CONFIG'].get('prefix', 'ponder')}:watchers:{run_id}"
+
+
+@functools.cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+def watched(run_id: int) -> bool:
+    """True when at least one websocket is (or may be) subscribed to the run."""
+    try:
+        return int(_redis().get(watchers_key(run_id)) or 0) > 0
+    except redis.RedisError:
+        return True  # unsure: send, the channel layer will say what is wrong
+
+
+def _text(frame: dict[str, Any]) -> str:
+    return orjson.dumps(frame, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+async def _send_all(run_id: int, frames: list[dict[str, Any]]) -> None:
     layer = get_channel_layer()
-    if layer is None:
-        return
-    text = json.dumps(frame, ensure_ascii=False, default=str)
-    async_to_sync(layer.group_send)(group_name(run_id), {"type": "run.event", "text": text})
+    for frame in frames:
+        await layer.group_send(group_name(run_id), {"type": "run.event", "text": _text(frame)})
 
 
-def send_on_commit(run_id: int, frames: Iterable[dict[str, Any]]) -> None:
-    """Publish after the current transaction commits (now, outside a transaction)."""
-    frames = list(frames)
-    if frames:
-        transaction.on_commit(lambda: [send_now(run_id, f) for f in frames])
+def send_now(run_id: int, *frames: dict[str, Any]) -> None:
+    """Publish immediately (ephemeral events: token streams, progress)."""
+    if frames and get_channel_layer() is not None and watched(run_id):
+        async_to_sync(_send_all)(run_id, list(frames))
+
+
+def send_on_commit(run_id: int, frames: Iterable[dict[str, Any]] | Callable[[], Iterable[dict[str, Any]]]) -> None:
+    """Publish after the current transaction commits (now, outside a transaction).
+
+    `frames` may be a callable, so that nothing is built when nobody watches."""
+
+    def publish() -> None:
+        if get_channel_layer() is None or not watched(run_id):
+            return
+        built = list(frames() if callable(frames) else frames)
+        if built:
+            async_to_sync(_send_all)(run_id, built)
+
+    transaction.on_commit(publish)
 
 
 def rollout_frames(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
