@@ -36,7 +36,7 @@ class RunConsumer(AsyncWebsocketConsumer):
             return
         self.group = group_name(self.run_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
-        await _watchers().incr(watchers_key(self.run_id))
+        await _watchers().sadd(watchers_key(self.run_id), self.channel_name)
         await self.accept()
 
     @database_sync_to_async
@@ -50,7 +50,7 @@ class RunConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
-            await _watchers().decr(watchers_key(self.run_id))
+            await _watchers().srem(watchers_key(self.run_id), self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         pass  # the feed is one-way; pausing happens in the browser

@@ -1,7 +1,7 @@
 """Events to browsers: sent to a run's Channels group only after the data commits.
 
 Frames are serialised to JSON once here, so each consumer only forwards text. Consumers
-count themselves in Redis (`watchers`), so a run nobody watches costs no frames at all:
+add their channel to a Redis set (`watchers`), so a run nobody watches costs no frames at all:
 ingestion at thousands of rollouts a second skips the serialising entirely.
 """
 
@@ -47,7 +47,7 @@ def _redis() -> redis.Redis:
 def watched(run_id: int) -> bool:
     """True when at least one websocket is (or may be) subscribed to the run."""
     try:
-        return int(_redis().get(watchers_key(run_id)) or 0) > 0
+        return _redis().scard(watchers_key(run_id)) > 0  # a set of channel names: never negative
     except redis.RedisError:
         return True  # unsure: send, the channel layer will say what is wrong
 
