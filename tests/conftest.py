@@ -86,6 +86,11 @@ def _clean_redis():
 @pytest.fixture(scope="session")
 def server_env(test_db_name, tmp_path_factory, django_db_blocker) -> dict[str, str]:
     data_dir = tmp_path_factory.mktemp("ponder-data")
+    # The starter model is built once per machine (deterministic, cached under var/models),
+    # so servers started by tests share the cache that `make demo` uses.
+    shared_models = procs.ROOT / "var" / "models"
+    shared_models.mkdir(parents=True, exist_ok=True)
+    (data_dir / "models").symlink_to(shared_models)
     yield procs.subprocess_env(test_db_name, PONDER_DATA_DIR=str(data_dir))
     # Connections left by servers and by asgiref's threads would block dropping the test database.
     from django.db import connection

@@ -69,8 +69,8 @@ class Proc:
         self.log.close()
 
 
-def start_worker(env: dict[str, str], log_dir: Path, name: str = "worker") -> Proc:
-    proc = Proc(name, [str(BIN / "celery"), "-A", "workers", "worker", "-Q", "cpu,gpu", "-c", "1",
+def start_worker(env: dict[str, str], log_dir: Path, name: str = "worker", queues: str = "cpu,gpu") -> Proc:
+    proc = Proc(name, [str(BIN / "celery"), "-A", "workers", "worker", "-Q", queues, "-c", "1",
                        "-n", f"{name}-{os.getpid()}@%h", "--loglevel=INFO", "--without-gossip", "--without-mingle"],
                 env, log_dir)
     proc.wait_for(lambda: "ready." in proc.text(), 90, "ready message")

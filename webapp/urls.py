@@ -24,4 +24,5 @@ urlpatterns = [
     path("", include("webapp.projects.urls")),
     path("", include("webapp.runs.urls")),
     path("", include("webapp.datasets.urls")),
+    path("", include("webapp.review.urls")),
 ]

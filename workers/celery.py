@@ -10,20 +10,24 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
 app = Celery("ponder")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = tuple(Queue(name, Exchange(name), routing_key=name) for name in ("cpu", "gpu"))
+app.conf.task_queues = tuple(
+    Queue(name, Exchange(name), routing_key=name)
+    for name in {os.environ.get("PONDER_CPU_QUEUE", "cpu"), os.environ.get("PONDER_GPU_QUEUE", "gpu")}
+)
 app.conf.imports = ("workers.tasks",)
 
 
 @worker_ready.connect
 def _on_ready(sender=None, **kwargs) -> None:
     from django.conf import settings
+    from django.utils import timezone
 
     from webapp.runs.services import runs_orphaned_fail
     from workers import heartbeat
 
     name = sender.hostname
     # Runs this worker held when it died are marked failed, so a person can resume them.
-    runs_orphaned_fail(worker=name)
+    runs_orphaned_fail(worker=name, started_at=timezone.now())
     queues = sorted(q.name for q in sender.task_consumer.queues) if sender.task_consumer else []
     heartbeat.start(settings.REDIS_URL, {"name": name, "queues": queues, "concurrency": sender.pool.limit,
                                          "pid": os.getpid()})

@@ -12,6 +12,13 @@ def run_stage(self, run_id: int) -> str:
     return execute_run(run_id=run_id, task_id=self.request.id, worker=self.request.hostname or "")
 
 
+@shared_task(bind=True, acks_late=True, name="ponder.dataset_export")
+def dataset_export(self, export_id: int) -> str:
+    from webapp.datasets.services import export_run
+
+    return export_run(export_id=export_id)
+
+
 @shared_task(name="ponder.ping")
 def ping() -> str:
     return "pong"

@@ -30,13 +30,15 @@ def test_duplicates_inside_a_batch_are_stored_once_first_wins(run):
 
 
 @pytest.mark.django_db
-def test_a_writer_that_raced_us_sends_the_batch_the_safe_way(run, monkeypatch):
+def test_a_writer_that_raced_us_sends_the_batch_the_safe_way(run, monkeypatch, django_capture_on_commit_callbacks):
     assert ingest.rollouts_store(run=run, rollouts=batch(6)) == 6
     everything = lambda cursor, run_id, rows: list(range(len(rows)))  # noqa: E731 (blind to what is stored)
     monkeypatch.setattr(ingest, "_fresh", everything)
     sent = []
+    monkeypatch.setattr(ingest.realtime, "watched", lambda run_id: True)  # as if a browser were watching
     monkeypatch.setattr(ingest.realtime, "rollout_frames", lambda rows: sent.extend(rows) or [])
-    assert ingest.rollouts_store(run=run, rollouts=batch(10)) == 4
+    with django_capture_on_commit_callbacks(execute=True):
+        assert ingest.rollouts_store(run=run, rollouts=batch(10)) == 4
     assert Rollout.objects.filter(run=run).count() == 10
     assert sorted(r["completion"] for r in sent) == [f"<think>t</think> {i}" for i in range(6, 10)]
     assert [r["id"] for r in sent] == sorted(r["id"] for r in sent)

@@ -6,7 +6,7 @@ import math
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 MAX_TEXT = 2_000_000  # characters per text field
 
@@ -96,6 +96,16 @@ class RolloutIn(Hot):
     sample_index: int = Field(default=0, ge=0)
     answer: PlainText = ""
     metadata: JsonObject = Field(default_factory=dict)
+
+
+class CheckedRolloutIn(RolloutIn):
+    """RolloutIn with its text checked field by field, for paths that validate row by row
+    (importers) and need the field named without the body-level NUL scan."""
+
+    @field_validator("prompt", "completion", "answer")
+    @classmethod
+    def _text_without_nul(cls, text: str) -> str:
+        return _no_nul(text)
 
 
 class RolloutBatchIn(Hot):

@@ -1,7 +1,10 @@
+from __future__ import annotations
+
 from django.db.models import QuerySet
 from django.http import Http404
 
-from webapp.datasets.models import Dataset
+from webapp.datasets.models import Dataset, DatasetExport, Prompt
+from webapp.projects.models import Project, Role
 from webapp.projects.selectors import User, projects_for
 
 
@@ -10,7 +13,30 @@ def datasets_for(user: User) -> QuerySet[Dataset]:
 
 
 def dataset_for(user: User, dataset_id: int) -> Dataset:
-    dataset = datasets_for(user).select_related("project").filter(pk=dataset_id).first()
+    dataset = datasets_for(user).select_related("project", "created_by").filter(pk=dataset_id).first()
     if dataset is None:
         raise Http404("No such dataset.")
     return dataset
+
+
+def owned_projects(user: User) -> list[Project]:
+    return list(projects_for(user).filter(memberships__user=user, memberships__role=Role.OWNER).order_by("name"))
+
+
+def dataset_rows(dataset: Dataset, *, after: int = -1, limit: int = 50) -> tuple[list[Prompt], int | None]:
+    """Rows after index `after` (keyset on the (dataset, index) key)."""
+    rows = list(dataset.prompts.filter(index__gt=after).order_by("index")[: limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1].index if more else None)
+
+
+def dataset_versions(dataset: Dataset) -> list[Dataset]:
+    return list(Dataset.objects.filter(project_id=dataset.project_id, name=dataset.name).order_by("-version")[:50])
+
+
+def export_for(dataset: Dataset, export_id: int) -> DatasetExport:
+    job = dataset.exports.filter(pk=export_id).first()
+    if job is None:
+        raise Http404("No such export.")
+    return job

@@ -1,15 +1,95 @@
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from __future__ import annotations
 
-from webapp.datasets.selectors import dataset_for, datasets_for
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET
+
+from webapp.datasets import selectors, services
+from webapp.datasets.files import FORMATS
+from webapp.datasets.forms import ImportForm
+from webapp.datasets.models import Dataset, DatasetExport
+
+CONTENT_TYPES = {"jsonl": "application/x-ndjson", "parquet": "application/vnd.apache.parquet",
+                 "datasets": "application/zip"}
 
 
 def dataset_list(request: HttpRequest) -> HttpResponse:
-    datasets = datasets_for(request.user).select_related("project").order_by("-created_at")[:500]
+    datasets = selectors.datasets_for(request.user).select_related("project").order_by("-created_at")[:500]
     return render(request, "datasets/list.html", {"datasets": datasets})
 
 
 def dataset_detail(request: HttpRequest, dataset_id: int) -> HttpResponse:
-    dataset = dataset_for(request.user, dataset_id)
-    rows = dataset.prompts.order_by("index")[:100]
-    return render(request, "datasets/detail.html", {"dataset": dataset, "rows": rows})
+    dataset = selectors.dataset_for(request.user, dataset_id)
+    try:
+        after = int(request.GET.get("after", -1))
+    except ValueError:
+        raise Http404("after: a row index") from None
+    rows, nxt = selectors.dataset_rows(dataset, after=after)
+    stage = "sft" if dataset.kind == Dataset.Kind.SFT else "grpo"
+    return render(request, "datasets/detail.html", {
+        "dataset": dataset, "rows": rows, "next_after": nxt, "versions": selectors.dataset_versions(dataset),
+        "formats": FORMATS, "launch_url": f"{reverse('run-new')}?stage={stage}&cfg_dataset=dataset:{dataset.pk}"})
+
+
+def dataset_import(request: HttpRequest) -> HttpResponse:
+    projects = selectors.owned_projects(request.user)
+    form = ImportForm(request.POST or None, request.FILES or None, projects=projects)
+    if request.method == "POST" and form.is_valid():
+        try:
+            dataset = services.dataset_import(project=form.projects[form.cleaned_data["project"]], user=request.user,
+                                              name=form.cleaned_data["name"], upload=form.cleaned_data["file"])
+            return redirect("dataset-detail", dataset_id=dataset.pk)
+        except ValidationError as e:
+            for field, msgs in e.message_dict.items():
+                for m in msgs:
+                    form.add_error(field if field in form.fields else None, m)
+        except PermissionDenied as e:
+            form.add_error(None, str(e))
+    status = 400 if request.method == "POST" else 200
+    return render(request, "datasets/import.html", {"form": form, "projects": projects}, status=status)
+
+
+@require_GET
+def dataset_download(request: HttpRequest, dataset_id: int, fmt: str) -> HttpResponse:
+    """The file, written now when small; a large one is exported by a worker first."""
+    dataset = selectors.dataset_for(request.user, dataset_id)
+    if fmt not in FORMATS:
+        raise Http404(f"format: one of {', '.join(FORMATS)}")
+    path = services.download_ready(dataset, fmt)
+    if path is None and dataset.row_count > settings.PONDER_EXPORT_SYNC_MAX_ROWS:
+        job = services.export_start(dataset=dataset, fmt=fmt, user=request.user)
+        return redirect("dataset-export", dataset_id=dataset.pk, export_id=job.pk)
+    path = path or services.dataset_download_path(dataset, fmt)
+    return _file(path, services.download_name(dataset, fmt), fmt, inline=fmt == "jsonl" and "view" in request.GET)
+
+
+def _file(path: Path, name: str, fmt: str, *, inline: bool) -> FileResponse:
+    # Viewed in the browser, model text is plain text: never sniffed, never run.
+    content_type = "text/plain; charset=utf-8" if inline else CONTENT_TYPES[fmt]
+    response = FileResponse(open(path, "rb"), as_attachment=not inline, filename=name,  # noqa: SIM115
+                            content_type=content_type)
+    response["Content-Security-Policy"] = "sandbox; default-src 'none'"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@require_GET
+def dataset_export(request: HttpRequest, dataset_id: int, export_id: int) -> HttpResponse:
+    dataset = selectors.dataset_for(request.user, dataset_id)
+    job = selectors.export_for(dataset, export_id)
+    return render(request, "datasets/export.html", {"dataset": dataset, "job": job,
+                                                    "percent": round(job.progress * 100)})
+
+
+@require_GET
+def dataset_export_json(request: HttpRequest, dataset_id: int, export_id: int) -> JsonResponse:
+    dataset = selectors.dataset_for(request.user, dataset_id)
+    job = selectors.export_for(dataset, export_id)
+    done = job.status == DatasetExport.Status.DONE
+    return JsonResponse({"id": job.pk, "status": job.status, "progress": job.progress, "error": job.error,
+                         "download": reverse("dataset-download", args=[dataset.pk, job.fmt]) if done else None})

@@ -29,7 +29,7 @@ RUNNERS: dict[str, str] = {
     "rejection": "engine.rejection:run_rejection",
     "distill": "engine.distill:run_distill",
     "eval": "engine.evaluate:run_eval",
-    "pretrain": "engine.starter:run_pretrain",
+    "pretrain": "engine.__main__:build_starter",
 }
 
 
@@ -44,12 +44,14 @@ def execute_run(*, run_id: int, task_id: str, worker: str) -> str:
     sink = DbSink(run=run, log_path=run_dir(run) / "log.txt")
     try:
         result = _run_stage(run, sink)
+        sink.close()
+        if getattr(result, "dataset", None):
+            _store_output_dataset(run, Path(result.dataset))
     except Exception as exc:  # the run failed; the worker lives on
         log.exception("run %s failed", run_id)
         _close_quietly(sink)
         services.run_finish(run_id=run_id, status=Status.FAILED, error=_error_text(exc))
         return Status.FAILED
-    sink.close()
     status = Status.CANCELLED if getattr(result, "status", "") == "cancelled" else Status.SUCCEEDED
     services.run_finish(run_id=run_id, status=status, summary=_summary(result))
     return status
@@ -74,7 +76,33 @@ def _engine_config(run: Run) -> Any:
         overrides["output_dir"] = str(out)
     if run.base_checkpoint is not None and hasattr(config, "model"):
         overrides["model"] = run.base_checkpoint.path
+    for key in ("dataset", "eval_dataset"):
+        value = getattr(config, key, None)
+        if isinstance(value, str) and value.startswith("dataset:"):
+            overrides[key] = str(_dataset_file(run, value))
     return replace(config, **overrides) if overrides else config
+
+
+def _dataset_file(run: Run, ref: str) -> Path:
+    """`dataset:<id>` (checked against the launcher's projects when the run was created)
+    becomes the dataset exported as JSONL, which every engine loader reads."""
+    from webapp.datasets.models import Dataset
+    from webapp.datasets.services import dataset_export_path
+
+    dataset = Dataset.objects.get(pk=int(ref.split(":", 1)[1]), project=run.project)
+    return dataset_export_path(dataset, "jsonl")
+
+
+def _store_output_dataset(run: Run, path: Path) -> None:
+    """A stage that wrote a dataset (rejection sampling, distillation traces) gets it stored
+    as a new dataset version in the run's project, ready for the next stage."""
+    from webapp.datasets import files
+    from webapp.datasets.services import dataset_create
+
+    kind = files.detect_kind(path)
+    dataset = dataset_create(project=run.project, user=run.launched_by, name=f"{run.name} (output)", kind=kind,
+                             prompts=files.read_prompts(path, kind), source={"type": "run", "run": run.pk})
+    Run.objects.filter(pk=run.pk).update(output_dataset=dataset)
 
 
 def _resume_point(run: Run) -> str | None:

@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from webapp.api.errors import field_path
-from webapp.api.schemas import RolloutIn as RolloutSchema
+from webapp.api.schemas import CheckedRolloutIn as RolloutSchema
 from webapp.runs import ingest
 from webapp.runs.models import Run
 

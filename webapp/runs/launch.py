@@ -59,6 +59,8 @@ def _int(value: str) -> int:
 
 def launch_context(user: User, params: QueryDict) -> dict[str, Any]:
     stage, initial_config, name = _prefill(user, params)
+    if "name" not in params:  # links such as "launch SFT from this dataset" prefill ?cfg_<field>=value
+        initial_config.update({k[4:]: v for k, v in params.items() if k.startswith("cfg_")})
     stage = params.get("stage") or stage or Stage.GRPO
     if stage not in LAUNCHABLE:
         raise Http404("No such stage.")

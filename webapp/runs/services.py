@@ -4,8 +4,10 @@ state changes are conditional UPDATEs that check the row count."""
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
@@ -17,11 +19,16 @@ from webapp.projects.selectors import can_write, projects_for
 from webapp.runs import realtime
 from webapp.runs.models import FINISHED, Checkpoint, Run, Stage, Status
 
-# Which Celery queue runs which stage: training wants a GPU, the rest is light.
-QUEUE_FOR_STAGE = {
+# Which kind of Celery queue runs which stage: training and generation want a GPU.
+QUEUE_KIND_FOR_STAGE = {
     Stage.PRETRAIN: "gpu", Stage.GRPO: "gpu", Stage.SFT: "gpu", Stage.DISTILL: "gpu",
     Stage.REJECTION: "gpu", Stage.EVAL: "gpu",
 }
+
+
+def queue_for(stage: str) -> str:
+    """The queue name for a stage (settings.PONDER_QUEUES maps the kinds to real queue names)."""
+    return settings.PONDER_QUEUES[QUEUE_KIND_FOR_STAGE.get(stage, "cpu")]
 
 
 def run_create(
@@ -94,7 +101,7 @@ def _check_run_fields(*, name: str, stage: str, config: Any) -> None:
 def enqueue(run: Run) -> None:
     from workers.tasks import run_stage
 
-    run_stage.apply_async(args=[run.pk], task_id=run.celery_task_id, queue=QUEUE_FOR_STAGE.get(run.stage, "cpu"))
+    run_stage.apply_async(args=[run.pk], task_id=run.celery_task_id, queue=queue_for(run.stage))
 
 
 def run_claim(*, run_id: int, task_id: str, worker: str) -> bool:
@@ -115,7 +122,7 @@ def run_progress(*, run_id: int, step: int, total: int, eta_s: float | None) -> 
     Run.objects.filter(pk=run_id).update(
         current_step=step, total_steps=total, eta_s=eta_s, heartbeat_at=timezone.now()
     )
-    realtime.send_now(run_id, {"type": "progress", "step": step, "total": total, "eta_s": eta_s})
+    realtime.send_now(run_id, {"type": "progress", "status": "running", "step": step, "total": total, "eta_s": eta_s})
     return Run.objects.filter(pk=run_id, stop_requested=True).exists()
 
 
@@ -196,11 +203,13 @@ def checkpoint_record(*, run: Run, step: int, path: str, summary: dict[str, Any]
     return checkpoint
 
 
-def runs_orphaned_fail(*, worker: str) -> int:
-    """A worker that starts again holds nothing: its runs still marked running were lost."""
+def runs_orphaned_fail(*, worker: str, started_at: datetime) -> int:
+    """A worker that starts again holds nothing: its runs still marked running, and not
+    touched since it started (a redelivered task may already have taken one back), were lost."""
     if not worker:
         return 0
-    ids = list(Run.objects.filter(status=Status.RUNNING, worker=worker).values_list("pk", flat=True))
+    untouched = Q(heartbeat_at__lt=started_at) | Q(heartbeat_at__isnull=True)
+    ids = list(Run.objects.filter(untouched, status=Status.RUNNING, worker=worker).values_list("pk", flat=True))
     for run_id in ids:
         run_finish(run_id=run_id, status=Status.FAILED,
                    error=f"The worker {worker} stopped during this run. Resume continues from the last checkpoint.")

@@ -18,7 +18,7 @@ CONFIG_CLASSES: dict[str, str] = {
     "rejection": "engine.rejection:RejectionConfig",
     "distill": "engine.distill:DistillConfig",
     "eval": "engine.evaluate:EvalConfig",
-    "pretrain": "engine.starter:PretrainConfig",
+    "pretrain": "engine.__main__:StarterConfig",
 }
 
 

@@ -138,6 +138,8 @@ X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 
 PONDER_DATA_DIR = DATA_DIR
+# Celery queue names for the two kinds of work (a deployment may split GPU pools further).
+PONDER_QUEUES = {"gpu": os.environ.get("PONDER_GPU_QUEUE", "gpu"), "cpu": os.environ.get("PONDER_CPU_QUEUE", "cpu")}
 # Rollout rows accepted by one ingestion call (CONTRACTS: up to 5,000).
 PONDER_MAX_ROLLOUTS_PER_CALL = 5000
 # Dataset exports with more rows than this are written by a Celery worker, with progress.

@@ -15,6 +15,17 @@
     for (const c of name) h = (h * 31 + c.charCodeAt(0)) >>> 0;
     return PALETTE[h % PALETTE.length];
   }
+  // The curves people look at first (R1 paper, Figures 2 and 3) come first.
+  const FIRST = ["reward", "accuracy", "response_length", "eval/accuracy", "kl", "clip_ratio", "entropy", "lr"];
+  function rank(group) {
+    const i = FIRST.indexOf(group);
+    return i >= 0 ? i : FIRST.length;
+  }
+  function fmt(v) {
+    if (v == null) return "";
+    const a = Math.abs(v);
+    return a !== 0 && (a < 1e-2 || a >= 1e5) ? v.toExponential(1) : +v.toPrecision(3) + "";
+  }
   function groupOf(name) {    // reward/format/mean and reward/format/std share a chart
     const parts = name.split("/");
     if (parts[0] === "reward" && parts.length > 2) return "reward/" + parts[1];
@@ -59,10 +70,14 @@
     if (!chart) {
       const box = el("div", "card chart");
       box.dataset.series = group;
+      box.dataset.rank = rank(group);
       box.appendChild(el("div", "muted", group));
-      document.getElementById("charts").appendChild(box);
+      const holder = document.getElementById("charts");
+      const after = Array.from(holder.children).find((c) => +c.dataset.rank > rank(group));
+      holder.insertBefore(box, after || null);
       const opts = {
         width: 360, height: 200, scales: { x: { time: byTime } },
+        axes: [{}, { values: (u, vals) => vals.map(fmt), size: 60 }],
         series: [{}].concat(names.map((n) => ({ label: n, stroke: colour(n), spanGaps: true, width: 1.5 }))),
         legend: { show: names.length > 1 },
       };
@@ -83,6 +98,13 @@
     }
     return box;
   }
+  function promptBox(prompt) {   // long templates fold; the question (the end) stays visible
+    const box = el("details", "prompt");
+    const tail = prompt.length > 140 ? "…" + prompt.slice(-140) : prompt;
+    box.appendChild(el("summary", null, tail));
+    if (prompt.length > 140) box.appendChild(el("div", null, prompt));
+    return box;
+  }
   function showRollout(r) {
     shown += 1;
     document.getElementById("sample-count").textContent = shown + " received";
@@ -93,7 +115,7 @@
     head.appendChild(el("span", "badge", "step " + r.step));
     head.appendChild(rewardBadges(r.rewards));
     card.appendChild(head);
-    card.appendChild(el("div", "prompt", r.prompt));
+    card.appendChild(promptBox(r.prompt));
     if (r.reasoning) card.appendChild(el("div", "reasoning", r.reasoning));
     card.appendChild(el("div", "answer", r.final_answer != null ? r.final_answer : r.completion));
     const list = document.getElementById("samples");
@@ -108,7 +130,7 @@
       if (!card) {
         card = el("div", "sample");
         card.dataset.stream = d.stream;
-        card.appendChild(el("div", "prompt", d.prompt || ""));
+        card.appendChild(promptBox(d.prompt || ""));
         card.appendChild(el("div", "reasoning live-text", ""));
         box.prepend(card);
         while (box.children.length > 4) box.lastChild.remove();

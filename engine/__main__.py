@@ -1,0 +1,234 @@
+"""Run a stage from the command line, without the web app.
+
+    python -m engine grpo --config grpo.json --output-dir var/runs/r1zero
+    python -m engine eval --config eval.json
+    python -m engine sft --config sft.json --resume var/runs/sft/checkpoint-40
+    python -m engine distill --help-config
+
+Stages: grpo, sft, rejection, distill, eval, and starter (alias pretrain) to build the
+offline starter model. The config is a JSON (or, with PyYAML installed, YAML) object of
+the stage's config fields; `--help-config` lists them with defaults and help. A bad
+config exits with status 2 and the sentence that states the rule. Metrics, rollouts and
+checkpoints go to `<output-dir>/{metrics,rollouts,checkpoints}.jsonl`, progress to
+stderr, and the result to `<output-dir>/result.json` and stdout. Ctrl-C asks the stage
+to stop at its next step boundary (a checkpoint is saved); a second Ctrl-C aborts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import math
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.config import option, require
+from engine.events import JsonlSink
+from engine.graded_sampling import StageConfigMixin
+
+# stage -> ("module:ConfigClass", "module:runner"); runners take (config, sink, resume_from=...).
+STAGES: dict[str, tuple[str, str]] = {
+    "grpo": ("engine.config:GRPOConfig", "engine.grpo:run_grpo"),
+    "sft": ("engine.config:SFTConfig", "engine.sft:run_sft"),
+    "rejection": ("engine.rejection:RejectionConfig", "engine.rejection:run_rejection"),
+    "distill": ("engine.distill:DistillConfig", "engine.distill:run_distill"),
+    "eval": ("engine.evaluate:EvalConfig", "engine.evaluate:run_eval"),
+    "starter": ("engine.starter:PretrainConfig", "engine.starter:run_pretrain"),
+}
+ALIASES = {"pretrain": "starter"}
+EXIT_BAD_CONFIG = 2
+EXIT_FAILED = 1
+EXIT_CANCELLED = 130  # 128 + SIGINT, as shells report an interrupted command
+
+
+@dataclass
+class StarterConfig(StageConfigMixin):
+    """Building the offline starter model (used while engine.starter has no PretrainConfig)."""
+
+    arch: str = option("dense", "Starter architecture: dense (Qwen2-style) or moe (DeepSeek-V3-style).")
+    steps: int | None = option(None, "Pretraining steps (None: the recipe's default).")
+    data_dir: str | None = option(None, "Data folder; the model lands in <data_dir>/models/ "
+                                  "(None: PONDER_DATA_DIR, default var/).")
+    output_dir: str = option("var/runs/starter", "Folder for the build's metrics and result.")
+
+    def __post_init__(self) -> None:
+        require(self.arch in ("dense", "moe"), f"arch must be dense or moe, got {self.arch!r}.")
+        require(self.steps is None or self.steps >= 1, "steps must be at least 1 or None.")
+
+
+def build_starter(config: StarterConfig, sink: Any, resume_from: str | None = None) -> Any:
+    """Build (or find) the starter, reporting pretraining loss and progress."""
+    from engine.starter import ensure_starter
+    from engine.training import StageResult
+
+    def progress(step: int, total: int, values: dict[str, float]) -> None:
+        sink.progress(step, total)
+        if step % 10 == 0 or step == total:
+            sink.metrics(step, values)
+
+    path = ensure_starter(config.arch, config.data_dir, progress, steps=config.steps)
+    return StageResult(status="succeeded", step=config.steps or 0, checkpoint=str(path))
+
+
+class CliSink(JsonlSink):
+    """JsonlSink whose `should_stop` turns true after a SIGINT or SIGTERM."""
+
+    def __init__(self, out_dir: str | Path) -> None:
+        super().__init__(out_dir)
+        self.stop_requested = False
+        self._mid_line = False  # a progress line is open: a log line must start on a fresh one
+
+    def progress(self, step: int, total: int, *, eta_s: float | None = None) -> None:
+        super().progress(step, total, eta_s=eta_s)
+        self._mid_line = True
+
+    def log(self, line: str) -> None:
+        super().log(("\n" if self._mid_line else "") + line)
+        self._mid_line = False
+
+    def end_line(self) -> None:
+        """Finish an open progress line."""
+        if self._mid_line:
+            self.stream.write("\n")
+            self._mid_line = False
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        self.stop_requested = True
+        self.log("\nStopping at the next step boundary (Ctrl-C again to abort).")
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def should_stop(self) -> bool:
+        return self.stop_requested
+
+
+def _load(target: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr, None)
+
+
+def stage_parts(stage: str) -> tuple[Any, Callable[..., Any]]:
+    """(config class, runner) of a stage."""
+    config_target, runner_target = STAGES[ALIASES.get(stage, stage)]
+    config_cls, runner = _load(config_target), _load(runner_target)
+    if config_cls is None or runner is None:  # engine.starter without a stage API: build it here
+        return StarterConfig, build_starter
+    return config_cls, runner
+
+
+def config_help(config_cls: Any) -> str:
+    """Every field of a config class: name, type, default and help text."""
+    lines = [f"{config_cls.__name__}: {(config_cls.__doc__ or '').strip().splitlines()[0]}", ""]
+    for f in dataclasses.fields(config_cls):
+        if not f.init:
+            continue
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        lines.append(f"  {f.name} ({f.type}, default {json.dumps(default)})")
+        lines.append(f"      {f.metadata.get('help', '')}")
+    return "\n".join(lines)
+
+
+def read_config(path: str | None) -> dict[str, Any]:
+    """The JSON (or YAML) object in `path`; {} without a path."""
+    if path is None:
+        return {}
+    text = Path(path).read_text(encoding="utf-8")
+    if Path(path).suffix in (".yaml", ".yml"):
+        try:
+            import yaml  # optional: JSON needs nothing extra
+        except ImportError:
+            raise ValueError("YAML configs need PyYAML installed; use a JSON file instead.") from None
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold an object of config fields, not {type(data).__name__}.")
+    return data
+
+
+def build_config(config_cls: Any, path: str | None, output_dir: str | None) -> Any:
+    """The stage config from the file, with `--output-dir` applied; ValueError states the rule."""
+    try:
+        data = read_config(path)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"Cannot read the config {path}: {exc}") from None
+    if output_dir is not None and "output_dir" in {f.name for f in dataclasses.fields(config_cls)}:
+        data["output_dir"] = output_dir
+    try:
+        return config_cls.from_dict(data)
+    except TypeError as exc:  # a value of the wrong type trips a comparison in a check
+        raise ValueError(f"A config value has the wrong type: {exc}.") from None
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m engine", description="Run one stage of the R1 recipe.")
+    parser.add_argument("stage", choices=[*STAGES, *ALIASES])
+    parser.add_argument("--config", help="JSON (or YAML) file with the stage's config fields")
+    parser.add_argument("--output-dir", help="where results go (overrides output_dir in the config)")
+    parser.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint (or, for eval "
+                        "and rejection, from an earlier run's output folder)")
+    parser.add_argument("--help-config", action="store_true", help="list the config fields and exit")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = parse_args(argv)
+    config_cls, runner = stage_parts(args.stage)
+    if args.help_config:
+        print(config_help(config_cls))
+        return 0
+    try:
+        config = build_config(config_cls, args.config, args.output_dir)
+    except ValueError as exc:
+        print(f"python -m engine {args.stage}: bad config: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    out = Path(args.output_dir or getattr(config, "output_dir", None) or f"var/runs/{args.stage}")
+    sink = CliSink(out)
+    restore = _catch_signals(sink)
+    try:
+        result = runner(config, sink, resume_from=args.resume)
+    except ValueError as exc:  # data or setup problems the stage explains in a sentence
+        print(f"python -m engine {args.stage}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        restore()
+        sink.end_line()
+    return _report(result, out)
+
+
+def _catch_signals(sink: CliSink) -> Callable[[], None]:
+    """Route SIGINT/SIGTERM to a graceful stop; returns what puts the old handlers back."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may
+        return lambda: None
+    previous = {sig: signal.signal(sig, sink.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
+def _report(result: Any, out: Path) -> int:
+    """Write result.json, print it, and map the status to an exit code."""
+    summary: dict[str, Any] = {"status": str(result)}
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        summary = dataclasses.asdict(result)
+    summary.pop("history", None)
+    metrics: dict[str, float] = summary.get("metrics") or {}
+    summary["metrics"] = {k: v for k, v in metrics.items() if math.isfinite(v)}
+    text = json.dumps(summary, indent=2)
+    (out / "result.json").write_text(text + "\n")
+    print(text)
+    return 0 if summary.get("status") == "succeeded" else EXIT_CANCELLED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Checkpoints: a Hugging Face model directory plus everything needed to resume.
+
+    DIR/config.json, model.safetensors, tokenizer files   loadable by transformers and vLLM
+    DIR/trainer_state.pt   step, optimizer, scheduler, RNG states (python, numpy, torch), data position
+    DIR/stage_config.json  the stage's config dataclass as JSON
+    DIR/ponder_checkpoint.json  step and model summary (what the UI lists)
+
+Writes are atomic: everything goes into a temporary sibling directory that is renamed
+into place, so a reader never sees half a checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.events import CheckpointRecord
+from engine.models import model_summary
+
+STATE_FILE = "trainer_state.pt"
+CONFIG_FILE = "stage_config.json"
+META_FILE = "ponder_checkpoint.json"
+
+
+@dataclass
+class TrainerState:
+    """What `load_checkpoint` gives back besides the model and tokenizer.
+
+    `optimizer` and `scheduler` are state dicts to pass to `.load_state_dict`;
+    `rng` feeds `restore_rng`; `data_state` is whatever the stage saved (e.g. epoch and
+    position in its prompt order); `config` is the stage config as a dict.
+    """
+
+    step: int = 0
+    optimizer: dict[str, Any] | None = None
+    scheduler: dict[str, Any] | None = None
+    rng: dict[str, Any] = field(default_factory=dict)
+    data_state: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy and torch RNG states in plain types (safe for `weights_only` loading)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": _plain(random.getstate()),
+        "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Put the RNGs back where `rng_state` found them."""
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "numpy" in state:
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "torch" in state:
+        torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _plain(value: Any) -> Any:
+    return [_plain(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def config_dict(config: Any) -> dict[str, Any] | None:
+    """A stage config (dataclass or mapping) as a JSON-ready dict."""
+    if config is None:
+        return None
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = dataclasses.asdict(config)
+    return json.loads(json.dumps(dict(config), default=str))
+
+
+def save_checkpoint(
+    directory: str | Path,
+    model: Any,
+    tokenizer: Any,
+    *,
+    step: int,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    data_state: dict[str, Any] | None = None,
+    config: Any = None,
+) -> CheckpointRecord:
+    """Write a checkpoint of `model` at `step` into `directory`, replacing any there."""
+    target = Path(directory)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        summary = _write(tmp, model, tokenizer, step, optimizer, scheduler, data_state, config)
+        _swap_into_place(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return CheckpointRecord(step=step, path=str(target), summary=summary)
+
+
+def _write(tmp: Path, model: Any, tokenizer: Any, step: int, optimizer: Any, scheduler: Any,
+           data_state: dict[str, Any] | None, config: Any) -> dict[str, Any]:
+    _save_weights(tmp, model)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    state = {
+        "step": step,
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "rng": rng_state(),
+        "data_state": data_state,
+    }
+    torch.save(state, tmp / STATE_FILE)
+    (tmp / CONFIG_FILE).write_text(json.dumps(config_dict(config), indent=2) + "\n")
+    summary = model_summary(model)
+    (tmp / META_FILE).write_text(json.dumps({"step": step, "summary": summary}, indent=2) + "\n")
+    return summary
+
+
+def _save_weights(tmp: Path, model: Any) -> None:
+    """Full weights at the top (what transformers and vLLM load); for a peft model the
+    LoRA-merged weights there and the adapter alone in `adapter/` (to resume LoRA training
+    on the original base model)."""
+    if hasattr(model, "peft_config") and hasattr(model, "merge_and_unload"):
+        model.save_pretrained(tmp / "adapter")
+        merged = copy.deepcopy(model).merge_and_unload()  # a copy: the trainer keeps its adapter
+        merged.save_pretrained(tmp, safe_serialization=True)
+    else:
+        model.save_pretrained(tmp, safe_serialization=True)
+
+
+def _swap_into_place(tmp: Path, target: Path) -> None:
+    """Rename `tmp` to `target`; an existing `target` is moved aside first and removed after."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.rename(target, old)
+    os.rename(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(directory: str | Path, *, device: str = "cpu", dtype: str = "float32") -> tuple[Any, Any, TrainerState]:
+    """(model, tokenizer, state) from a checkpoint written by `save_checkpoint`.
+
+    A plain Hugging Face directory (no `trainer_state.pt`) loads too, with a fresh state.
+    The model has the full (for LoRA runs: merged) weights; to resume LoRA training, load
+    the original base model and `peft.PeftModel.from_pretrained(base, DIR / "adapter",
+    is_trainable=True)`.
+    """
+    from engine.models import load_model, load_tokenizer
+
+    path = Path(directory)
+    model = load_model(path, dtype=dtype, device=device)
+    tokenizer = load_tokenizer(path)
+    state = TrainerState()
+    if (path / STATE_FILE).exists():
+        raw = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+        state = TrainerState(step=raw["step"], optimizer=raw.get("optimizer"), scheduler=raw.get("scheduler"),
+                             rng=raw.get("rng") or {}, data_state=raw.get("data_state"))
+    if (path / CONFIG_FILE).exists():
+        state.config = json.loads((path / CONFIG_FILE).read_text())
+    return model, tokenizer, state

@@ -1,0 +1,263 @@
+"""Configuration shared by the training stages.
+
+Each stage has a dataclass config (`GRPOConfig`, `SFTConfig`) in the style of TRL's
+`GRPOConfig`: every field carries help text in `metadata["help"]`, `__post_init__`
+rejects bad combinations with a sentence that states the rule, and the config is
+saved into every checkpoint (`to_dict`) and read back (`from_dict`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from engine.tasks.templates import STYLES as PROMPT_STYLES
+
+LR_SCHEDULES = ("constant", "linear", "cosine")
+ADVANTAGE_SCALES = ("group", "batch", "none")
+LOSS_TYPES = ("grpo", "bnpo", "dapo", "dr_grpo")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def option(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - mirrors TRL's metadata key
+    """A dataclass field with help text; mutable defaults go through a factory."""
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class TrainConfig:
+    """Fields every training stage has: model, optimiser, schedule, bookkeeping."""
+
+    model: str = option("starter", "Model to train: a Hugging Face name or local path, or `starter` / "
+                        "`starter-moe` for the offline starter base model.")
+    output_dir: str = option("var/runs/run", "Folder for checkpoints (`checkpoint-<step>/`).")
+    learning_rate: float = option(1e-5, "Peak AdamW learning rate.")
+    weight_decay: float = option(0.0, "AdamW weight decay.")
+    warmup_steps: int = option(0, "Optimizer steps of linear warm-up from 0 to `learning_rate`.")
+    lr_schedule: str = option("constant", "Learning-rate schedule after warm-up: constant, linear or cosine "
+                              "(decaying to 0 at the last step).")
+    max_grad_norm: float = option(1.0, "Clip the global gradient norm to this value; 0 disables clipping.")
+    micro_batch_size: int = option(16, "Sequences per forward/backward pass; gradients are accumulated "
+                                   "over micro-batches so the result does not depend on it.")
+    save_every: int = option(0, "Save a checkpoint every N optimizer steps (0: only at the end).")
+    eval_every: int = option(0, "Evaluate every N steps, and once before the first step (0: only at "
+                             "the end, when there is evaluation data).")
+    seed: int = option(0, "Seed for data order, sampling and initialisation; the same seed gives "
+                       "the same run.")
+    dtype: str = option("float32", "Parameter dtype: float32, bfloat16 or float16.")
+    device: str = option("cpu", "Torch device, e.g. cpu or cuda.")
+    lora: dict[str, Any] | None = option(None, "LoRA settings passed to `engine.models.load_model` "
+                                         "(e.g. {\"r\": 8, \"alpha\": 16}); None trains all weights.")
+    num_threads: int | None = option(None, "torch CPU threads for this run (None leaves the process "
+                                     "setting alone).")
+
+    def __post_init__(self) -> None:
+        self._check_train_fields()
+
+    def _check_train_fields(self) -> None:
+        require(self.learning_rate > 0 and math.isfinite(self.learning_rate),
+                f"learning_rate must be a positive number, got {self.learning_rate}.")
+        require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}.")
+        require(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}.")
+        require(self.lr_schedule in LR_SCHEDULES,
+                f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}.")
+        require(self.max_grad_norm >= 0, f"max_grad_norm must be >= 0 (0 disables clipping), got {self.max_grad_norm}.")
+        require(self.micro_batch_size >= 1, f"micro_batch_size must be at least 1, got {self.micro_batch_size}.")
+        require(self.save_every >= 0, f"save_every must be >= 0 (0: only at the end), got {self.save_every}.")
+        require(self.eval_every >= 0, f"eval_every must be >= 0 (0: only at the end), got {self.eval_every}.")
+        require(self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}.")
+        require(bool(self.model), "model must name a model: a Hugging Face name, a local path or `starter`.")
+        require(self.num_threads is None or self.num_threads >= 1,
+                f"num_threads must be at least 1 or None, got {self.num_threads}.")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Build a config from plain data (JSON, the web form), naming unknown keys."""
+        known = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, known, 1)) else k
+                     for k in unknown]
+            raise ValueError(f"Unknown {cls.__name__} keys: {', '.join(hints)}. "
+                             f"Valid keys: {', '.join(sorted(known))}.")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-friendly data; `from_dict(to_dict())` gives an equal config."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        """Field name → help text, for forms and `--help`."""
+        return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls) if f.init}
+
+
+def require(condition: bool, sentence: str) -> None:
+    """Raise ValueError(sentence) unless `condition` holds."""
+    if not condition:
+        raise ValueError(sentence)
+
+
+@dataclass
+class GRPOConfig(TrainConfig):
+    """Settings of one GRPO run (R1-Zero when `model` is a base model)."""
+
+    output_dir: str = option("var/runs/grpo", "Folder for checkpoints (`checkpoint-<step>/`).")
+    learning_rate: float = option(5e-4, "Peak AdamW learning rate. The default suits the ~1M-parameter "
+                                  "starter; real LMs want ~1e-6 to 3e-6 (R1-Zero: 3e-6).")
+    warmup_steps: int = option(5, "Optimizer steps of linear warm-up from 0 to `learning_rate`.")
+    micro_batch_size: int = option(64, "Sequences per forward/backward pass; gradients are accumulated "
+                                   "over micro-batches so the result does not depend on it.")
+    eval_every: int = option(10, "Evaluate on held-out prompts every N steps and once before the first "
+                             "(0: only at the end).")
+    task: str | None = option("arithmetic", "Built-in task to train on (arithmetic, countdown, python); "
+                              "None when `dataset` is given.")
+    task_options: dict[str, Any] = option({}, "Options for the built-in task, e.g. {\"difficulty\": 2}.")
+    dataset: str | None = option(None, "Path of a prompt dataset (rows with `prompt` and `answer`) "
+                                 "instead of a built-in task.")
+    eval_dataset: str | None = option(None, "Path of held-out prompts for evaluation (with `dataset`).")
+    train_examples: int | None = option(None, "How many training examples to draw from the task "
+                                        "(None: the task's default).")
+    eval_examples: int = option(100, "Held-out examples scored at each evaluation.")
+    prompt_style: str = option("auto", "Prompt template: r1_zero (plain text, base models), chat "
+                               "(the tokenizer's chat template) or auto (chat when the tokenizer has one).")
+    prefill_think: bool = option(False, "Start every completion with `<think>` for models that never "
+                                 "open it by themselves.")
+    rewards: dict[str, float] = option({"format": 0.5, "task": 1.0}, "Reward name → weight; the "
+                                       "total reward is the weighted sum. `task` is the task's own grader; "
+                                       "other names come from `engine.rewards` (format, math, code, language).")
+    accuracy_reward: str = option("task", "Reward whose value 1.0 counts as a correct answer for the "
+                                  "`accuracy` metric.")
+    group_size: int = option(8, "G: completions sampled per prompt; advantages compare them.")
+    prompts_per_step: int = option(8, "Prompts per step; the batch is prompts_per_step * group_size.")
+    max_new_tokens: int = option(64, "Longest completion in tokens; longer ones are cut (finish "
+                                 "reason `length`).")
+    temperature: float = option(1.0, "Sampling temperature during training (R1-Zero: 1.0).")
+    top_p: float = option(1.0, "Nucleus sampling threshold during training.")
+    stop: list[str] = option(["</answer>"], "Strings that end a completion.")
+    steps: int = option(100, "Optimizer steps to run (each on a fresh batch of prompts).")
+    loss_type: str = option("dapo", "Loss aggregation: grpo (per-sequence mean), bnpo/dapo "
+                            "(token-level), dr_grpo (constant normaliser).")
+    scale_rewards: str = option("group", "Advantage scaling: group (std of the group), batch (std of "
+                                "the batch) or none (Dr. GRPO).")
+    epsilon_low: float = option(0.2, "Lower clip range: the ratio is clipped at 1 - epsilon_low.")
+    epsilon_high: float = option(0.28, "Upper clip range: ratio clipped at 1 + epsilon_high (DAPO's "
+                                 "clip-higher; 0.2 is the symmetric PPO/GRPO value).")
+    beta: float = option(0.0, "KL penalty coefficient against the reference model (R1-Zero: 0.001); "
+                         "0 skips the reference model.")
+    ref_refresh_steps: int = option(0, "Copy the policy into the reference model every N steps "
+                                    "(0: keep the initial model).")
+    num_iterations: int = option(1, "μ: optimizer updates per generated batch (PPO-style reuse).")
+    dynamic_sampling: bool = option(False, "DAPO dynamic sampling: leave out groups whose rewards "
+                                    "are all equal (they carry no signal).")
+    mask_truncated_completions: bool = option(False, "DAPO overlong filtering: exclude completions "
+                                              "cut at max_new_tokens from the loss.")
+    generation_backend: str = option("torch", "Sampler: torch (transformers) or vllm.")
+    share_prompt_cache: bool = option(True, "Run each prompt once per micro-batch in training and reuse "
+                                      "its key/value cache for the group's completions (same result, "
+                                      "several times fewer tokens); turn off for models whose cache "
+                                      "cannot be indexed.")
+    stream_samples: int = option(2, "Completions of the first prompt streamed live each step.")
+    eval_temperature: float = option(0.0, "Sampling temperature for evaluation (0: greedy).")
+    eval_samples: int = option(1, "Samples per evaluation prompt; accuracy is their mean (pass@1).")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check_data()
+        self._check_sampling()
+        self._check_loss()
+
+    def _check_data(self) -> None:
+        require((self.task is None) != (self.dataset is None),
+                "Give exactly one of task or dataset: GRPO needs one source of prompts.")
+        require(self.eval_dataset is None or self.dataset is not None,
+                "eval_dataset goes with dataset: a built-in task brings its own test split.")
+        require(bool(self.rewards), "rewards must name at least one reward, e.g. {\"task\": 1.0}.")
+        require(all(math.isfinite(w) for w in self.rewards.values()), "Reward weights must be finite numbers.")
+        require(self.task is not None or ("task" not in self.rewards and self.accuracy_reward != "task"),
+                "The `task` reward needs a built-in task: with a dataset, name a reward such as math.")
+        require(self.eval_examples >= 0 and self.eval_samples >= 1,
+                "eval_examples must be >= 0 and eval_samples at least 1.")
+        require(self.prompt_style in PROMPT_STYLES,
+                f"prompt_style must be one of {', '.join(PROMPT_STYLES)}, got {self.prompt_style!r}.")
+
+    def _check_sampling(self) -> None:
+        require(self.group_size >= 2, "group_size must be at least 2: GRPO compares samples within a group.")
+        require(self.prompts_per_step >= 1, "prompts_per_step must be at least 1.")
+        require(self.steps >= 1, "steps must be at least 1.")
+        require(self.max_new_tokens >= 1, "max_new_tokens must be at least 1.")
+        require(self.temperature > 0, "temperature must be > 0 during training: greedy decoding makes "
+                "every sample of a group identical, so every advantage is 0.")
+        require(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}.")
+        require(self.eval_temperature >= 0, "eval_temperature must be >= 0 (0: greedy).")
+        require(self.generation_backend in ("torch", "vllm"),
+                f"generation_backend must be torch or vllm, got {self.generation_backend!r}.")
+        require(self.stream_samples >= 0, "stream_samples must be >= 0.")
+
+    def _check_loss(self) -> None:
+        require(self.loss_type in LOSS_TYPES, f"loss_type must be one of {', '.join(LOSS_TYPES)}, "
+                f"got {self.loss_type!r}.")
+        require(self.scale_rewards in ADVANTAGE_SCALES, f"scale_rewards must be one of "
+                f"{', '.join(ADVANTAGE_SCALES)}, got {self.scale_rewards!r}.")
+        require(0 <= self.epsilon_low < 1 and self.epsilon_high >= 0,
+                "epsilon_low must be in [0, 1) and epsilon_high >= 0: they bound the ratio to "
+                "[1 - epsilon_low, 1 + epsilon_high].")
+        require(self.beta >= 0, f"beta must be >= 0, got {self.beta}.")
+        require(self.ref_refresh_steps >= 0, "ref_refresh_steps must be >= 0 (0: never refresh).")
+        require(self.ref_refresh_steps == 0 or self.beta > 0,
+                "ref_refresh_steps needs beta > 0: without a KL penalty there is no reference model.")
+        require(self.num_iterations >= 1, "num_iterations must be at least 1.")
+
+    @property
+    def batch_size(self) -> int:
+        """Completions per step: prompts_per_step * group_size."""
+        return self.prompts_per_step * self.group_size
+
+    @property
+    def grad_accumulation_steps(self) -> int:
+        """Micro-batches accumulated into each optimizer step."""
+        return -(-self.batch_size // self.micro_batch_size)
+
+
+SFT_TEMPLATES = ("none", "auto", "r1_zero", "chat")
+
+
+@dataclass
+class SFTConfig(TrainConfig):
+    """Settings of one supervised fine-tuning run (cold start, distillation, rejection-sampled data)."""
+
+    output_dir: str = option("var/runs/sft", "Folder for checkpoints (`checkpoint-<step>/`).")
+    learning_rate: float = option(1e-4, "Peak AdamW learning rate.")
+    dataset: str | None = option(None, "Path of the training data: rows with `prompt` + `completion`, "
+                                 "chat `messages`, or plain `text`.")
+    eval_dataset: str | None = option(None, "Path of held-out rows for the eval loss.")
+    eval_fraction: float = option(0.0, "Share of the training rows held out for the eval loss when "
+                                  "there is no eval_dataset (0: none).")
+    task: str | None = option(None, "Built-in task whose reference solutions are the training data "
+                              "(instead of dataset).")
+    task_options: dict[str, Any] = option({}, "Options for the built-in task, e.g. {\"difficulty\": 2}.")
+    train_examples: int | None = option(None, "How many task examples to use (None: the task's default).")
+    template: str = option("none", "How prompts are wrapped: none (use the prompt text as given), "
+                           "r1_zero, chat, or auto (chat when the tokenizer has one).")
+    max_length: int = option(256, "Longest sequence in tokens (prompt + completion); longer rows are cut.")
+    packing: bool = option(False, "Pack rows end to end into max_length blocks (fewer pad tokens, faster).")
+    epochs: float = option(1.0, "Passes over the training rows (fractions allowed).")
+    max_steps: int | None = option(None, "Stop after this many optimizer steps (overrides epochs).")
+    batch_size: int = option(16, "Sequences per optimizer step.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.dataset is None or self.task is None,
+                "Give at most one of dataset or task (or pass rows to run_sft).")
+        require(0 <= self.eval_fraction < 1, f"eval_fraction must be in [0, 1), got {self.eval_fraction}.")
+        require(self.template in SFT_TEMPLATES,
+                f"template must be one of {', '.join(SFT_TEMPLATES)}, got {self.template!r}.")
+        require(self.max_length >= 2, "max_length must be at least 2 tokens.")
+        require(self.epochs > 0, f"epochs must be > 0, got {self.epochs}.")
+        require(self.max_steps is None or self.max_steps >= 1, "max_steps must be at least 1 or None.")
+        require(self.batch_size >= 1, "batch_size must be at least 1.")

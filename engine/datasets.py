@@ -1,0 +1,226 @@
+"""Reading users' prompt datasets and writing SFT datasets.
+
+`load_examples(path)` reads JSONL, Parquet or a `datasets.save_to_disk` directory in
+either common layout and returns task examples (the dict shape of `engine.tasks`):
+
+- TRL: `prompt` (a string, or chat messages `[{"role", "content"}]`) and `solution` or
+  `answer`; optional `tests`, `language`, `id`.
+- verl: `prompt` as chat messages and `reward_model.ground_truth` (plus `data_source`,
+  `extra_info`, which are kept).
+
+A bad row raises `DatasetError` naming the file, the line (JSONL) or row (Parquet, 1-based),
+the field and the rule, e.g. `data.jsonl line 3: field 'prompt': must be a non-empty
+string or a list of {role, content} messages`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from engine.tasks.base import Example
+
+FORMATS = ("jsonl", "parquet", "datasets")
+ROLES = {"system", "user", "assistant", "tool"}
+MAX_REPORTED = 5  # row errors listed in one DatasetError
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used; the message names every bad row found (up to 5)."""
+
+
+def load_examples(path: str | Path, *, split: str = "train", task: str = "custom") -> list[Example]:
+    """Examples from a JSONL file, a Parquet file or a `save_to_disk` directory.
+
+    `split` picks the split of a saved `DatasetDict`; `task` is stored in each example.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: no such file or directory.")
+    examples, errors = [], []
+    for where, row in _rows(path, split):
+        try:
+            examples.append(normalize_row(row, index=len(examples), task=task))
+        except DatasetError as e:
+            errors.append(f"{where}: {e}")
+    if errors:
+        more = f" (and {len(errors) - MAX_REPORTED} more bad rows)" if len(errors) > MAX_REPORTED else ""
+        raise DatasetError("; ".join(errors[:MAX_REPORTED]) + more)
+    if not examples:
+        raise DatasetError(f"{path.name}: the dataset has no rows.")
+    return examples
+
+
+def _rows(path: Path, split: str) -> Iterator[tuple[str, Any]]:
+    """(location for error messages, raw row) for every row of the dataset at `path`."""
+    if path.is_dir():
+        yield from _rows_saved(path, split)
+    elif path.suffix in (".jsonl", ".json", ".ndjson"):
+        yield from _rows_jsonl(path)
+    elif path.suffix == ".parquet":
+        yield from _rows_parquet(path)
+    else:
+        raise DatasetError(f"{path.name}: unknown format; use .jsonl, .parquet or a datasets save_to_disk directory.")
+
+
+def _rows_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path.name} line {number}"
+            try:
+                yield where, json.loads(line)
+            except json.JSONDecodeError as e:
+                yield where, _Invalid(f"not valid JSON ({e.msg} at column {e.colno})")
+
+
+def _rows_parquet(path: Path) -> Iterator[tuple[str, Any]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow raises several types for unreadable files
+        raise DatasetError(f"{path.name}: not a readable Parquet file ({e}).") from e
+    for number, row in enumerate(table.to_pylist(), start=1):
+        yield f"{path.name} row {number}", row
+
+
+def _rows_saved(path: Path, split: str) -> Iterator[tuple[str, Any]]:
+    from datasets import DatasetDict, load_from_disk
+
+    try:
+        data = load_from_disk(str(path))
+    except Exception as e:  # datasets raises FileNotFoundError or ValueError variants
+        raise DatasetError(f"{path.name}: not a datasets save_to_disk directory ({e}).") from e
+    if isinstance(data, DatasetDict):
+        if split not in data:
+            raise DatasetError(f"{path.name}: no split {split!r}; it has {', '.join(data)}.")
+        data = data[split]
+    for number, row in enumerate(data, start=1):
+        yield f"{path.name} row {number}", row
+
+
+class _Invalid:
+    """A row that could not even be parsed; normalizing it raises its reason."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def normalize_row(row: Any, *, index: int = 0, task: str = "custom") -> Example:
+    """One raw row (TRL or verl layout) as an example dict; raises DatasetError with the rule."""
+    if isinstance(row, _Invalid):
+        raise DatasetError(row.reason)
+    if not isinstance(row, dict):
+        raise DatasetError(f"must be an object with a 'prompt' field, not {type(row).__name__}")
+    prompt = _prompt(row.get("prompt"))
+    answer = _answer(row)
+    tests = row.get("tests")
+    if tests is not None and not isinstance(tests, str):
+        raise DatasetError("field 'tests': must be Python source (a string) or absent")
+    if answer is None and tests is None:
+        raise DatasetError("field 'answer': a row needs 'solution', 'answer', 'reward_model.ground_truth' or 'tests'")
+    language = row.get("language") or "en"
+    if language not in ("en", "zh"):
+        raise DatasetError("field 'language': must be 'en' or 'zh'")
+    example: Example = {k: v for k, v in row.items() if k not in ("prompt", "solution", "answer", "reward_model")}
+    example.update(id=str(row.get("id", f"{task}-{index}")), prompt=prompt, answer=answer if answer is not None else "",
+                   tests=tests, language=language, task=task)
+    return example
+
+
+def _prompt(value: Any) -> str | list[dict[str, str]]:
+    rule = "must be a non-empty string or a list of {role, content} messages"
+    if isinstance(value, str):
+        if not value.strip():
+            raise DatasetError(f"field 'prompt': {rule}")
+        return value
+    if isinstance(value, list) and value:
+        messages = []
+        for i, m in enumerate(value):
+            if not (isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str)):
+                raise DatasetError(f"field 'prompt[{i}]': {rule}; roles are {', '.join(sorted(ROLES))}")
+            messages.append({"role": m["role"], "content": m["content"]})
+        if not any(m["role"] == "user" for m in messages):
+            raise DatasetError("field 'prompt': the messages need at least one 'user' turn")
+        return messages
+    raise DatasetError(f"field 'prompt': {rule}")
+
+
+def _answer(row: dict[str, Any]) -> str | None:
+    """The reference answer: `solution`, `answer` or verl's `reward_model.ground_truth`."""
+    for name in ("solution", "answer"):
+        if row.get(name) is not None:
+            return _scalar(row[name], name)
+    reward_model = row.get("reward_model")
+    if reward_model is not None:
+        if not isinstance(reward_model, dict) or reward_model.get("ground_truth") is None:
+            raise DatasetError("field 'reward_model.ground_truth': must be present in verl's layout")
+        return _scalar(reward_model["ground_truth"], "reward_model.ground_truth")
+    return None
+
+
+def _scalar(value: Any, name: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise DatasetError(f"field '{name}': must be a string or a number")
+    return str(value)
+
+
+# ---- writing SFT datasets -------------------------------------------------------------
+
+
+def check_sft_row(row: Any, number: int) -> dict[str, Any]:
+    """A row of an SFT dataset: TRL's prompt/completion pair or a `messages` conversation."""
+    if not isinstance(row, dict):
+        raise DatasetError(f"row {number}: must be an object")
+    if "messages" in row:
+        _prompt(row["messages"])  # same message rules as prompts
+        return row
+    for name in ("prompt", "completion"):
+        if not isinstance(row.get(name), (str, list)) or not row.get(name):
+            raise DatasetError(f"row {number}: field '{name}': must be a non-empty string or messages list "
+                               "(or give 'messages' instead of prompt/completion)")
+    return row
+
+
+def save_sft_dataset(rows: Iterable[dict[str, Any]], path: str | Path, fmt: str = "jsonl") -> Path:
+    """Write SFT rows as JSONL, Parquet or a `datasets` directory, atomically."""
+    if fmt not in FORMATS:
+        raise DatasetError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}.")
+    checked = [check_sft_row(r, i) for i, r in enumerate(rows, start=1)]
+    if not checked:
+        raise DatasetError("an SFT dataset needs at least one row.")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        written = _write_sft(checked, tmp / path.name, fmt)
+        if path.is_dir():
+            shutil.rmtree(path)
+        os.replace(written, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def _write_sft(rows: list[dict[str, Any]], out: Path, fmt: str) -> Path:
+    if fmt == "jsonl":
+        with open(out, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    elif fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), out)
+    else:
+        from datasets import Dataset
+
+        Dataset.from_list(rows).save_to_disk(str(out))
+    return out

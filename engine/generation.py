@@ -1,0 +1,381 @@
+"""Sampling completions behind one interface: a fast torch backend and an optional vLLM one.
+
+    gen = make_generator("torch", model, tokenizer)
+    samples = gen.generate(prompts, n=8, params=SamplingParams(max_new_tokens=64, seed=0))
+    ...optimizer.step()...
+    gen.update_weights(model)
+
+`Sample.logprobs` are the model's true log-probabilities of the kept tokens: the
+log-softmax of the raw (temperature-1, untruncated) logits, whatever `temperature` and
+`top_p` the sampling used. That is what GRPO's importance ratio compares against.
+
+Why the torch backend beats `model.generate` (see benchmarks/bench_generation.py): each
+distinct prompt is prefilled once and its cache copied for its `n` samples; the KV cache
+is preallocated and written in place (no `torch.cat` per step); rows that finished are
+dropped from the batch instead of being decoded until the longest row ends; and there is
+no logits-processor machinery, only temperature, top-p and one multinomial draw.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from transformers.cache_utils import DynamicCache, DynamicLayer
+
+from engine.textstream import TextStream, make_stream_factory
+
+OnToken = Callable[[int, int, str], None]
+
+
+@dataclass
+class SamplingParams:
+    """How to sample. `temperature=0` means greedy; `seed=None` draws from torch's global RNG."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError("temperature must be 0 (greedy) or positive.")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1].")
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1.")
+        if any(not s for s in self.stop):
+            raise ValueError("stop strings must not be empty.")
+
+
+@dataclass
+class Sample:
+    """One completion.
+
+    `completion_ids` are the tokens kept: cut after the token that completed a stop
+    string, or after EOS (EOS included when produced). `text` is their decoding without
+    special tokens and without the stop string. `logprobs[i]` is the true log-prob of
+    `completion_ids[i]` (see the module docstring).
+    """
+
+    prompt_index: int
+    sample_index: int
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    text: str
+    logprobs: list[float]
+    finish_reason: str  # "stop" (EOS or stop string) | "length"
+
+
+class Generator(Protocol):
+    def generate(
+        self, prompts: list[str], n: int, params: SamplingParams, on_token: OnToken | None = None
+    ) -> list[Sample]:
+        """`len(prompts) * n` samples, prompt by prompt; `on_token(prompt_index,
+        sample_index, text_delta)` streams text as it is produced."""
+        ...
+
+    def update_weights(self, model: torch.nn.Module) -> None:
+        """Sample from `model`'s current weights from now on (call after optimizer steps)."""
+        ...
+
+
+def make_generator(backend: str, model: Any, tokenizer: Any, **kw: Any) -> Generator:
+    """A generator for `backend` ("torch" or "vllm") over `model` and `tokenizer`."""
+    if backend == "torch":
+        return TorchGenerator(model, tokenizer, **kw)
+    if backend == "vllm":
+        from engine.generation_vllm import VLLMGenerator  # lazy: vLLM is an optional extra
+
+        return VLLMGenerator(model, tokenizer, **kw)
+    raise ValueError(f"Generation backend must be 'torch' or 'vllm', not {backend!r}.")
+
+
+def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
+    """Token ids of a prompt, adding BOS unless the text already starts with it."""
+    bos = getattr(tokenizer, "bos_token", None)
+    add = not (bos and prompt.startswith(bos))
+    return list(tokenizer(prompt, add_special_tokens=add)["input_ids"])
+
+
+def eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Every id that ends a completion: the generation config's EOS ids and the tokenizer's."""
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), getattr(model, "config", None), tokenizer):
+        value = getattr(source, "eos_token_id", None) if source is not None else None
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    return ids
+
+
+class _BufferLayer(DynamicLayer):
+    """A KV-cache layer written in place into preallocated storage.
+
+    Storage is `(rows, heads, capacity, head_dim)`; `keys`/`values` are views of the
+    filled part, so attention sees exactly what a `DynamicLayer` would hold, without a
+    `torch.cat` of the whole cache per generated token.
+    """
+
+    is_croppable = False
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+        self.length = 0
+        self._k = self._v = torch.empty(0)
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        b, h, _, dk = key_states.shape
+        self._k = key_states.new_empty(b, h, self.capacity, dk)
+        self._v = value_states.new_empty(b, value_states.shape[1], self.capacity, value_states.shape[-1])
+        self.device = key_states.device
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.length + key_states.shape[-2]
+        if end > self._k.shape[2]:  # longer than planned: grow rather than fail
+            self._k = torch.cat([self._k, torch.empty_like(self._k)[:, :, : end - self._k.shape[2] + self.capacity]], 2)
+            self._v = torch.cat([self._v, torch.empty_like(self._v)[:, :, : end - self._v.shape[2] + self.capacity]], 2)
+        self._k[:, :, self.length : end] = key_states
+        self._v[:, :, self.length : end] = value_states
+        self.length = end
+        self._refresh()
+        return self.keys, self.values
+
+    def _refresh(self) -> None:
+        self.keys, self.values = self._k[:, :, : self.length], self._v[:, :, : self.length]
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def reset(self) -> None:
+        self.length = 0
+        self._refresh()
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.is_initialized:
+            self._k, self._v = self._k[indices], self._v[indices]
+            self._refresh()
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.is_initialized:
+            self._k = self._k.repeat_interleave(repeats, dim=0)
+            self._v = self._v.repeat_interleave(repeats, dim=0)
+            self._refresh()
+
+
+def new_cache(model: Any, capacity: int) -> Any:
+    """A `DynamicCache` whose full-attention layers are preallocated `_BufferLayer`s."""
+    try:
+        cache = DynamicCache(config=model.config)
+    except Exception:  # configs the helper cannot read: a plain lazily grown cache still works
+        return DynamicCache()
+    cache.layers = [_BufferLayer(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
+
+
+def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> tuple:
+    """Draw one token per row.
+
+    logits: (A, V) raw logits. Returns (tokens (A,), logprobs (A,)) where logprobs are
+    under the raw logits, not the temperature/top-p distribution that drew them.
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    if params.temperature == 0:
+        tokens = logp.argmax(dim=-1)
+    else:
+        probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+        if params.top_p < 1.0:
+            probs = _top_p(probs, params.top_p)
+        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    return tokens, logp.gather(1, tokens[:, None]).squeeze(1)
+
+
+def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Zero all but the smallest set of most likely tokens whose mass reaches `top_p`."""
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    outside = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p  # mass before the token already enough
+    sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+    return torch.zeros_like(probs).scatter_(1, order, sorted_probs)
+
+
+@dataclass
+class _Row:
+    """Bookkeeping of one sequence being sampled."""
+
+    prompt_index: int
+    sample_index: int
+    prompt_ids: list[int]
+    stream: TextStream
+    ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    finish_reason: str | None = None
+
+
+class TorchGenerator:
+    """Batched KV-cache sampling with plain torch and a Hugging Face causal LM."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, max_batch_rows: int = 512, ignore_eos: bool = False) -> None:
+        """`max_batch_rows` caps prompts x n sampled at once; `ignore_eos` samples to
+        `max_new_tokens` regardless of EOS (benchmarks)."""
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch_rows = max_batch_rows
+        self.eos = set() if ignore_eos else eos_ids(model, tokenizer)
+        pad = getattr(tokenizer, "pad_token_id", None)
+        self.pad_id = int(pad if pad is not None else min(self.eos, default=0))
+        self._stream_factory = make_stream_factory(tokenizer)
+        params = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self._keep_arg = "logits_to_keep" in params or "kwargs" in params
+
+    def update_weights(self, model: torch.nn.Module) -> None:
+        # Sampling runs on the module itself, so pointing at the trained module is the sync.
+        self.model = model
+
+    def generate(
+        self, prompts: list[str], n: int, params: SamplingParams, on_token: OnToken | None = None
+    ) -> list[Sample]:
+        if n < 1:
+            raise ValueError("n (completions per prompt) must be at least 1.")
+        generator = self._rng(params.seed)
+        encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
+        per_chunk = max(1, self.max_batch_rows // n)
+        out: list[Sample] = []
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(prompts), per_chunk):
+                    chunk = encoded[start : start + per_chunk]
+                    out.extend(self._generate_chunk(chunk, start, n, params, generator, on_token))
+        finally:
+            self.model.train(was_training)
+        return out
+
+    def _rng(self, seed: int | None) -> torch.Generator:
+        device = next(self.model.parameters()).device
+        generator = torch.Generator(device=device)
+        generator.manual_seed(int(torch.randint(0, 2**62, (1,)).item()) if seed is None else seed)
+        return generator
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any) -> torch.Tensor:
+        """Logits of the last position, (rows, V), appending this call's keys/values to `cache`."""
+        kwargs: dict[str, Any] = {self._cache_arg: cache, "use_cache": True}
+        if self._keep_arg:
+            kwargs["logits_to_keep"] = 1
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, **kwargs)
+        return out.logits[:, -1, :]
+
+    def _generate_chunk(
+        self,
+        prompts: list[list[int]],
+        offset: int,
+        n: int,
+        params: SamplingParams,
+        generator: torch.Generator,
+        on_token: OnToken | None,
+    ) -> list[Sample]:
+        device = next(self.model.parameters()).device
+        width = max(len(p) for p in prompts)
+        capacity = width + params.max_new_tokens
+        # Left padding: every row's next token lands in the same column.
+        mask = torch.zeros(len(prompts), capacity, dtype=torch.long, device=device)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long, device=device)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[i, width - len(p) : width] = 1
+        positions = (mask[:, :width].cumsum(-1) - 1).clamp(min=0)
+        cache = new_cache(self.model, capacity)
+        logits = self._forward(ids, mask[:, :width], positions, cache)
+        # Prefill once per prompt, then copy for its n samples: (P, ...) -> (P*n, ...).
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+            logits, mask = logits.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
+        rows = [
+            _Row(offset + i, j, prompts[i], self._stream_factory(params.stop))
+            for i in range(len(prompts))
+            for j in range(n)
+        ]
+        next_pos = mask[:, :width].sum(-1, keepdim=True)  # (rows, 1): position of the next token
+        self._decode(rows, logits, mask, next_pos, width, cache, params, generator, on_token)
+        return [self._finish(r) for r in rows]
+
+    def _decode(
+        self,
+        rows: list[_Row],
+        logits: torch.Tensor,
+        mask: torch.Tensor,
+        next_pos: torch.Tensor,
+        width: int,
+        cache: Any,
+        params: SamplingParams,
+        generator: torch.Generator,
+        on_token: OnToken | None,
+    ) -> None:
+        """The sampling loop. `active[k]` is the row at batch position k; rows that
+        finish stay in the batch (their tokens ignored) until a quarter of the batch is
+        finished, then the batch and its cache are compacted: copying the cache for
+        every single finished row would cost more than decoding a few idle rows."""
+        active = list(range(len(rows)))
+        alive = [True] * len(rows)
+        for step in range(params.max_new_tokens):
+            tokens, logprobs = sample_next(logits, params, generator)
+            last = step == params.max_new_tokens - 1
+            for k, (t, lp) in enumerate(zip(tokens.tolist(), logprobs.tolist(), strict=True)):
+                if alive[k]:
+                    alive[k] = self._accept(rows[active[k]], t, lp, last, on_token)
+            live = sum(alive)
+            if live == 0:
+                return
+            col = width + step
+            mask[:, col] = 1
+            if (len(active) - live) * 4 >= len(active):
+                index = torch.tensor([k for k in range(len(active)) if alive[k]], device=mask.device)
+                cache.batch_select_indices(index)
+                tokens, mask, next_pos = tokens[index], mask[index], next_pos[index]
+                active = [a for a, keep in zip(active, alive, strict=True) if keep]
+                alive = [True] * len(active)
+            logits = self._forward(tokens[:, None], mask[:, : col + 1], next_pos, cache)
+            next_pos = next_pos + 1
+
+    def _accept(self, row: _Row, token: int, logprob: float, last: bool, on_token: OnToken | None) -> bool:
+        """Record one sampled token; True while the row goes on."""
+        row.ids.append(token)
+        row.logprobs.append(logprob)
+        if token in self.eos:
+            row.finish_reason = "stop"
+        else:
+            delta, stopped = row.stream.push(token)
+            if on_token is not None and delta:
+                on_token(row.prompt_index, row.sample_index, delta)
+            if stopped:
+                row.finish_reason = "stop"
+                return False
+            if last:
+                row.finish_reason = "length"
+        if row.finish_reason is not None:
+            tail = row.stream.flush()
+            if on_token is not None and tail:
+                on_token(row.prompt_index, row.sample_index, tail)
+            return False
+        return True
+
+    def _finish(self, row: _Row) -> Sample:
+        return Sample(
+            prompt_index=row.prompt_index,
+            sample_index=row.sample_index,
+            prompt_ids=row.prompt_ids,
+            completion_ids=row.ids,
+            text=row.stream.text(),
+            logprobs=row.logprobs,
+            finish_reason=row.finish_reason or "length",
+        )

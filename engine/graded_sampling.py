@@ -1,0 +1,306 @@
+"""Sampling k completions per prompt and grading them: what evaluation, rejection
+sampling and distillation share.
+
+    config = EvalConfig(model="starter", task="arithmetic", k=8)
+    sampler = GradedSampler.load(config, sink.log)
+    for start, batch in batches(sampler.examples, config.prompts_per_batch):
+        groups = sampler.sample(batch, start)     # one list of k GradedSamples per prompt
+
+Prompts come from a built-in task or a dataset and are formatted exactly as GRPO
+formats them (so a checkpoint is judged on what it was trained on). Correctness is the
+`accuracy_reward` (the task's grader by default) scoring 1.0, as in GRPO.
+
+Results are written per batch to a JSONL file so that a stopped run keeps what it did
+and `resume_from` (an earlier output directory of the same config) carries on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+from engine.config import DTYPES, option, require
+from engine.events import RolloutRecord
+from engine.scoring import RewardScorer
+from engine.tasks.base import extract_answer
+from engine.tasks.templates import STYLES as PROMPT_STYLES
+from engine.tasks.templates import format_prompt
+from engine.text import split_reasoning
+from engine.training import StageResult
+
+Example = dict[str, Any]
+CONFIG_FILE = "stage_config.json"  # the config a results folder was written with
+
+
+@dataclass
+class DatasetStageResult(StageResult):
+    """A StageResult that also names the SFT dataset the stage wrote (None when it kept
+    no rows)."""
+
+    dataset: str | None = None
+
+
+class StageConfigMixin:
+    """`from_dict` naming unknown keys, `to_dict` and `help`, as `engine.config.TrainConfig`
+    has them, for stage configs that are not training configs."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Build a config from plain data (JSON, the web form), naming unknown keys."""
+        known = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - known)
+        if unknown:
+            hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, known, 1)) else k
+                     for k in unknown]
+            raise ValueError(f"Unknown {cls.__name__} keys: {', '.join(hints)}. "
+                             f"Valid keys: {', '.join(sorted(known))}.")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-friendly data; `from_dict(to_dict())` gives an equal config."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        """Field name → help text, for forms and `--help-config`."""
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        return {f.name: f.metadata.get("help", "") for f in fields if f.init}
+
+
+@dataclass
+class SamplingConfig(StageConfigMixin):
+    """Fields shared by the stages that sample k completions per prompt and grade them."""
+
+    model: str = option("starter", "Model to sample from: a checkpoint directory, a Hugging Face name, or "
+                        "`starter` / `starter-moe`.")
+    output_dir: str = option("var/runs/sampling", "Folder for the results.")
+    task: str | None = option("arithmetic", "Built-in task whose prompts are used (arithmetic, countdown, "
+                              "python); None when `dataset` is given.")
+    task_options: dict[str, Any] = option({}, "Options for the built-in task, e.g. {\"difficulty\": 2}.")
+    dataset: str | None = option(None, "Path of a prompt dataset (rows with `prompt` and `answer` or "
+                                 "`tests`) instead of a built-in task.")
+    split: str = option("test", "Split of the task (train or test), or of a saved datasets directory.")
+    num_prompts: int | None = option(100, "How many prompts to use, from the start of the split "
+                                     "(None: the whole split).")
+    k: int = option(8, "Completions sampled per prompt.")
+    temperature: float = option(0.6, "Sampling temperature (R1's evaluation convention: 0.6; 0: greedy).")
+    top_p: float = option(0.95, "Nucleus sampling threshold (R1's evaluation convention: 0.95).")
+    max_new_tokens: int = option(128, "Longest completion in tokens; longer ones are cut.")
+    stop: list[str] = option(["</answer>"], "Strings that end a completion.")
+    prompt_style: str = option("auto", "Prompt template: r1_zero (plain text, base models), chat "
+                               "(the tokenizer's chat template) or auto (chat when the tokenizer has one).")
+    prefill_think: bool = option(False, "Start every completion with `<think>`.")
+    accuracy_reward: str = option("task", "Reward whose value 1.0 marks a correct completion: `task` (the "
+                                  "task's own grader), a name from engine.rewards (math, code) or a dotted path.")
+    rewards: dict[str, float] = option({"format": 1.0}, "Further rewards to score every completion with "
+                                       "(name → weight), reported per sample and as means.")
+    prompts_per_batch: int = option(16, "Prompts sampled together; results are written, progress is "
+                                    "reported and a stop request is honoured after each batch.")
+    generation_backend: str = option("torch", "Sampler: torch (transformers) or vllm.")
+    seed: int = option(0, "Sampling seed; the same seed gives the same samples.")
+    dtype: str = option("float32", "Model dtype: float32, bfloat16 or float16.")
+    device: str = option("cpu", "Torch device, e.g. cpu or cuda.")
+    num_threads: int | None = option(None, "torch CPU threads (None leaves the process setting alone).")
+
+    def __post_init__(self) -> None:
+        self._check_source()
+        self._check_sampling()
+
+    def _check_source(self) -> None:
+        require(bool(self.model), "model must name a model: a checkpoint, a Hugging Face name or `starter`.")
+        require((self.task is None) != (self.dataset is None),
+                "Give exactly one of task or dataset: the stage needs one source of prompts.")
+        require(self.task is not None or (self.accuracy_reward != "task" and "task" not in self.rewards),
+                "The `task` reward needs a built-in task: with a dataset, set accuracy_reward to a reward "
+                "such as math or code.")
+        require(self.task is None or self.split in ("train", "test"),
+                f"split must be train or test for a built-in task, got {self.split!r}.")
+        require(self.num_prompts is None or self.num_prompts >= 1, "num_prompts must be at least 1 or None.")
+        require(all(math.isfinite(w) for w in self.rewards.values()), "Reward weights must be finite numbers.")
+        require(self.prompt_style in PROMPT_STYLES,
+                f"prompt_style must be one of {', '.join(PROMPT_STYLES)}, got {self.prompt_style!r}.")
+
+    def _check_sampling(self) -> None:
+        require(self.k >= 1, f"k (samples per prompt) must be at least 1, got {self.k}.")
+        require(self.temperature >= 0, f"temperature must be >= 0 (0: greedy), got {self.temperature}.")
+        require(self.temperature > 0 or self.k == 1,
+                "Greedy decoding (temperature 0) makes all k samples identical: use k = 1 or a temperature > 0.")
+        require(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}.")
+        require(self.max_new_tokens >= 1, "max_new_tokens must be at least 1.")
+        require(all(self.stop), "stop strings must not be empty.")
+        require(self.prompts_per_batch >= 1, "prompts_per_batch must be at least 1.")
+        require(self.generation_backend in ("torch", "vllm"),
+                f"generation_backend must be torch or vllm, got {self.generation_backend!r}.")
+        require(self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}.")
+        require(self.num_threads is None or self.num_threads >= 1, "num_threads must be at least 1 or None.")
+
+
+@dataclass
+class GradedSample:
+    """One completion with its grades."""
+
+    sample_index: int
+    text: str  # as sampled (the stop string cut off)
+    completion: str  # `text` with the stop string that ended it put back (what SFT should learn)
+    tokens: int
+    finish_reason: str
+    correct: bool
+    rewards: dict[str, float]
+    score: float  # weighted sum of `rewards`
+    answer: str | None  # the extracted final answer
+
+
+@dataclass
+class GradedSampler:
+    """A model, its sampler and the graders, over the configured prompts."""
+
+    config: SamplingConfig
+    model: Any
+    tokenizer: Any
+    generator: Any
+    scorer: RewardScorer
+    examples: list[Example] = field(default_factory=list)
+    eos: set[int] = field(default_factory=set)
+
+    @classmethod
+    def load(cls, config: SamplingConfig, log: Callable[[str], None]) -> GradedSampler:
+        """Load the model and tokenizer, the prompts and the graders of `config`."""
+        from engine.generation import eos_ids, make_generator
+        from engine.models import load_model, load_tokenizer
+
+        model = load_model(config.model, dtype=config.dtype, device=config.device)
+        tokenizer = load_tokenizer(config.model)
+        task = load_task(config)
+        weights = {config.accuracy_reward: 0.0, **config.rewards}  # the grader runs once per sample
+        generator = make_generator(config.generation_backend, model, tokenizer)
+        return cls(config, model, tokenizer, generator, RewardScorer(weights, task, log),
+                   load_prompts(config, tokenizer, task), eos_ids(model, tokenizer))
+
+    def sample(self, examples: list[Example], start: int) -> list[list[GradedSample]]:
+        """k graded samples for each example; `start` (the batch's first prompt index)
+        seeds the batch, so a resumed run samples what an uninterrupted one would."""
+        from engine.generation import SamplingParams
+
+        cfg = self.config
+        params = SamplingParams(temperature=cfg.temperature, top_p=1.0 if cfg.temperature == 0 else cfg.top_p,
+                                max_new_tokens=cfg.max_new_tokens, stop=list(cfg.stop),
+                                seed=(cfg.seed * 1_000_003 + start) % 2**62)
+        samples = self.generator.generate([ex["text"] for ex in examples], cfg.k, params)
+        graded_examples = [graded_example(examples[s.prompt_index], len(s.completion_ids), cfg.max_new_tokens)
+                           for s in samples]
+        scores = self.scorer.score_many([(s.text, ex) for s, ex in zip(samples, graded_examples, strict=True)])
+        groups: list[list[GradedSample]] = [[] for _ in examples]
+        for s, ex, (_, comps) in zip(samples, graded_examples, scores, strict=True):
+            groups[s.prompt_index].append(self._graded(s, ex, comps))
+        return groups
+
+    def _graded(self, sample: Any, example: Example, comps: dict[str, float]) -> GradedSample:
+        cfg = self.config
+        rewards = {name: comps[name] for name in cfg.rewards}
+        return GradedSample(
+            sample_index=sample.sample_index, text=sample.text, completion=self._with_stop(sample),
+            tokens=len(sample.completion_ids), finish_reason=sample.finish_reason,
+            correct=self.scorer.correct(sample.text, example, comps, cfg.accuracy_reward), rewards=rewards,
+            score=sum(cfg.rewards[n] * v for n, v in rewards.items()), answer=extract_answer(sample.text))
+
+    def _with_stop(self, sample: Any) -> str:
+        """The completion as the model wrote it: a stop string is cut from `text`, but a
+        model fine-tuned on the text must still learn to write it."""
+        ids, stop = sample.completion_ids, self.config.stop
+        if sample.finish_reason != "stop" or not stop or (ids and ids[-1] in self.eos):
+            return sample.text
+        full = self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        found = [s for s in stop if full.startswith(s, len(sample.text))]
+        return sample.text + (found[0] if found else stop[0])
+
+
+def load_task(config: SamplingConfig) -> Any:
+    """The built-in task object, or None for a dataset."""
+    if config.task is None:
+        return None
+    from engine import tasks
+
+    return tasks.get(config.task, **config.task_options)
+
+
+def load_prompts(config: SamplingConfig, tokenizer: Any, task: Any) -> list[Example]:
+    """The configured examples, each with `text`: the prompt as the model sees it."""
+    if task is not None:
+        examples = task.examples(config.split, config.num_prompts)
+    else:
+        from engine.datasets import load_examples
+
+        assert config.dataset is not None
+        examples = load_examples(config.dataset, split=config.split)[: config.num_prompts]
+    for ex in examples:
+        ex["text"] = format_prompt(ex["prompt"], tokenizer, style=config.prompt_style,
+                                   prefill_think=config.prefill_think)
+        ex["think_prefilled"] = config.prefill_think  # the format reward then expects no <think>
+    return examples
+
+
+def graded_example(example: Example, completion_tokens: int, max_length: int) -> Example:
+    """The example as graders see it, with the token count and limit the length rewards read."""
+    return {**example, "completion_tokens": completion_tokens, "max_length": max_length}
+
+
+def batches(items: list[Example], size: int, start: int = 0) -> list[tuple[int, list[Example]]]:
+    """(index of the first item, items) chunks of at most `size`, from `start` on."""
+    return [(i, items[i : i + size]) for i in range(start, len(items), size)]
+
+
+def rollout_record(example: Example, s: GradedSample, metadata: dict[str, Any]) -> RolloutRecord:
+    """One graded sample as a RolloutRecord at step 0 (the reward is its correctness)."""
+    reasoning, tail = split_reasoning(s.text)
+    return RolloutRecord(
+        step=0, prompt=example["text"], completion=s.text, rewards={"correct": float(s.correct), **s.rewards},
+        reward=float(s.correct), sample_index=s.sample_index, reasoning=reasoning, answer=s.answer or tail,
+        reference=str(example.get("answer", "")), token_count=s.tokens, finish_reason=s.finish_reason,
+        metadata={"question": example.get("prompt", ""), "example_id": example.get("id"), **metadata})
+
+
+# ----------------------------------------------------------------------------
+# Results files that survive a stop
+# ----------------------------------------------------------------------------
+
+
+def open_results(config: SamplingConfig, name: str, resume_from: str | Path | None) -> list[dict[str, Any]]:
+    """Start `<output_dir>/<name>`: empty, or holding the rows of an earlier run of the
+    same config at `resume_from` (a results folder); returns those rows."""
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    if resume_from is not None:
+        rows = _earlier_rows(config, Path(resume_from), name)
+    (out / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    with open(out / name, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    return rows
+
+
+def _earlier_rows(config: SamplingConfig, folder: Path, name: str) -> list[dict[str, Any]]:
+    """Rows written by an earlier run in `folder`, after checking it used the same config."""
+    saved_path = folder / CONFIG_FILE
+    if not saved_path.exists():
+        raise ValueError(f"resume_from must be a results folder of an earlier run: {saved_path} is missing.")
+    saved, now = json.loads(saved_path.read_text()), config.to_dict()
+    differ = sorted(k for k in now if k != "output_dir" and saved.get(k) != now[k])
+    if differ:
+        raise ValueError("Resuming needs the config of the earlier run; these fields differ: "
+                         f"{', '.join(differ)}.")
+    if not (folder / name).exists():
+        return []
+    with open(folder / name, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def append_results(config: SamplingConfig, name: str, rows: list[dict[str, Any]]) -> None:
+    """Append rows to `<output_dir>/<name>`."""
+    with open(Path(config.output_dir) / name, "a", encoding="utf-8") as f:
+        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)

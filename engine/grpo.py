@@ -1,0 +1,576 @@
+"""GRPO: group-relative policy optimisation, the RL stage of the R1 recipe.
+
+Read top to bottom: first the pure tensor math (advantages, the clipped policy
+loss, in the style of verl's `core_algos.py`), then the stage loop `run_grpo`
+that samples groups, scores them with verifiable rewards and updates the policy.
+
+Shapes: B = number of sampled completions in a batch (n_groups * group_size),
+T = padded completion length.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.config import ADVANTAGE_SCALES, LOSS_TYPES, GRPOConfig
+from engine.events import RolloutRecord, Sink
+from engine.scoring import RewardFn, RewardScorer
+from engine.tasks.base import extract_answer
+from engine.tasks.templates import format_prompt
+from engine.text import split_reasoning
+from engine.training import (
+    DataCursor,
+    GroupedBatch,
+    StageResult,
+    StepClock,
+    TokenBatch,
+    build_grouped_batch,
+    build_optimizer,
+    build_scheduler,
+    build_token_batch,
+    configure_threads,
+    load_policy,
+    micro_batches,
+    pad_token_id,
+    restore_training_state,
+    save_stage_checkpoint,
+    seed_everything,
+    sequence_logprobs,
+)
+
+__all__ = ["GRPOConfig", "group_advantages", "policy_loss", "run_grpo"]
+
+Batch = TokenBatch | GroupedBatch
+REF_FILE = "ref_model.pt"  # reference weights kept beside a GRPO checkpoint
+STD_EPS = 1e-4  # added to the std so groups with tiny spread do not explode
+
+
+# ----------------------------------------------------------------------------
+# Pure math
+# ----------------------------------------------------------------------------
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group") -> torch.Tensor:
+    """Group-relative advantages (DeepSeekMath GRPO; Dr. GRPO with `scale="none"`).
+
+    Args:
+        rewards: (B,) float rewards laid out group by group, B = n_groups * group_size.
+        group_size: G, completions sampled per prompt (at least 2).
+        scale: "group" → (r - group_mean) / (group_std + 1e-4), Bessel-corrected std
+            of each group; "batch" → the same numerator over the Bessel-corrected std
+            of the whole batch (+ 1e-4); "none" → r - group_mean (Dr. GRPO).
+
+    Returns:
+        (B,) advantages, one per completion (every token of a completion shares it).
+    """
+    rewards = _as_float_tensor(rewards, "rewards")
+    if rewards.dim() != 1:
+        raise ValueError(f"rewards must be a 1-D tensor (B,), got shape {tuple(rewards.shape)}.")
+    if scale not in ADVANTAGE_SCALES:
+        raise ValueError(f"Unknown advantage scale {scale!r}: valid values are {', '.join(ADVANTAGE_SCALES)}.")
+    if isinstance(group_size, bool) or not isinstance(group_size, int):
+        raise ValueError(f"group_size must be an int, got {group_size!r}.")
+    if group_size < 2:
+        # A group of one has no peers: its advantage is always 0, and its Bessel std is NaN.
+        raise ValueError(f"group_size must be at least 2: GRPO compares samples within a group (got {group_size}).")
+    if rewards.numel() % group_size != 0:
+        raise ValueError(
+            f"The number of rewards ({rewards.numel()}) must be a multiple of group_size ({group_size}): "
+            "rewards are laid out group by group."
+        )
+    grouped = rewards.view(-1, group_size)  # (n_groups, G)
+    centred = (grouped - grouped.mean(dim=1, keepdim=True)).reshape(-1)  # (B,)
+    if scale == "group":
+        std = grouped.std(dim=1, keepdim=True).expand_as(grouped).reshape(-1)  # (B,)
+        return centred / (std + STD_EPS)
+    if scale == "batch":
+        return centred / (rewards.std() + STD_EPS)
+    return centred
+
+
+def policy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    ref_logp: torch.Tensor | None,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    loss_type: str = "dapo",
+    epsilon_low: float = 0.2,
+    epsilon_high: float = 0.2,
+    beta: float = 0.0,
+    max_completion_length: int | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clipped surrogate loss with an optional k3 KL penalty (PPO/GRPO family).
+
+    Per token: ratio = exp(logp - old_logp),
+    l = -min(ratio * A, clip(ratio, 1 - eps_low, 1 + eps_high) * A)
+        + beta * (exp(ref_logp - logp) - (ref_logp - logp) - 1).
+
+    Aggregation (`loss_type`):
+        "grpo": mean over sequences of sum_t(l*m) / sum_t(m)  (DeepSeekMath);
+        "bnpo", "dapo": sum(l*m) / sum(m), token-level (DAPO);
+        "dr_grpo": sum(l*m) / (B * max_completion_length), constant normaliser (Dr. GRPO).
+
+    Args:
+        logp: (B, T) log-probs of the sampled tokens under the current policy (the only
+            input that receives gradients).
+        old_logp: (B, T) log-probs under the policy that sampled them.
+        ref_logp: (B, T) log-probs under the reference policy, or None when beta == 0.
+        advantages: (B,) one advantage per sequence.
+        mask: (B, T) bool or float, 1 for completion tokens that count.
+        max_completion_length: the dr_grpo normaliser, defaults to T.
+
+    Returns:
+        (loss, stats): a 0-dim tensor and python floats `clip_ratio`, `clip_ratio/low`,
+        `clip_ratio/high`, `ratio/mean` and, when beta > 0, `kl` (masked mean of k3).
+    """
+    _check_loss_args(logp, old_logp, ref_logp, advantages, mask, loss_type, epsilon_low, epsilon_high, beta)
+    if max_completion_length is not None and max_completion_length <= 0:
+        raise ValueError(f"max_completion_length must be a positive number of tokens, got {max_completion_length}.")
+    m = mask.to(logp.dtype)
+    adv = advantages.detach().reshape(-1, 1).to(logp.dtype)  # (B, 1), broadcast over tokens
+    ratio = torch.exp(logp - old_logp.detach())  # (B, T)
+    clipped = torch.clamp(ratio, 1.0 - epsilon_low, 1.0 + epsilon_high)
+    per_token = -torch.min(ratio * adv, clipped * adv)  # (B, T)
+    kl = None
+    if beta > 0:
+        assert ref_logp is not None  # checked above; narrows the type
+        delta = ref_logp.detach() - logp
+        kl = torch.exp(delta) - delta - 1.0  # (B, T), k3 estimator, >= 0
+        per_token = per_token + beta * kl
+    loss = _aggregate(per_token, m, loss_type, max_completion_length)
+    stats = _loss_stats(ratio.detach(), adv, m, epsilon_low, epsilon_high, kl)
+    stats["loss"] = float(loss.detach())
+    return loss, stats
+
+
+def _aggregate(per_token: torch.Tensor, m: torch.Tensor, loss_type: str, max_len: int | None) -> torch.Tensor:
+    """Reduce (B, T) per-token losses to a scalar as `loss_type` prescribes."""
+    tiny = torch.finfo(per_token.dtype).tiny  # only guards all-masked rows/batches: 0 / tiny = 0
+    if loss_type == "grpo":
+        per_seq = (per_token * m).sum(dim=1) / m.sum(dim=1).clamp(min=tiny)  # (B,)
+        return per_seq.mean()
+    if loss_type in ("bnpo", "dapo"):
+        return (per_token * m).sum() / m.sum().clamp(min=tiny)
+    length = per_token.shape[1] if max_len is None else max_len
+    return (per_token * m).sum() / (per_token.shape[0] * length)
+
+
+def _loss_stats(
+    ratio: torch.Tensor, adv: torch.Tensor, m: torch.Tensor, eps_low: float, eps_high: float, kl: torch.Tensor | None
+) -> dict[str, float]:
+    """Masked token means of clipping activity (TRL's definition) and KL."""
+    denom = m.sum().clamp(min=torch.finfo(m.dtype).tiny)
+    # Clipping only bites when the clipped branch is the min: pushing a ratio further
+    # in the direction the advantage favours.
+    low = ((ratio < 1.0 - eps_low) & (adv < 0)).to(m.dtype)
+    high = ((ratio > 1.0 + eps_high) & (adv > 0)).to(m.dtype)
+    stats = {
+        "clip_ratio": float(((low + high) * m).sum() / denom),
+        "clip_ratio/low": float((low * m).sum() / denom),
+        "clip_ratio/high": float((high * m).sum() / denom),
+        "ratio/mean": float((ratio * m).sum() / denom),
+    }
+    if kl is not None:
+        stats["kl"] = float((kl.detach() * m).sum() / denom)
+    return stats
+
+
+def _check_loss_args(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    ref_logp: torch.Tensor | None,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    loss_type: str,
+    epsilon_low: float,
+    epsilon_high: float,
+    beta: float,
+) -> None:
+    """Raise a ValueError that states the rule for any inconsistent input."""
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"Unknown loss_type {loss_type!r}: valid values are {', '.join(LOSS_TYPES)}.")
+    if logp.dim() != 2:
+        raise ValueError(f"logp must be (B, T), got shape {tuple(logp.shape)}.")
+    named = {"old_logp": old_logp, "mask": mask}
+    if ref_logp is not None:
+        named["ref_logp"] = ref_logp
+    for name, tensor in named.items():
+        if tuple(tensor.shape) != tuple(logp.shape):
+            raise ValueError(f"{name} must have the shape of logp {tuple(logp.shape)}, got {tuple(tensor.shape)}.")
+    if advantages.numel() != logp.shape[0] or advantages.dim() > 2:
+        raise ValueError(f"advantages must be (B,) with B={logp.shape[0]}, got shape {tuple(advantages.shape)}.")
+    if beta < 0 or math.isnan(beta):
+        raise ValueError(f"beta must be >= 0, got {beta}.")
+    if beta > 0 and ref_logp is None:
+        raise ValueError("ref_logp is required when beta > 0: the KL penalty compares to the reference policy.")
+    if epsilon_low < 0 or epsilon_high < 0:
+        raise ValueError(f"epsilon_low and epsilon_high must be >= 0, got {epsilon_low} and {epsilon_high}.")
+
+
+def _as_float_tensor(x: Any, name: str) -> torch.Tensor:
+    """Accept a tensor or a sequence of numbers; integers become float32."""
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
+    if not t.is_floating_point():
+        t = t.to(torch.float32)
+    return t
+
+
+# ----------------------------------------------------------------------------
+# The stage
+# ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """Everything a GRPO run carries from one step to the next."""
+
+    config: GRPOConfig
+    sink: Sink
+    model: torch.nn.Module
+    tokenizer: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    generator: Any
+    train: list[dict[str, Any]]
+    test: list[dict[str, Any]]
+    cursor: DataCursor
+    scorer: RewardScorer
+    ref_model: torch.nn.Module | None = None
+    step: int = 0
+    clock: StepClock = field(default_factory=StepClock)
+    history: list[dict[str, float]] = field(default_factory=list)
+    last_checkpoint: str | None = None
+
+
+def run_grpo(
+    config: GRPOConfig,
+    sink: Sink,
+    *,
+    resume_from: str | Path | None = None,
+    reward_functions: dict[str, RewardFn] | None = None,
+) -> StageResult:
+    """Train `config.model` with GRPO, reporting through `sink`.
+
+    Each step: take the next prompts, sample `group_size` completions each, score them,
+    turn rewards into group-relative advantages and take `num_iterations` clipped
+    policy-gradient steps. Stops early (with a checkpoint, status "cancelled") when
+    `sink.should_stop()` turns true at a step boundary. `resume_from` continues from a
+    checkpoint of an earlier run of the same config, step for step. `reward_functions`
+    adds custom `(completion, example) -> float` rewards, weighted by name in `config.rewards`.
+    """
+    configure_threads(config.num_threads)
+    seed_everything(config.seed)
+    run = _setup(config, sink, resume_from, reward_functions or {})
+    sink.log(f"GRPO: {config.steps} steps of {config.prompts_per_step} prompts x {config.group_size} "
+             f"samples, starting at step {run.step}")
+    if config.eval_every and run.step == 0 and run.test:
+        baseline = _evaluate(run)  # step 0: where the base model starts
+        sink.metrics(0, baseline)
+        run.history.append({"step": 0.0, **baseline})
+    while run.step < config.steps:
+        if sink.should_stop():
+            _save(run)
+            return _result(run, "cancelled")
+        run.clock.start()
+        metrics = _grpo_step(run, run.step + 1)
+        run.step += 1
+        _end_step(run, metrics)
+    final = _evaluate(run) if run.test else {}
+    if final:
+        sink.metrics(run.step, final)
+    _save(run)
+    return _result(run, "succeeded", final)
+
+
+def _end_step(run: _Run, metrics: dict[str, float]) -> None:
+    """Time the step, evaluate and save when due, report metrics and progress."""
+    cfg, step = run.config, run.step
+    metrics["step_time"] = run.clock.stop()
+    metrics["tokens_per_s"] = metrics.pop("_tokens") / metrics["step_time"]
+    if _every(cfg.eval_every, step) and step < cfg.steps:  # the last step is evaluated after the loop
+        metrics.update(_evaluate(run))
+    run.sink.metrics(step, metrics)
+    run.history.append({"step": float(step), **metrics})
+    run.sink.progress(step, cfg.steps, eta_s=run.clock.eta(cfg.steps - step))
+    if _every(cfg.save_every, step) and step < cfg.steps:
+        _save(run)
+
+
+def _setup(config: GRPOConfig, sink: Sink, resume_from: str | Path | None,
+           reward_functions: dict[str, RewardFn]) -> _Run:
+    """Load the policy (fresh or from a checkpoint), data, rewards, optimiser and sampler."""
+    model, tokenizer, state = load_policy(config, resume_from)
+    model.eval()  # no dropout: sampling and training must see the same policy
+    train, test = _load_prompts(config, tokenizer)
+    optimizer = build_optimizer(model, config)
+    total_updates = config.steps * config.num_iterations
+    scheduler = build_scheduler(optimizer, config.lr_schedule, config.warmup_steps, total_updates)
+    data_state = state.get("data_state") or {}
+    if resume_from is not None:
+        restore_training_state(optimizer, scheduler, state)
+    from engine.generation import make_generator
+
+    generator = make_generator(config.generation_backend, model, tokenizer)
+    run = _Run(config, sink, model, tokenizer, optimizer, scheduler, generator, train, test,
+               DataCursor.restore(len(train), config.seed, data_state.get("cursor")),
+               RewardScorer(config.rewards, _task(config), sink.log, reward_functions), step=int(state.get("step", 0)))
+    if config.beta > 0:
+        run.ref_model = _reference_model(model, resume_from)
+    return run
+
+
+def _grpo_step(run: _Run, step: int) -> dict[str, float]:
+    """One GRPO step: sample, score, compute advantages, update; returns its metrics."""
+    cfg = run.config
+    examples = [run.train[i] for i in run.cursor.take(cfg.prompts_per_step)]
+    samples = _generate(run, examples, step)
+    scores = run.scorer.score_many([(s.text, _graded(examples[s.prompt_index], s, cfg)) for s in samples])
+    rewards = torch.tensor([total for total, _ in scores], dtype=torch.float32)
+    advantages = group_advantages(rewards, cfg.group_size, cfg.scale_rewards)
+    zero_std = rewards.view(-1, cfg.group_size).std(dim=1) == 0  # (n_groups,)
+    keep = [i for i in range(len(samples)) if not (cfg.dynamic_sampling and zero_std[i // cfg.group_size])]
+    metrics = _optimize(run, [samples[i] for i in keep], advantages[keep])
+    if cfg.ref_refresh_steps and run.ref_model is not None and step % cfg.ref_refresh_steps == 0:
+        run.ref_model.load_state_dict(run.model.state_dict())
+    correct = [run.scorer.correct(s.text, examples[s.prompt_index], comps, cfg.accuracy_reward)
+               for s, (_, comps) in zip(samples, scores, strict=True)]
+    run.sink.rollouts(_records(step, samples, examples, scores, advantages, correct))
+    metrics.update(_reward_metrics(scores, rewards, correct, samples))
+    metrics["frac_zero_std_groups"] = float(zero_std.float().mean())
+    metrics["_tokens"] = float(sum(len(s.prompt_ids) + len(s.completion_ids) for s in samples))
+    return metrics
+
+
+def _graded(example: dict[str, Any], sample: Any, cfg: GRPOConfig) -> dict[str, Any]:
+    """The example as graders see it: with the completion's token count and the length
+    limit (read by the `length` rewards)."""
+    return {**example, "completion_tokens": len(sample.completion_ids), "max_length": cfg.max_new_tokens}
+
+
+def _generate(run: _Run, examples: list[dict[str, Any]], step: int) -> list[Any]:
+    """Sample `group_size` completions per prompt, streaming a few to the sink live."""
+    from engine.generation import SamplingParams
+
+    cfg = run.config
+    prompts = [ex["text"] for ex in examples]
+    params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+                            stop=list(cfg.stop), seed=_step_seed(cfg.seed, step))
+
+    def on_token(prompt_index: int, sample_index: int, text: str) -> None:
+        if prompt_index == 0 and sample_index < cfg.stream_samples:
+            run.sink.tokens(f"{step}-{sample_index}", text, step=step, prompt=prompts[0])
+
+    samples = run.generator.generate(prompts, cfg.group_size, params, on_token if cfg.stream_samples else None)
+    for j in range(min(cfg.stream_samples, cfg.group_size)):
+        run.sink.tokens(f"{step}-{j}", "", step=step, prompt=prompts[0], done=True)
+    return samples
+
+
+def _optimize(run: _Run, samples: list[Any], advantages: torch.Tensor) -> dict[str, float]:
+    """`num_iterations` optimizer updates on one batch; the loss equals the full-batch loss
+    whatever `micro_batch_size` is (each micro-batch is weighted by its share)."""
+    cfg = run.config
+    stats: dict[str, float] = {"lr": float(run.scheduler.get_last_lr()[0])}
+    batches = _micro_batches(run, samples)
+    total_tokens = float(sum(b.mask.sum() for b, _ in batches))
+    if not samples or total_tokens == 0:
+        run.sink.log("GRPO: no completion tokens to learn from this step; skipping the update.")
+        return {**stats, "loss": 0.0, "grad_norm": 0.0, "clip_ratio": 0.0, "entropy": 0.0}
+    old = _frozen_logprobs(run, run.model, batches) if cfg.num_iterations > 1 else None
+    ref = _frozen_logprobs(run, run.ref_model, batches) if run.ref_model is not None else None
+    for iteration in range(cfg.num_iterations):
+        run.optimizer.zero_grad(set_to_none=True)
+        acc: dict[str, float] = {}
+        for k, (batch, rows) in enumerate(batches):
+            logp, entropy = sequence_logprobs(run.model, batch, cfg.temperature, with_entropy=iteration == 0)
+            loss, mb = policy_loss(
+                logp, logp.detach() if old is None else old[k], None if ref is None else ref[k], advantages[rows],
+                batch.mask, loss_type=cfg.loss_type, epsilon_low=cfg.epsilon_low, epsilon_high=cfg.epsilon_high,
+                beta=cfg.beta, max_completion_length=cfg.max_new_tokens)
+            share = float(batch.mask.sum()) / total_tokens
+            weight = share if cfg.loss_type in ("bnpo", "dapo") else len(rows) / len(samples)
+            (loss * weight).backward()
+            _accumulate(acc, mb, weight, share, entropy, batch.mask)
+        acc["grad_norm"] = _clip_and_step(run)
+        if iteration == 0:  # report the first pass, as TRL does
+            stats.update(acc)
+    return stats
+
+
+def _micro_batches(run: _Run, samples: list[Any]) -> list[tuple[Batch, list[int]]]:
+    """Token batches of at most `micro_batch_size` rows (overlong rows masked if asked)."""
+    pad = pad_token_id(run.tokenizer)
+    build = build_grouped_batch if run.config.share_prompt_cache else build_token_batch
+    out: list[tuple[Batch, list[int]]] = []
+    for rows in micro_batches(len(samples), run.config.micro_batch_size):
+        chunk = [samples[i] for i in rows]
+        batch = build([s.prompt_ids for s in chunk], [s.completion_ids for s in chunk], pad, run.config.device)
+        if run.config.mask_truncated_completions:
+            truncated = torch.tensor([s.finish_reason == "length" for s in chunk], device=batch.mask.device)
+            batch.mask = batch.mask & ~truncated.unsqueeze(1)
+        out.append((batch, rows))
+    return out
+
+
+def _frozen_logprobs(run: _Run, model: torch.nn.Module | None, batches: list[tuple[Batch, list[int]]]
+                     ) -> list[torch.Tensor]:
+    """Per-micro-batch log-probs under `model` without gradients (old or reference policy)."""
+    assert model is not None
+    with torch.no_grad():
+        return [sequence_logprobs(model, batch, run.config.temperature)[0] for batch, _ in batches]
+
+
+def _accumulate(acc: dict[str, float], mb: dict[str, float], weight: float, share: float,
+                entropy: torch.Tensor | None, mask: torch.Tensor) -> None:
+    """Fold one micro-batch's stats into batch-level ones (token stats weighted by tokens)."""
+    acc["loss"] = acc.get("loss", 0.0) + mb["loss"] * weight
+    for key in ("clip_ratio", "clip_ratio/low", "clip_ratio/high", "kl"):
+        if key in mb:
+            acc[key] = acc.get(key, 0.0) + mb[key] * share
+    if entropy is not None:
+        m = mask.float()
+        token_mean = float((entropy * m).sum() / m.sum().clamp(min=1.0))
+        acc["entropy"] = acc.get("entropy", 0.0) + token_mean * share
+
+
+def _clip_and_step(run: _Run) -> float:
+    """Clip the gradient norm, step optimizer and schedule, push weights to the sampler."""
+    params = [p for p in run.model.parameters() if p.requires_grad]
+    limit = run.config.max_grad_norm if run.config.max_grad_norm > 0 else float("inf")
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
+    run.optimizer.step()
+    run.scheduler.step()
+    run.generator.update_weights(run.model)
+    return grad_norm
+
+
+def _reward_metrics(scores: list[tuple[float, dict[str, float]]], rewards: torch.Tensor, correct: list[bool],
+                    samples: list[Any]) -> dict[str, float]:
+    """Mean/std of every reward component and of the total, accuracy, lengths."""
+    out: dict[str, float] = {"reward/mean": float(rewards.mean()), "reward/std": float(rewards.std())}
+    for name in scores[0][1]:
+        values = torch.tensor([comps[name] for _, comps in scores])
+        out[f"reward/{name}/mean"] = float(values.mean())
+        out[f"reward/{name}/std"] = float(values.std())
+    lengths = torch.tensor([len(s.completion_ids) for s in samples], dtype=torch.float32)
+    out["accuracy"] = sum(correct) / len(correct)
+    out["response_length/mean"] = float(lengths.mean())
+    out["response_length/max"] = float(lengths.max())
+    out["truncated_ratio"] = sum(s.finish_reason == "length" for s in samples) / len(samples)
+    return out
+
+
+def _records(step: int, samples: list[Any], examples: list[dict[str, Any]],
+             scores: list[tuple[float, dict[str, float]]], advantages: torch.Tensor,
+             correct: list[bool]) -> list[RolloutRecord]:
+    """One RolloutRecord per completion, with its reasoning/answer split."""
+    records = []
+    for k, (s, (total, comps)) in enumerate(zip(samples, scores, strict=True)):
+        ex = examples[s.prompt_index]
+        reasoning, tail = split_reasoning(s.text)
+        answer = extract_answer(s.text) or tail  # also reads an <answer> cut open by the stop string
+        records.append(RolloutRecord(
+            step=step, prompt=ex["text"], completion=s.text, rewards=dict(comps), reward=total,
+            sample_index=s.sample_index, reasoning=reasoning, answer=answer, reference=str(ex.get("answer", "")),
+            token_count=len(s.completion_ids), finish_reason=s.finish_reason,
+            metadata={"question": ex.get("prompt", ""), "example_id": ex.get("id"), "group": s.prompt_index,
+                      "advantage": float(advantages[k]), "correct": correct[k]}))
+    return records
+
+
+def _evaluate(run: _Run) -> dict[str, float]:
+    """Accuracy (pass@1 over `eval_samples` samples) and mean reward on held-out prompts."""
+    from engine.generation import SamplingParams
+
+    cfg = run.config
+    examples = run.test[: cfg.eval_examples]
+    if not examples:
+        return {}
+    params = SamplingParams(temperature=cfg.eval_temperature, top_p=1.0 if cfg.eval_temperature == 0 else cfg.top_p,
+                            max_new_tokens=cfg.max_new_tokens, stop=list(cfg.stop), seed=cfg.seed)
+    samples = run.generator.generate([ex["text"] for ex in examples], cfg.eval_samples, params)
+    scores = run.scorer.score_many([(s.text, _graded(examples[s.prompt_index], s, cfg)) for s in samples])
+    correct = [run.scorer.correct(s.text, examples[s.prompt_index], comps, cfg.accuracy_reward)
+               for s, (_, comps) in zip(samples, scores, strict=True)]
+    return {
+        "eval/accuracy": sum(correct) / len(correct),
+        "eval/reward": sum(total for total, _ in scores) / len(scores),
+        "eval/response_length": sum(len(s.completion_ids) for s in samples) / len(samples),
+    }
+
+
+def _save(run: _Run) -> None:
+    """Checkpoint policy, optimiser, schedule, data position (and reference model)."""
+    path = Path(run.config.output_dir) / f"checkpoint-{run.step}"
+    record = save_stage_checkpoint(path, run.model, run.tokenizer, step=run.step, optimizer=run.optimizer,
+                                   scheduler=run.scheduler, data_state={"cursor": run.cursor.state()},
+                                   config=run.config.to_dict())
+    if run.ref_model is not None:
+        # The reference may be a refreshed copy of the policy: keep it for an exact resume.
+        torch.save(run.ref_model.state_dict(), path / REF_FILE)
+    run.last_checkpoint = str(path)
+    run.sink.checkpoint(record)
+
+
+def _reference_model(model: torch.nn.Module, resume_from: str | Path | None) -> torch.nn.Module:
+    """A frozen copy of the policy (restored from the checkpoint when resuming)."""
+    ref = copy.deepcopy(model)
+    saved = Path(resume_from) / REF_FILE if resume_from is not None else None
+    if saved is not None and saved.exists():
+        ref.load_state_dict(torch.load(saved, map_location="cpu", weights_only=True))
+    ref.requires_grad_(False)
+    return ref.eval()
+
+
+def _load_prompts(config: GRPOConfig, tokenizer: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Train and test examples, each with `text`: the prompt as the model sees it."""
+    if config.task is not None:
+        task = _task(config)
+        assert task is not None
+        train = task.examples("train", config.train_examples)
+        test = task.examples("test", config.eval_examples) if config.eval_examples else []
+    else:
+        from engine.datasets import load_examples
+
+        assert config.dataset is not None
+        train = list(load_examples(config.dataset))
+        test = list(load_examples(config.eval_dataset)) if config.eval_dataset else []
+    for ex in train + test:
+        ex["text"] = format_prompt(ex["prompt"], tokenizer, style=config.prompt_style,
+                                   prefill_think=config.prefill_think)
+        ex["think_prefilled"] = config.prefill_think  # the format reward then expects no <think>
+    return train, test
+
+
+def _task(config: GRPOConfig) -> Any:
+    """The built-in task object, or None for a dataset run."""
+    if config.task is None:
+        return None
+    from engine import tasks
+
+    return tasks.get(config.task, **config.task_options)
+
+
+def _step_seed(seed: int, step: int) -> int:
+    """A sampling seed per step: a resumed run samples exactly what an uninterrupted one would."""
+    return (seed * 1_000_003 + step) % 2**62
+
+
+def _every(n: int, step: int) -> bool:
+    return n > 0 and step % n == 0
+
+
+def _result(run: _Run, status: str, final: dict[str, float] | None = None) -> StageResult:
+    last = dict(run.history[-1]) if run.history else {}
+    last.update(final or {})
+    last.pop("step", None)
+    return StageResult(status=status, step=run.step, checkpoint=run.last_checkpoint, metrics=last,
+                       history=run.history)

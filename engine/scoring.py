@@ -1,0 +1,96 @@
+"""Weighted verifiable rewards for a stage: named rewards plus the task's own grader.
+
+    scorer = RewardScorer({"format": 0.5, "task": 1.0}, engine.tasks.get("arithmetic"))
+    total, components = scorer.score(completion, example)
+
+`task` is the task's grader (`Task.reward`); a name among `custom` functions is that
+function; every other name goes through `engine.rewards.resolve` (registered names
+and dotted paths). A reward that raises scores 0.0 for that completion and
+is reported once through `log`, so one bad grader cannot kill a long run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+RewardFn = Callable[[str, dict[str, Any]], float]
+TASK_REWARD = "task"
+
+
+class RewardScorer:
+    """Scores completions with a weighted sum of named rewards."""
+
+    def __init__(self, weights: dict[str, float], task: Any = None, log: Callable[[str], None] = print,
+                 custom: dict[str, RewardFn] | None = None) -> None:
+        self.weights = dict(weights)
+        self.task = task
+        self.log = log
+        self.custom = dict(custom or {})  # caller-supplied graders, found before the registry
+        self.functions = {name: self._resolve(name) for name in self.weights}
+        self._reported: set[str] = set()
+        self._extra: dict[str, RewardFn] = {}  # graders used only for `correct`
+
+    def _resolve(self, name: str) -> RewardFn:
+        if name in self.custom:
+            return self.custom[name]
+        if name == TASK_REWARD:
+            if self.task is None:
+                raise ValueError("The `task` reward needs a built-in task: with a dataset, name a reward such as math.")
+            return self.task.reward
+        from engine import rewards
+
+        try:
+            return rewards.resolve(name)  # a registered name or a dotted path
+        except KeyError as exc:
+            known = ", ".join([TASK_REWARD, *rewards.names()])
+            raise ValueError(f"Unknown reward {name!r}: known rewards are {known}, or a dotted path "
+                             "such as 'my_pkg.rewards:brevity'.") from exc
+
+    def score(self, completion: str, example: dict[str, Any]) -> tuple[float, dict[str, float]]:
+        """(weighted total, {name: unweighted value}) for one completion."""
+        components = {name: self._call(name, fn, completion, example) for name, fn in self.functions.items()}
+        total = sum(self.weights[name] * value for name, value in components.items())
+        return float(total), components
+
+    def score_many(self, pairs: list[tuple[str, dict[str, Any]]]) -> list[tuple[float, dict[str, float]]]:
+        """`score` for each (completion, example), in order, on a few threads: graders that
+        run code in the sandbox (or helper processes) then overlap."""
+        if len(pairs) <= 1:
+            return [self.score(c, ex) for c, ex in pairs]
+        with ThreadPoolExecutor(max_workers=min(len(pairs), _concurrency())) as pool:
+            return list(pool.map(lambda pair: self.score(*pair), pairs))
+
+    def _call(self, name: str, fn: RewardFn, completion: str, example: dict[str, Any]) -> float:
+        try:
+            return float(fn(completion, example))
+        except Exception as exc:  # a grader bug must not end the run; it scores 0
+            if name not in self._reported:
+                self._reported.add(name)
+                self.log(f"reward {name!r} failed ({type(exc).__name__}: {exc}); scoring 0.0")
+            return 0.0
+
+    def correct(self, completion: str, example: dict[str, Any], components: dict[str, float],
+                accuracy_reward: str) -> bool:
+        """Whether the completion solves the example: `accuracy_reward` scored 1.0 (reused
+        from `components` when it is one, so sandboxed code does not run twice)."""
+        if accuracy_reward in components:
+            return components[accuracy_reward] >= 1.0
+        if accuracy_reward == TASK_REWARD and self.task is not None:
+            return bool(self.task.evaluate(completion, example))
+        if accuracy_reward not in self._extra:
+            self._extra[accuracy_reward] = self._resolve(accuracy_reward)
+        fn = self._extra[accuracy_reward]
+        return self._call(accuracy_reward, fn, completion, example) >= 1.0
+
+
+def _concurrency() -> int:
+    """Threads for scoring: the sandbox's setting (PONDER_SANDBOX_CONCURRENCY), else the CPU count."""
+    try:
+        from engine.sandbox import load_settings
+
+        return max(1, load_settings().concurrency)
+    except Exception:  # scoring must work even where the sandbox cannot be configured
+        return os.cpu_count() or 1

@@ -1,0 +1,325 @@
+"""Supervised fine-tuning: next-token loss on completion tokens only.
+
+Used for R1's cold start (a few long chain-of-thought examples), for SFT on
+rejection-sampled data and for distillation into small students. Rows are
+`{"prompt", "completion"}`, chat `{"messages": [...]}` (the last assistant turn is
+the completion) or plain `{"text"}` (every token is a target).
+
+Shapes: B = rows in a micro-batch, L = padded row length.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.config import SFTConfig
+from engine.events import Sink
+from engine.generation import encode_prompt
+from engine.tasks.templates import format_prompt
+from engine.training import (
+    DataCursor,
+    StageResult,
+    StepClock,
+    TokenBatch,
+    build_masked_batch,
+    build_optimizer,
+    build_scheduler,
+    configure_threads,
+    load_policy,
+    micro_batches,
+    pad_token_id,
+    restore_training_state,
+    save_stage_checkpoint,
+    seed_everything,
+    token_logprobs,
+)
+
+__all__ = ["SFTConfig", "pack_rows", "read_sft_rows", "run_sft", "tokenize_row"]
+
+Row = dict[str, Any]
+TokenRow = tuple[list[int], list[bool]]  # token ids and, per token, whether it is a loss target
+
+
+@dataclass
+class _Run:
+    """Everything an SFT run carries from one step to the next."""
+
+    config: SFTConfig
+    sink: Sink
+    model: torch.nn.Module
+    tokenizer: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    train: list[TokenRow]
+    test: list[TokenRow]
+    cursor: DataCursor
+    total_steps: int
+    step: int = 0
+    clock: StepClock = field(default_factory=StepClock)
+    history: list[dict[str, float]] = field(default_factory=list)
+    last_checkpoint: str | None = None
+
+
+def run_sft(
+    config: SFTConfig,
+    sink: Sink,
+    *,
+    rows: list[Row] | None = None,
+    eval_rows: list[Row] | None = None,
+    resume_from: str | Path | None = None,
+) -> StageResult:
+    """Fine-tune `config.model` on completion tokens, reporting through `sink`.
+
+    Data comes from `rows` when given, else `config.dataset`, else the reference
+    solutions of `config.task`. Stops early with a checkpoint (status "cancelled") when
+    `sink.should_stop()` turns true at a step boundary; `resume_from` continues a run.
+    """
+    configure_threads(config.num_threads)
+    seed_everything(config.seed)
+    run = _setup(config, sink, rows, eval_rows, resume_from)
+    sink.log(f"SFT: {len(run.train)} rows, {run.total_steps} steps of {config.batch_size}, "
+             f"starting at step {run.step}")
+    if config.eval_every and run.step == 0 and run.test:
+        sink.metrics(0, {"eval/loss": _eval_loss(run)})  # the starting point of the curve
+    while run.step < run.total_steps:
+        if sink.should_stop():
+            _save(run)
+            return _result(run, "cancelled")
+        run.clock.start()
+        metrics = _sft_step(run)
+        run.step += 1
+        _end_step(run, metrics)
+    final = {"eval/loss": _eval_loss(run)} if run.test else {}
+    if final:
+        sink.metrics(run.step, final)
+    _save(run)
+    return _result(run, "succeeded", final)
+
+
+def _end_step(run: _Run, metrics: dict[str, float]) -> None:
+    """Time the step, evaluate and save when due, report metrics and progress."""
+    cfg, step, last = run.config, run.step, run.step >= run.total_steps
+    metrics["step_time"] = run.clock.stop()
+    metrics["tokens_per_s"] = metrics.pop("_tokens") / metrics["step_time"]
+    if run.test and cfg.eval_every and step % cfg.eval_every == 0 and not last:  # the end is evaluated after
+        metrics["eval/loss"] = _eval_loss(run)
+    run.sink.metrics(step, metrics)
+    run.history.append({"step": float(step), **metrics})
+    run.sink.progress(step, run.total_steps, eta_s=run.clock.eta(run.total_steps - step))
+    if cfg.save_every and step % cfg.save_every == 0 and not last:
+        _save(run)
+
+
+def _setup(config: SFTConfig, sink: Sink, rows: list[Row] | None, eval_rows: list[Row] | None,
+           resume_from: str | Path | None) -> _Run:
+    """Load model, tokenise the data, build optimiser and schedule (restored on resume)."""
+    model, tokenizer, state = load_policy(config, resume_from)
+    train_rows, test_rows = _load_rows(config, rows, eval_rows)
+    train = _tokenize_all(config, tokenizer, train_rows, sink)
+    test = _tokenize_all(config, tokenizer, test_rows, sink)
+    if not train:
+        raise ValueError("No training rows are left after tokenisation: check the data and max_length.")
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config.lr_schedule, config.warmup_steps, total)
+    if resume_from is not None:
+        restore_training_state(optimizer, scheduler, state)
+    cursor = DataCursor.restore(len(train), config.seed, (state.get("data_state") or {}).get("cursor"))
+    model.train()
+    return _Run(config, sink, model, tokenizer, optimizer, scheduler, train, test, cursor, total,
+                step=int(state.get("step", 0)))
+
+
+def _sft_step(run: _Run) -> dict[str, float]:
+    """One optimizer step on the next `batch_size` rows; returns its metrics."""
+    cfg = run.config
+    rows = [run.train[i] for i in run.cursor.take(cfg.batch_size)]
+    pad = pad_token_id(run.tokenizer)
+    batches = [build_masked_batch([rows[i] for i in idx], pad, cfg.device)
+               for idx in micro_batches(len(rows), cfg.micro_batch_size)]
+    total = float(sum(b.mask.sum() for b in batches))
+    lr = float(run.scheduler.get_last_lr()[0])
+    run.optimizer.zero_grad(set_to_none=True)
+    loss_sum = 0.0
+    for batch in batches:
+        nll = _nll_sum(run.model, batch)
+        (nll / max(total, 1.0)).backward()  # token mean over the whole batch
+        loss_sum += float(nll.detach())
+    params = [p for p in run.model.parameters() if p.requires_grad]
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
+    run.optimizer.step()
+    run.scheduler.step()
+    return {"loss": loss_sum / max(total, 1.0), "lr": lr, "grad_norm": grad_norm,
+            "epoch": run.cursor.epoch + run.cursor.position / run.cursor.size,
+            "_tokens": float(sum(len(ids) for ids, _ in rows))}
+
+
+def _nll_sum(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
+    """Summed negative log-likelihood of the batch's target tokens (0-dim)."""
+    logp, _ = token_logprobs(model, batch)  # (B, L')
+    return -(logp * batch.mask).sum()
+
+
+def _eval_loss(run: _Run) -> float:
+    """Token-mean NLL of the held-out rows."""
+    pad = pad_token_id(run.tokenizer)
+    was_training = run.model.training
+    run.model.eval()
+    total, count = 0.0, 0.0
+    with torch.no_grad():
+        for idx in micro_batches(len(run.test), run.config.micro_batch_size):
+            batch = build_masked_batch([run.test[i] for i in idx], pad, run.config.device)
+            total += float(_nll_sum(run.model, batch))
+            count += float(batch.mask.sum())
+    run.model.train(was_training)
+    return total / max(count, 1.0)
+
+
+# ----------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------
+
+
+def _load_rows(config: SFTConfig, rows: list[Row] | None, eval_rows: list[Row] | None) -> tuple[list[Row], list[Row]]:
+    """Training and held-out rows from memory, a dataset file or a task."""
+    if rows is not None:
+        train = list(rows)
+    elif config.dataset is not None:
+        train = read_sft_rows(config.dataset)
+    elif config.task is not None:
+        return _task_rows(config)
+    else:
+        raise ValueError("SFT needs data: set dataset or task in the config, or pass rows to run_sft.")
+    if eval_rows is not None:
+        return train, list(eval_rows)
+    if config.eval_dataset is not None:
+        return train, read_sft_rows(config.eval_dataset)
+    return _hold_out(train, config.eval_fraction, config.seed)
+
+
+def read_sft_rows(path: str | Path) -> list[Row]:
+    """Rows of an SFT dataset as `engine.datasets.save_sft_dataset` writes them: JSONL,
+    Parquet or a `datasets.save_to_disk` directory (its train split)."""
+    from engine.datasets import DatasetError, check_sft_row
+
+    p = Path(path)
+    if not p.exists():
+        raise DatasetError(f"{p}: no such file or directory.")
+    if p.is_dir():
+        from datasets import DatasetDict, load_from_disk
+
+        ds = load_from_disk(str(p))
+        rows = list(ds["train"] if isinstance(ds, DatasetDict) else ds)
+    elif p.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(p).to_pylist()
+    else:
+        with open(p, encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    return [check_sft_row(row, i) for i, row in enumerate(rows, start=1)]
+
+
+def _task_rows(config: SFTConfig) -> tuple[list[Row], list[Row]]:
+    """Reference solutions of a built-in task, under the R1-Zero template unless told otherwise."""
+    from engine import tasks
+
+    assert config.task is not None
+    task = tasks.get(config.task, **config.task_options)
+    train = task.examples("train", config.train_examples)
+    test = task.examples("test", 64) if config.eval_fraction or config.eval_every else []
+    def as_row(ex: Row) -> Row:
+        return {"prompt": ex["prompt"], "completion": " " + task.solution(ex)}
+
+    return [as_row(ex) for ex in train], [as_row(ex) for ex in test]
+
+
+def _hold_out(rows: list[Row], fraction: float, seed: int) -> tuple[list[Row], list[Row]]:
+    """Split off a seeded random `fraction` of rows for evaluation."""
+    n_eval = int(len(rows) * fraction)
+    if n_eval == 0:
+        return rows, []
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist()
+    held = set(order[:n_eval])
+    return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]
+
+
+def _tokenize_all(config: SFTConfig, tokenizer: Any, rows: list[Row], sink: Sink) -> list[TokenRow]:
+    """Tokenise rows (cut to max_length), then pack them if asked."""
+    # Task questions are raw: wrap them as the model will see them in RL.
+    template = "auto" if config.task is not None and config.template == "none" else config.template
+    out = [tokenize_row(row, tokenizer, template, config.max_length) for row in rows]
+    kept = [r for r in out if r is not None and any(r[1])]
+    if len(kept) < len(out):
+        sink.log(f"SFT: skipped {len(out) - len(kept)} rows with no completion tokens within max_length")
+    return pack_rows(kept, config.max_length) if config.packing else kept
+
+
+def tokenize_row(row: Row, tokenizer: Any, template: str = "none", max_length: int = 256) -> TokenRow | None:
+    """(ids, scored) for one row: prompt tokens are context, completion tokens (and EOS) are targets."""
+    prompt, completion = _split_row(row)
+    if not isinstance(prompt, str) or (prompt and template != "none"):
+        # Chat turns always need rendering; plain prompts only when a template is asked for.
+        prompt = format_prompt(prompt, tokenizer, style="auto" if template == "none" else template, system=None)
+    prompt_ids = encode_prompt(tokenizer, prompt) if prompt else []
+    completion_ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if isinstance(eos, int):
+        completion_ids.append(eos)  # learn to stop
+    ids = (prompt_ids + completion_ids)[:max_length]
+    scored = ([False] * len(prompt_ids) + [True] * len(completion_ids))[:max_length]
+    return (ids, scored) if len(ids) >= 2 else None
+
+
+def _split_row(row: Row) -> tuple[str | list[dict[str, str]], str]:
+    """(prompt, completion) of a row in any of the three shapes."""
+    if "messages" in row:
+        messages = list(row["messages"])
+        if not messages or messages[-1].get("role") != "assistant":
+            raise ValueError("A chat row must end with an assistant message: it is the completion to learn.")
+        return messages[:-1], messages[-1]["content"]
+    if "completion" in row:
+        completion = row["completion"]
+        if isinstance(completion, list):  # TRL's conversational layout: assistant turns
+            completion = "".join(m["content"] for m in completion if m.get("role") == "assistant")
+        return row.get("prompt", ""), completion
+    if "text" in row:
+        return "", row["text"]
+    raise ValueError(f"An SFT row needs prompt + completion, messages or text; got keys {sorted(row)}.")
+
+
+def pack_rows(rows: list[TokenRow], max_length: int) -> list[TokenRow]:
+    """Concatenate rows end to end and cut the stream into `max_length` blocks."""
+    ids = [t for r in rows for t in r[0]]
+    scored = [s for r in rows for s in r[1]]
+    return [(ids[i : i + max_length], scored[i : i + max_length]) for i in range(0, len(ids), max_length)
+            if any(scored[i + 1 : i + max_length])]
+
+
+# ----------------------------------------------------------------------------
+# Bookkeeping
+# ----------------------------------------------------------------------------
+
+
+def _save(run: _Run) -> None:
+    path = Path(run.config.output_dir) / f"checkpoint-{run.step}"
+    record = save_stage_checkpoint(path, run.model, run.tokenizer, step=run.step, optimizer=run.optimizer,
+                                   scheduler=run.scheduler, data_state={"cursor": run.cursor.state()},
+                                   config=run.config.to_dict())
+    run.last_checkpoint = str(path)
+    run.sink.checkpoint(record)
+
+
+def _result(run: _Run, status: str, final: dict[str, float] | None = None) -> StageResult:
+    last = dict(run.history[-1]) if run.history else {}
+    last.update(final or {})
+    last.pop("step", None)
+    return StageResult(status=status, step=run.step, checkpoint=run.last_checkpoint, metrics=last,
+                       history=run.history)

@@ -1,0 +1,52 @@
+"""Launch an R1-Zero run from the form, watch it live, cancel it, resume it, see it finish."""
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import log_in
+from webapp.runs.models import Checkpoint, Rollout, Run
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+SETTINGS = {"group_size": "4", "prompts_per_step": "2", "max_new_tokens": "24", "steps": "12",
+            "eval_examples": "4", "stream_samples": "2"}
+
+
+def fill_launch_form(page, name: str, **settings: str) -> None:
+    page.goto("/runs/new/?stage=grpo")
+    page.fill("input[name=name]", name)
+    for field, value in settings.items():
+        page.fill(f"[name=cfg_{field}]", value)
+    page.click("#launch")
+
+
+def test_launch_watch_cancel_resume_finish(page, personas, celery_worker, artifacts_dir):
+    log_in(page, "alice", "alice-pass-123")
+    fill_launch_form(page, "bad", **{**SETTINGS, "group_size": "1"})
+    expect(page.locator(".errorlist")).to_contain_text("group_size must be at least 2")
+    assert not Run.objects.exists()
+
+    fill_launch_form(page, "browser r1-zero", **SETTINGS)
+    page.wait_for_url("**/runs/*/")
+    run = Run.objects.get(name="browser r1-zero")
+    expect(page.locator("#live-streams .sample").first).to_be_visible(timeout=180_000)  # tokens as generated
+    expect(page.locator("#samples .sample").first).to_be_visible(timeout=60_000)
+    expect(page.locator("#charts .chart[data-series='accuracy']")).to_be_visible(timeout=60_000)
+    sample = page.locator("#samples .sample").first
+    expect(sample.locator(".badge").first).to_contain_text("step")
+    page.screenshot(path=str(artifacts_dir / "live-run-training.png"), full_page=True, timeout=60_000)
+
+    page.click("#cancel-run")
+    expect(page.locator("#run-status")).to_have_text("cancelled", timeout=120_000)
+    run.refresh_from_db()
+    stopped_at = run.current_step
+    assert stopped_at < 12 and Checkpoint.objects.filter(run=run, step=stopped_at).exists()
+
+    page.click("#resume-run")
+    expect(page.locator("#run-status")).to_have_text("succeeded", timeout=240_000)
+    page.wait_for_timeout(1500)  # the page reloads itself to show the finished run
+    page.wait_for_load_state("load")
+    expect(page.locator("#run-status")).to_have_text("succeeded")
+    page.screenshot(path=str(artifacts_dir / "live-run-finished.png"), full_page=True, timeout=60_000)
+    steps = list(Rollout.objects.filter(run=run).values_list("step", flat=True))
+    assert sorted(set(steps)) == list(range(1, 13)) and len(steps) == 12 * 8

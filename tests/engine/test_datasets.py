@@ -1,0 +1,115 @@
+"""Loading users' datasets in TRL and verl layouts, and writing SFT datasets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.datasets import DatasetError, load_examples, save_sft_dataset
+
+
+def _jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def test_it_loads_trl_layout_jsonl(tmp_path: Path) -> None:
+    path = _jsonl(tmp_path / "data.jsonl", [
+        {"prompt": "What is 2 + 3?", "solution": "5"},
+        {"prompt": [{"role": "user", "content": "2 * 4?"}], "answer": 8, "language": "en"},
+    ])
+    examples = load_examples(path)
+    assert [e["answer"] for e in examples] == ["5", "8"]
+    assert examples[0]["prompt"] == "What is 2 + 3?"
+    assert examples[1]["prompt"] == [{"role": "user", "content": "2 * 4?"}]
+    assert all(e["task"] == "custom" and e["tests"] is None for e in examples)
+
+
+def test_it_loads_verl_layout_parquet(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    rows = [{"data_source": "gsm8k", "prompt": [{"role": "user", "content": "1+1?"}],
+             "reward_model": {"style": "rule", "ground_truth": "2"}, "extra_info": {"index": 0}}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "train.parquet")
+    [example] = load_examples(tmp_path / "train.parquet")
+    assert example["answer"] == "2"
+    assert example["data_source"] == "gsm8k"
+    assert example["extra_info"] == {"index": 0}
+
+
+def test_it_loads_a_save_to_disk_directory(tmp_path: Path) -> None:
+    from datasets import Dataset, DatasetDict
+
+    data = Dataset.from_list([{"prompt": "q1", "answer": "1"}, {"prompt": "q2", "answer": "2"}])
+    DatasetDict({"train": data, "test": data.select([0])}).save_to_disk(str(tmp_path / "dd"))
+    assert len(load_examples(tmp_path / "dd")) == 2
+    assert len(load_examples(tmp_path / "dd", split="test")) == 1
+    with pytest.raises(DatasetError, match="no split 'valid'"):
+        load_examples(tmp_path / "dd", split="valid")
+
+
+def test_it_names_the_bad_rows(tmp_path: Path) -> None:
+    path = _jsonl(tmp_path / "bad.jsonl", [
+        {"prompt": "fine", "answer": "1"},
+        {"prompt": "", "answer": "1"},
+        "{not json",
+        {"prompt": [{"role": "robot", "content": "x"}], "answer": "1"},
+        {"prompt": "no answer"},
+    ])
+    with pytest.raises(DatasetError) as error:
+        load_examples(path)
+    message = str(error.value)
+    assert "bad.jsonl line 2: field 'prompt': must be a non-empty string" in message
+    assert "bad.jsonl line 3: not valid JSON" in message
+    assert "bad.jsonl line 4: field 'prompt[0]'" in message
+    assert "bad.jsonl line 5: field 'answer'" in message
+    assert "line 1" not in message
+
+
+def test_it_names_bad_parquet_rows_by_number(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist([{"prompt": "ok", "answer": "1"}, {"prompt": "x", "answer": None}]),
+                   tmp_path / "p.parquet")
+    with pytest.raises(DatasetError, match=r"p\.parquet row 2: field 'answer'"):
+        load_examples(tmp_path / "p.parquet")
+
+
+def test_it_rejects_unknown_formats_and_missing_files(tmp_path: Path) -> None:
+    (tmp_path / "data.csv").write_text("a,b\n")
+    with pytest.raises(DatasetError, match="unknown format"):
+        load_examples(tmp_path / "data.csv")
+    with pytest.raises(DatasetError, match="no such file"):
+        load_examples(tmp_path / "missing.jsonl")
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "datasets"])
+def test_save_sft_dataset_round_trips(tmp_path: Path, fmt: str) -> None:
+    rows = [{"prompt": "2+2?", "completion": "<think> 2 + 2 = 4. </think> <answer> 4 </answer>"},
+            {"prompt": "1+1?", "completion": "<answer> 2 </answer>"}]
+    path = save_sft_dataset(rows, tmp_path / f"sft.{fmt}", fmt)
+    if fmt == "jsonl":
+        loaded = [json.loads(line) for line in path.read_text().splitlines()]
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        loaded = pq.read_table(path).to_pylist()
+    else:
+        from datasets import load_from_disk
+
+        loaded = list(load_from_disk(str(path)))
+    assert loaded == rows
+    save_sft_dataset(rows[:1], path, fmt)  # overwriting is fine
+
+
+def test_save_sft_dataset_checks_rows(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="row 2: field 'completion'"):
+        save_sft_dataset([{"prompt": "a", "completion": "b"}, {"prompt": "a"}], tmp_path / "x.jsonl")
+    with pytest.raises(DatasetError, match="format must be one of"):
+        save_sft_dataset([{"prompt": "a", "completion": "b"}], tmp_path / "x.csv", "csv")
+    messages = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}]
+    assert save_sft_dataset(messages, tmp_path / "m.jsonl").exists()

@@ -1,0 +1,190 @@
+"""The GRPO stage end to end on a tiny random Qwen2 (CPU, a few seconds per run)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from engine.events import RecordingSink
+from engine.grpo import GRPOConfig, run_grpo
+from tests.engine.tiny_lm import build_tiny_model
+
+torch.set_num_threads(1)
+
+
+def letter_a(completion: str, example: dict[str, Any]) -> float:
+    """Varies a lot between random completions, so advantages are never all zero."""
+    return completion.count("a") / 4
+
+
+class StreamingSink(RecordingSink):
+    def __init__(self, stop_after: int | None = None) -> None:
+        super().__init__()
+        self.streamed: list[tuple[str, str, bool]] = []
+        self.progress_calls: list[tuple[int, int, float | None]] = []
+        self.stop_after = stop_after
+
+    def tokens(self, stream_id: str, text: str, *, step: int, prompt: str, done: bool = False) -> None:
+        self.streamed.append((stream_id, text, done))
+
+    def progress(self, step: int, total: int, *, eta_s: float | None = None) -> None:
+        self.progress_calls.append((step, total, eta_s))
+
+    def should_stop(self) -> bool:
+        return self.stop_after is not None and len(self.metric_points) >= self.stop_after
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def make_config(model: Path, out: Path, **kw: Any) -> GRPOConfig:
+    base = dict(model=str(model), output_dir=str(out), task="arithmetic", train_examples=24, eval_examples=4,
+                rewards={"task": 1.0, "letter_a": 1.0}, group_size=4, prompts_per_step=2, max_new_tokens=8,
+                steps=3, micro_batch_size=3, learning_rate=3e-3, seed=1, stream_samples=2, eval_every=0)
+    base.update(kw)
+    return GRPOConfig(**base)
+
+
+def run(config: GRPOConfig, sink: RecordingSink | None = None, **kw: Any) -> Any:
+    return run_grpo(config, sink or StreamingSink(), reward_functions={"letter_a": letter_a}, **kw)
+
+
+def weights(path: str | Path) -> dict[str, torch.Tensor]:
+    from engine.checkpoint import load_checkpoint
+
+    model, _, _ = load_checkpoint(path)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_run_trains_reports_and_checkpoints(tiny_model: Path, tmp_path: Path) -> None:
+    sink = StreamingSink()
+    result = run(make_config(tiny_model, tmp_path, steps=2, save_every=1), sink)
+    assert result.status == "succeeded" and result.step == 2
+    steps = [s for s, m in sink.metric_points if "loss" in m]
+    assert steps == [1, 2]
+    metrics = sink.metric_points[0][1]
+    for key in ("reward/mean", "reward/task/mean", "reward/letter_a/std", "accuracy", "response_length/mean",
+                "response_length/max", "clip_ratio", "entropy", "frac_zero_std_groups", "lr", "loss",
+                "grad_norm", "step_time", "tokens_per_s"):
+        assert key in metrics and math.isfinite(metrics[key]), key
+    assert "eval/accuracy" in sink.metric_points[-1][1]
+    assert len(sink.rollout_records) == 2 * 8
+    record = sink.rollout_records[0]
+    assert set(record.rewards) == {"task", "letter_a"} and record.prompt.startswith("A conversation")
+    assert {r.sample_index for r in sink.rollout_records[:4]} == {0, 1, 2, 3}
+    assert any(done for _, _, done in sink.streamed) and {s for s, _, _ in sink.streamed} <= {"1-0", "1-1", "2-0", "2-1"}
+    assert [c[:2] for c in sink.progress_calls] == [(1, 2), (2, 2)] and sink.progress_calls[-1][2] == 0
+    assert [c.step for c in sink.checkpoints] == [1, 2]
+    # Parameters moved, and the checkpoint holds the trained weights.
+    from engine.models import load_model
+
+    before = load_model(str(tiny_model), dtype="float32", device="cpu").state_dict()
+    after = weights(result.checkpoint)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_resume_matches_uninterrupted_run(tiny_model: Path, tmp_path: Path) -> None:
+    config = make_config(tiny_model, tmp_path / "full", steps=4, save_every=2, beta=0.05, ref_refresh_steps=3)
+    full = run(config)
+    resumed = run(replace(config, output_dir=str(tmp_path / "resumed")), resume_from=tmp_path / "full" / "checkpoint-2")
+    assert resumed.status == "succeeded" and resumed.step == 4
+    losses = {int(h["step"]): h["loss"] for h in full.history}
+    assert [h["step"] for h in resumed.history] == [3.0, 4.0]
+    for h in resumed.history:
+        assert h["loss"] == pytest.approx(losses[int(h["step"])], rel=1e-5, abs=1e-7)
+        assert h["kl"] >= 0
+    a, b = weights(full.checkpoint), weights(resumed.checkpoint)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])
+
+
+def test_stop_request_saves_and_cancels(tiny_model: Path, tmp_path: Path) -> None:
+    sink = StreamingSink(stop_after=1)
+    result = run(make_config(tiny_model, tmp_path), sink)
+    assert result.status == "cancelled" and result.step == 1
+    assert result.checkpoint == str(tmp_path / "checkpoint-1") and Path(result.checkpoint).is_dir()
+    assert [c.step for c in sink.checkpoints] == [1]
+
+
+def test_micro_batch_size_does_not_change_the_update(tiny_model: Path, tmp_path: Path) -> None:
+    for loss_type in ("dapo", "grpo", "dr_grpo"):
+        results = [run(make_config(tiny_model, tmp_path / f"{loss_type}{mb}", steps=1, micro_batch_size=mb,
+                                   loss_type=loss_type, eval_examples=0)) for mb in (8, 3)]
+        one, many = (r.history[0] for r in results)
+        assert one["loss"] == pytest.approx(many["loss"], rel=1e-4, abs=1e-6)
+        assert one["grad_norm"] == pytest.approx(many["grad_norm"], rel=1e-4)
+
+
+def test_sharing_the_prompt_cache_gives_the_same_update(tiny_model: Path, tmp_path: Path) -> None:
+    results = [run(make_config(tiny_model, tmp_path / str(share), steps=1, share_prompt_cache=share, eval_examples=0,
+                               beta=0.1, num_iterations=2)) for share in (True, False)]
+    shared, plain = (r.history[0] for r in results)
+    for key in ("loss", "grad_norm", "entropy", "kl"):
+        assert shared[key] == pytest.approx(plain[key], rel=1e-4, abs=1e-6), key
+
+
+def test_variants_run(tiny_model: Path, tmp_path: Path) -> None:
+    config = make_config(tiny_model, tmp_path, steps=2, num_iterations=2, dynamic_sampling=True,
+                         mask_truncated_completions=True, scale_rewards="none", epsilon_high=0.28,
+                         loss_type="grpo", eval_examples=0, lr_schedule="cosine", warmup_steps=1)
+    result = run(config)
+    assert result.status == "succeeded"
+    assert all(math.isfinite(h["loss"]) for h in result.history)
+    assert result.history[0]["lr"] == pytest.approx(3e-3 / 2)  # first of 1 warm-up step
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"group_size": 1}, "group_size must be at least 2: GRPO compares samples within a group"),
+        ({"ref_refresh_steps": 5}, "ref_refresh_steps needs beta > 0"),
+        ({"temperature": 0.0}, "temperature must be > 0"),
+        ({"loss_type": "ppo"}, "grpo, bnpo, dapo, dr_grpo"),
+        ({"scale_rewards": "std"}, "group, batch, none"),
+        ({"task": None}, "exactly one of task or dataset"),
+        ({"task": None, "dataset": "x.jsonl"}, "The `task` reward needs a built-in task"),
+        ({"lr_schedule": "step"}, "constant, linear, cosine"),
+        ({"epsilon_low": 1.0}, "epsilon_low must be in"),
+    ],
+)
+def test_config_rejects_bad_combinations(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        GRPOConfig(**kwargs)
+
+
+def test_config_from_dict_names_unknown_keys_and_round_trips() -> None:
+    with pytest.raises(ValueError, match=r"group_sizes \(did you mean group_size\?\)"):
+        GRPOConfig.from_dict({"group_sizes": 4})
+    config = GRPOConfig(group_size=4, rewards={"format": 1.0}, micro_batch_size=16)
+    assert GRPOConfig.from_dict(config.to_dict()) == config
+    assert config.batch_size == 32 and config.grad_accumulation_steps == 2
+    assert all(GRPOConfig.help().values())
+
+
+@pytest.mark.parametrize("arch", ["dense", "moe"])
+def test_grpo_steps_on_the_starter_architectures(arch: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A cheap starter (3 pretraining steps) of each architecture goes through GRPO."""
+    from engine.starter import StarterRecipe, ensure_starter
+
+    recipe = StarterRecipe(arch=arch, steps=3, tokenizer_documents=1000, batch_size=4, seq_len=128, threads=1)
+    model = ensure_starter(arch, data_dir=tmp_path_factory.mktemp(f"starter-{arch}"), recipe=recipe)
+    out = tmp_path_factory.mktemp(f"grpo-{arch}")
+    sink = StreamingSink()
+    config = make_config(model, out, steps=2, rewards={"format": 0.5, "task": 1.0, "letter_a": 1.0},
+                         max_new_tokens=12, eval_examples=2)
+    result = run(config, sink)
+    assert result.status == "succeeded" and result.step == 2
+    assert all(math.isfinite(h["loss"]) for h in result.history if "loss" in h)
+    assert set(sink.rollout_records[0].rewards) == {"format", "task", "letter_a"}
+    summary = sink.checkpoints[-1].summary
+    assert (summary["moe_layers"] > 0) == (arch == "moe")
+    before = weights(model)
+    after = weights(result.checkpoint)
+    assert any(not torch.equal(before[k], after[k]) for k in before)

@@ -1,0 +1,85 @@
+"""Engine stages run by a real Celery worker, from the API to the database and back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from tests import procs
+from webapp.runs.models import Checkpoint, MetricPoint, Rollout, Run
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+TINY_GRPO = {"model": "starter", "task": "arithmetic", "rewards": {"format": 0.5, "task": 1.0},
+             "group_size": 4, "prompts_per_step": 2, "max_new_tokens": 24, "eval_examples": 4}
+
+
+def wait_for(run: Run, statuses: set[str], timeout: float = 300) -> Run:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run.refresh_from_db()
+        if run.status in statuses:
+            return run
+        time.sleep(0.5)
+    raise AssertionError(f"run {run.pk} is {run.status}, not {statuses} after {timeout}s: {run.error[-2000:]}")
+
+
+def test_a_run_queued_through_the_api_runs_in_a_real_worker(personas, api_for, celery_worker):
+    api = api_for(personas.owner)
+    response = api.post("/api/v1/runs", {"name": "tiny r1-zero", "stage": "grpo", "project": "alpha",
+                                         "config": {**TINY_GRPO, "steps": 2}})
+    assert response.status_code == 201, response.content
+    run = wait_for(Run.objects.get(pk=response.json()["id"]), {"succeeded", "failed"})
+    assert run.status == "succeeded", run.error
+    assert api.get(f"/api/v1/runs/{run.pk}").json()["status"] == "succeeded"
+    assert Rollout.objects.filter(run=run).count() == 2 * 2 * 4
+    assert set(Rollout.objects.filter(run=run).values_list("step", flat=True)) == {1, 2}
+    names = set(MetricPoint.objects.filter(run=run).values_list("name", flat=True))
+    assert {"reward/mean", "accuracy", "response_length/mean"} <= names
+    checkpoint = Checkpoint.objects.filter(run=run).order_by("-step").first()
+    assert checkpoint is not None and checkpoint.parameter_count > 0 and "layers" in checkpoint.summary["text"]
+    assert run.current_step == 2 and run.total_steps == 2
+
+
+def test_a_bad_config_is_refused_before_anything_is_queued(personas, api_for):
+    response = api_for(personas.owner).post("/api/v1/runs", {"name": "x", "stage": "grpo", "project": "alpha",
+                                                             "config": {**TINY_GRPO, "group_size": 1}})
+    assert response.status_code == 422
+    assert "group_size must be at least 2" in response.json()["detail"]
+    assert not Run.objects.exists()
+
+
+def test_a_worker_killed_mid_run_leaves_it_resumable_without_gaps_or_duplicates(
+        personas, api_for, server_env, artifacts_dir, settings):
+    name, queue = "killme", "killme-queue"
+    settings.PONDER_QUEUES = {"gpu": queue, "cpu": queue}  # only this worker may take the run
+    worker = procs.start_worker(server_env, artifacts_dir / "logs", name=name, queues=queue)
+    api = api_for(personas.owner)
+    config = {**TINY_GRPO, "steps": 6, "save_every": 1}
+    run = Run.objects.get(pk=api.post("/api/v1/runs", {"name": "crash", "stage": "grpo", "project": "alpha",
+                                                        "config": config}).json()["id"])
+    deadline = time.monotonic() + 300
+    while not Checkpoint.objects.filter(run=run, step__gte=2).exists():
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.3)
+    os.killpg(worker.popen.pid, signal.SIGKILL)  # the whole worker, main process and child
+    worker.stop()
+    run.refresh_from_db()
+    assert run.status == "running"  # nobody has noticed yet
+    worker = procs.start_worker(server_env, artifacts_dir / "logs", name=name, queues=queue)  # same host name
+    try:
+        wait_for(run, {"failed"}, timeout=60)
+        assert "Resume continues from the last checkpoint" in run.error
+        assert api.post(f"/api/v1/runs/{run.pk}/resume").status_code == 200
+        wait_for(run, {"succeeded", "failed"})
+        assert run.status == "succeeded", run.error
+    finally:
+        worker.stop()
+    steps = list(Rollout.objects.filter(run=run).values_list("step", flat=True))
+    assert sorted(set(steps)) == list(range(1, 7))  # contiguous
+    assert len(steps) == 6 * 2 * 4  # nothing duplicated, nothing missing
+    per_step = {s: steps.count(s) for s in set(steps)}
+    assert set(per_step.values()) == {8}

@@ -1,0 +1,194 @@
+"""Writes to datasets: versioned creation, imports, and exports to files.
+
+Datasets never change once written (a new version is a new row), so an export file, once
+written under PONDER_DATA_DIR/datasets/<id>/, is reused as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from engine.datasets import DatasetError
+from webapp.datasets import files
+from webapp.datasets.models import Dataset, DatasetExport, Prompt
+from webapp.projects.models import Project
+from webapp.projects.selectors import can_write
+
+log = logging.getLogger(__name__)
+FILE_NAMES = {"jsonl": "data.jsonl", "parquet": "data.parquet", "datasets": "hf"}
+EXPORT_SUFFIXES = {"jsonl": ".jsonl", "parquet": ".parquet", "datasets": "-hf.zip"}
+MAX_NAME = 200
+
+
+def _check_owner(user: AbstractBaseUser, project: Project) -> None:
+    if not can_write(user, project.pk):
+        raise PermissionDenied("only project owners create datasets")
+
+
+def _check_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > MAX_NAME:
+        raise ValidationError({"name": f"a dataset needs a name of 1 to {MAX_NAME} characters"})
+    return name
+
+
+def dataset_create(*, project: Project, user: AbstractBaseUser, name: str, kind: str, prompts: list[Prompt],
+                   source: dict[str, Any], description: str = "") -> Dataset:
+    """A new version of dataset `name` (previous highest version + 1) holding `prompts`."""
+    _check_owner(user, project)
+    name = _check_name(name)
+    if not prompts:
+        raise ValidationError({"rows": "nothing to put in the dataset: no rows matched"})
+    for attempt in range(3):
+        try:
+            return _create_version(project, user, name, kind, prompts, source, description)
+        except IntegrityError:  # someone took the same version number first; take the next
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+@transaction.atomic
+def _create_version(project: Project, user: AbstractBaseUser, name: str, kind: str, prompts: list[Prompt],
+                    source: dict[str, Any], description: str) -> Dataset:
+    latest = Dataset.objects.filter(project=project, name=name).aggregate(v=Max("version"))["v"] or 0
+    dataset = Dataset.objects.create(project=project, name=name, version=latest + 1, kind=kind, source=source,
+                                     description=description, row_count=len(prompts), created_by=user)
+    for i, p in enumerate(prompts):
+        p.dataset, p.index = dataset, i
+    Prompt.objects.bulk_create(prompts, batch_size=1000)
+    return dataset
+
+
+def dataset_import(*, project: Project, user: AbstractBaseUser, name: str, upload: Any) -> Dataset:
+    """A dataset from an uploaded JSONL, Parquet or zipped `datasets` folder.
+
+    Raises ValidationError({"file": ...}) with the engine's sentence naming the bad rows."""
+    _check_owner(user, project)
+    workdir = Path(tempfile.mkdtemp(prefix="ponder-import-"))
+    try:
+        path = files.stage_upload(upload, workdir)
+        kind = files.detect_kind(path)
+        prompts = files.read_prompts(path, kind)
+    except DatasetError as e:
+        raise ValidationError({"file": str(e)}) from None
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    source = {"type": "upload", "file": Path(upload.name or "").name}
+    return dataset_create(project=project, user=user, name=name or Path(upload.name).stem, kind=kind,
+                          prompts=prompts, source=source)
+
+
+# ---- exports ------------------------------------------------------------------------------
+
+
+def dataset_dir(dataset: Dataset) -> Path:
+    return Path(settings.PONDER_DATA_DIR) / "datasets" / str(dataset.pk)
+
+
+def export_rows(dataset: Dataset, on_progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+    """Every row of the dataset in file layout, read 2,000 at a time (keyset on index)."""
+    rows: list[dict[str, Any]] = []
+    last = -1
+    while True:
+        chunk = list(Prompt.objects.filter(dataset=dataset, index__gt=last).order_by("index")[:2000])
+        if not chunk:
+            return rows
+        rows.extend(files.export_row(dataset, p) for p in chunk)
+        last = chunk[-1].index
+        if on_progress is not None:
+            on_progress(len(rows))
+
+
+def dataset_export_path(dataset: Dataset, fmt: str, on_progress: Callable[[int], None] | None = None) -> Path:
+    """The dataset written as `fmt` (jsonl, parquet, or datasets: a save_to_disk folder)
+    under PONDER_DATA_DIR/datasets/<id>/; written once, then reused."""
+    if fmt not in files.FORMATS:
+        raise ValueError(f"format must be one of {', '.join(files.FORMATS)}, not {fmt!r}")
+    path = dataset_dir(dataset) / FILE_NAMES[fmt]
+    if not path.exists():
+        files.write_rows(export_rows(dataset, on_progress), path, fmt)
+    return path
+
+
+def dataset_download_path(dataset: Dataset, fmt: str, on_progress: Callable[[int], None] | None = None) -> Path:
+    """The file a person downloads: the export itself, or the `datasets` folder zipped."""
+    path = dataset_export_path(dataset, fmt, on_progress)
+    if fmt != "datasets":
+        return path
+    archive = dataset_dir(dataset) / "hf.zip"
+    return archive if archive.exists() else files.zip_folder(path, archive)
+
+
+def download_ready(dataset: Dataset, fmt: str) -> Path | None:
+    """The download file if written already, here or by a worker's export job."""
+    path = dataset_dir(dataset) / ("hf.zip" if fmt == "datasets" else FILE_NAMES.get(fmt, "-"))
+    if path.exists():
+        return path
+    job = dataset.exports.filter(fmt=fmt, status=DatasetExport.Status.DONE).order_by("-finished_at").first()
+    return Path(job.path) if job is not None and job.path and Path(job.path).exists() else None
+
+
+def download_name(dataset: Dataset, fmt: str) -> str:
+    stem = "".join(c if c.isalnum() or c in "-_." else "-" for c in dataset.name)[:80] or "dataset"
+    return f"{stem}-v{dataset.version}{EXPORT_SUFFIXES[fmt]}"
+
+
+def export_start(*, dataset: Dataset, fmt: str, user: AbstractBaseUser) -> DatasetExport:
+    """An export job for a Celery worker (large datasets); an unfinished one is reused."""
+    if fmt not in files.FORMATS:
+        raise ValidationError({"fmt": f"format must be one of {', '.join(files.FORMATS)}"})
+    open_job = dataset.exports.filter(fmt=fmt, status__in=[DatasetExport.Status.QUEUED,
+                                                           DatasetExport.Status.RUNNING]).first()
+    if open_job is not None:
+        return open_job
+    with transaction.atomic():
+        job = DatasetExport.objects.create(dataset=dataset, fmt=fmt, created_by=user)
+        transaction.on_commit(lambda: _enqueue_export(job.pk))
+    return job
+
+
+def _enqueue_export(export_id: int) -> None:
+    from workers.tasks import dataset_export
+
+    dataset_export.apply_async(args=[export_id], queue="cpu")
+
+
+def export_run(*, export_id: int) -> str:
+    """The Celery task's body: claim the job (conditional UPDATE), write the file, report."""
+    claimed = DatasetExport.objects.filter(pk=export_id, status=DatasetExport.Status.QUEUED).update(
+        status=DatasetExport.Status.RUNNING)
+    if not claimed:
+        return "not queued"
+    job = DatasetExport.objects.select_related("dataset").get(pk=export_id)
+    total = max(job.dataset.row_count, 1)
+
+    def progress(done: int) -> None:  # reading rows is 90% of the work; writing the rest
+        DatasetExport.objects.filter(pk=export_id).update(progress=min(0.9, 0.9 * done / total))
+
+    try:
+        path = dataset_download_path(job.dataset, job.fmt, progress)
+    except Exception as e:  # the job must end either way; the person sees the reason
+        log.exception("export %s failed", export_id)
+        _finish(export_id, DatasetExport.Status.FAILED, error=str(e)[:2000])
+        return "failed"
+    _finish(export_id, DatasetExport.Status.DONE, path=str(path))
+    return "done"
+
+
+def _finish(export_id: int, status: str, *, path: str = "", error: str = "") -> None:
+    DatasetExport.objects.filter(pk=export_id).update(
+        status=status, path=path, error=error, finished_at=timezone.now(),
+        progress=1.0 if status == DatasetExport.Status.DONE else 0.0)

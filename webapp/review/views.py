@@ -1,0 +1,179 @@
+"""Thin views: the trace explorer, one prompt across training, review queues, labelling."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, QueryDict
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from webapp.projects.selectors import can_write
+from webapp.review import pages, selectors, services
+from webapp.review.filters import FilterError, parse_filter
+from webapp.runs.models import Run
+from webapp.runs.selectors import CursorError, run_for
+
+
+def _int(value: Any, default: int | None = None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        raise Http404("Not a number.") from None
+
+
+def _errors(exc: ValidationError) -> str:
+    if hasattr(exc, "error_dict"):
+        return "; ".join(f"{field}: {m}" for field, msgs in exc.message_dict.items() for m in msgs)
+    return "; ".join(exc.messages)
+
+
+# ---- explorer -----------------------------------------------------------------------------
+
+
+@require_GET
+def explore_run(request: HttpRequest, run_id: int) -> HttpResponse:
+    return _explore(request, [run_for(request.user, run_id)])
+
+
+@require_GET
+def explore_runs(request: HttpRequest) -> HttpResponse:
+    return _explore(request, selectors.explorer_runs(request.user, request.GET.get("runs", "")))
+
+
+def _explore(request: HttpRequest, runs: list[Run]) -> HttpResponse:
+    ctx = pages.explorer_context(request.user, runs, request.GET)
+    return render(request, "review/explorer.html", ctx, status=400 if ctx["error"] else 200)
+
+
+@require_GET
+def prompt_history(request: HttpRequest, run_id: int, prompt_hash: int) -> HttpResponse:
+    run = run_for(request.user, run_id)
+    try:
+        rows, nxt = selectors.prompt_samples(run, prompt_hash, cursor=request.GET.get("cursor") or None)
+    except CursorError as e:
+        return HttpResponse(str(e), status=400, content_type="text/plain")
+    if not rows and not request.GET.get("cursor"):
+        raise Http404("This run never sampled that prompt.")
+    return render(request, "review/prompt.html", {
+        "run": run, "prompt_hash": prompt_hash, "rows": rows, "next_cursor": nxt, "first": rows[0] if rows else None,
+        "steps": selectors.prompt_steps(run, prompt_hash)})
+
+
+# ---- queues -------------------------------------------------------------------------------
+
+
+@require_GET
+def queue_list(request: HttpRequest) -> HttpResponse:
+    queues = selectors.queues_with_progress(request.user)
+    return render(request, "review/queue_list.html", {"queues": queues})
+
+
+@require_POST
+def queue_new(request: HttpRequest) -> HttpResponse:
+    runs = selectors.explorer_runs(request.user, request.POST.get("runs", ""))
+    back = _explorer_url(runs, request.POST.get("filter", ""))
+    try:
+        flt = parse_filter(QueryDict(request.POST.get("filter", "")))
+        queue = services.queue_create(
+            user=request.user, runs=runs, flt=flt, name=request.POST.get("name", ""),
+            tags=request.POST.get("tags", "").split(","), assignees=request.POST.getlist("assignees"),
+            limit=_int(request.POST.get("limit"), 200) or 0, instructions=request.POST.get("instructions", ""))
+    except FilterError as e:
+        messages.error(request, str(e))
+        return redirect(back)
+    except ValidationError as e:
+        messages.error(request, _errors(e))
+        return redirect(back)
+    return redirect("review-queue", queue_id=queue.pk)
+
+
+def _explorer_url(runs: list[Run], filter_query: str) -> str:
+    base = f"/runs/{runs[0].pk}/explore/" if len(runs) == 1 else f"/explore/?runs={','.join(str(r.pk) for r in runs)}"
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}{filter_query}" if filter_query else base
+
+
+@require_GET
+def queue_detail(request: HttpRequest, queue_id: int) -> HttpResponse:
+    queue = selectors.queue_for(request.user, queue_id)
+    items, nxt = selectors.queue_items_page(queue, after=_int(request.GET.get("after"), 0) or 0)
+    judged, mean = selectors.queue_agreement(queue)
+    return render(request, "review/queue_detail.html", {
+        "queue": queue, "items": items, "next_after": nxt, "judged": judged, "agreement": mean,
+        "annotators": selectors.queue_annotators(queue), "assignees": list(queue.assignees.all()),
+        "can_write": can_write(request.user, queue.project_id), "majorities": selectors.queue_majorities(queue)})
+
+
+@require_GET
+def queue_label(request: HttpRequest, queue_id: int) -> HttpResponse:
+    queue = selectors.queue_for(request.user, queue_id)
+    return render(request, "review/label.html", pages.label_page_context(request.user, queue, _int(request.GET.get("i"))))
+
+
+@require_GET
+def queue_item_json(request: HttpRequest, queue_id: int, position: int) -> JsonResponse:
+    queue = selectors.queue_for(request.user, queue_id)
+    item = selectors.queue_item(queue, position)
+    return JsonResponse(selectors.queue_item_json(queue, item, request.user))
+
+
+@require_POST
+def queue_item_label(request: HttpRequest, queue_id: int, position: int) -> JsonResponse:
+    """JSON in: {verdict, tags, rewritten, note}; out: the saved label and the progress."""
+    queue = selectors.queue_for(request.user, queue_id)
+    item = selectors.queue_item(queue, position)
+    try:
+        body = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if not isinstance(body, dict):
+        return JsonResponse({"detail": "body: must be a JSON object {verdict, tags, rewritten, note}"}, status=400)
+    try:
+        services.label_save(user=request.user, queue=queue, item=item, verdict=body.get("verdict"),
+                            tags=body.get("tags", []), rewritten=body.get("rewritten", ""), note=body.get("note", ""))
+    except PermissionDenied as e:
+        return JsonResponse({"detail": str(e)}, status=403)
+    except ValidationError as e:
+        return JsonResponse({"detail": _errors(e)}, status=400)
+    payload = selectors.queue_item_json(queue, item, request.user)
+    return JsonResponse({**payload, "mine": selectors.labelled_by(queue, request.user)})
+
+
+# ---- datasets from traces -----------------------------------------------------------------
+
+
+@require_POST
+def queue_dataset(request: HttpRequest, queue_id: int) -> HttpResponse:
+    queue = selectors.queue_for(request.user, queue_id)
+    try:
+        dataset = services.dataset_from_queue(user=request.user, queue=queue, name=request.POST.get("name", ""),
+                                              layout=request.POST.get("layout", "prompt_completion"))
+    except PermissionDenied as e:
+        messages.error(request, str(e))
+        return redirect("review-queue", queue_id=queue.pk)
+    except ValidationError as e:
+        messages.error(request, _errors(e))
+        return redirect("review-queue", queue_id=queue.pk)
+    return redirect("dataset-detail", dataset_id=dataset.pk)
+
+
+@require_POST
+def filter_dataset(request: HttpRequest) -> HttpResponse:
+    runs = selectors.explorer_runs(request.user, request.POST.get("runs", ""))
+    back = _explorer_url(runs, request.POST.get("filter", ""))
+    try:
+        flt = parse_filter(QueryDict(request.POST.get("filter", "")))
+        dataset = services.dataset_from_filter(
+            user=request.user, runs=runs, flt=flt, name=request.POST.get("name", ""),
+            layout=request.POST.get("layout", "prompt_completion"), limit=_int(request.POST.get("limit"), 1000) or 0)
+    except (FilterError, PermissionDenied) as e:
+        messages.error(request, str(e))
+        return redirect(back)
+    except ValidationError as e:
+        messages.error(request, _errors(e))
+        return redirect(back)
+    return redirect("dataset-detail", dataset_id=dataset.pk)
