@@ -64,8 +64,25 @@ def _run_stage(run: Run, sink: DbSink) -> Any:
     module_name, _, attr = target.partition(":")
     runner = getattr(importlib.import_module(module_name), attr)
     config = _engine_config(run)
+    _build_starters(config, sink)
     resume_from = _resume_point(run)
     return runner(config, sink, resume_from=resume_from)
+
+
+def _build_starters(config: Any, sink: DbSink) -> None:
+    """The offline starter is pretrained on first use (a few minutes): do it here, with
+    its progress on the run's page, rather than silently inside the stage."""
+    from engine.starter import STARTER_NAMES, ensure_starter
+
+    names = {getattr(config, key, None) for key in ("model", "teacher", "student")} & set(STARTER_NAMES)
+    for name in sorted(names):  # (none: nothing to build)
+        def progress(step: int, total: int, values: dict[str, float], name: str = name) -> None:
+            if step % 25 == 0 or step == total:
+                loss = values.get("loss")
+                sink.log(f"Pretraining the offline {name} model: step {step}/{total}"
+                         + (f", loss {loss:.3f}" if loss is not None else ""))
+
+        ensure_starter(name, progress=progress)
 
 
 def _engine_config(run: Run) -> Any:

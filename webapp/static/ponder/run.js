@@ -163,6 +163,10 @@
     tokens: (m) => showTokens(m.deltas),
     progress: showStatus,
     status: showStatus,
+    log: (m) => {
+      const box = document.getElementById("run-log");
+      box.textContent = (box.textContent + m.line + "\n").split("\n").slice(-6).join("\n");
+    },
   };
   function connect() {
     const proto = location.protocol === "https:" ? "wss://" : "ws://";
