@@ -14,6 +14,7 @@ Target (2 CPU threads): eval accuracy from <= 30% to >= 70% within 10 minutes.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import replace
@@ -49,23 +50,29 @@ def r1zero_config(model: str, output_dir: str) -> GRPOConfig:
 class BenchSink(NullSink):
     """Prints accuracy and length as they come, and asks the run to stop at the deadline."""
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, deadline: float, print_every: int = 5) -> None:
         self.deadline = deadline
+        self.print_every = print_every
         self.started = time.monotonic()
         self.train: dict[int, dict[str, float]] = {}
-        self.evals: dict[int, float] = {}
+        self.evals: dict[int, dict[str, float]] = {}
 
     def metrics(self, step: int, values: dict[str, float]) -> None:
         elapsed = time.monotonic() - self.started
         if "accuracy" in values:
             self.train[step] = {"accuracy": values["accuracy"], "length": values["response_length/mean"],
-                                "minutes": elapsed / 60}
+                                "format": values.get("reward/format/mean", float("nan")),
+                                "step_time": values.get("step_time", float("nan")), "minutes": elapsed / 60}
         if "eval/accuracy" in values:
-            self.evals[step] = values["eval/accuracy"]
-            train = self.train.get(step, {})
-            print(f"step {step:4d}  {elapsed / 60:5.1f} min  eval accuracy {values['eval/accuracy']:.2f}  "
-                  f"train accuracy {train.get('accuracy', float('nan')):.2f}  "
-                  f"mean length {values['eval/response_length']:.1f} tokens", flush=True)
+            self.evals[step] = {"accuracy": values["eval/accuracy"], "length": values["eval/response_length"],
+                                "minutes": elapsed / 60}
+        train = self.train.get(step, {})
+        if "eval/accuracy" in values or (train and step % self.print_every == 0):
+            held_out = (f"eval accuracy {values['eval/accuracy']:.2f} (length {values['eval/response_length']:4.1f})"
+                        if "eval/accuracy" in values else " " * 34)
+            batch = (f"  train accuracy {train['accuracy']:.2f}  format {train['format']:.2f}  "
+                     f"mean length {train['length']:4.1f} tokens  step {train['step_time']:.1f} s" if train else "")
+            print(f"step {step:4d}  {elapsed / 60:5.1f} min  {held_out}{batch}", flush=True)
 
     def log(self, line: str) -> None:
         print(line, flush=True)
@@ -75,23 +82,30 @@ class BenchSink(NullSink):
 
 
 def plot(sink: BenchSink, out: Path) -> Path:
-    """Accuracy (eval and train batch) and mean response length against step."""
+    """Accuracy (held-out and train batch) and mean response length against wall-clock minutes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax_acc, ax_len) = plt.subplots(1, 2, figsize=(11, 4))
-    steps = sorted(sink.train)
-    ax_acc.plot(steps, [sink.train[s]["accuracy"] for s in steps], alpha=0.35, label="train batch (T=1)")
-    ax_acc.plot(sorted(sink.evals), [sink.evals[s] for s in sorted(sink.evals)], "o-", label="held-out (greedy)")
-    ax_acc.set(xlabel="step", ylabel="accuracy", ylim=(0, 1), title="R1-Zero on the starter: accuracy")
+    steps, evals = sorted(sink.train), sorted(sink.evals)
+    t_train = [sink.train[s]["minutes"] for s in steps]
+    t_eval = [sink.evals[s]["minutes"] for s in evals]
+    ax_acc.plot(t_train, [sink.train[s]["accuracy"] for s in steps], alpha=0.35, label="train batch (T=1)")
+    ax_acc.plot(t_eval, [sink.evals[s]["accuracy"] for s in evals], "o-", label="held-out (greedy)")
+    ax_acc.set(xlabel="minutes (2 CPU threads)", ylabel="accuracy", ylim=(0, 1),
+               title="R1-Zero on the starter: accuracy")
     ax_acc.legend()
-    ax_len.plot(steps, [sink.train[s]["length"] for s in steps], color="tab:green")
-    ax_len.set(xlabel="step", ylabel="mean completion tokens", title="response length")
+    ax_len.plot(t_train, [sink.train[s]["length"] for s in steps], color="tab:green", alpha=0.5,
+                label="train batch (T=1)")
+    ax_len.plot(t_eval, [sink.evals[s]["length"] for s in evals], "o-", color="tab:olive", label="held-out (greedy)")
+    ax_len.set(xlabel="minutes (2 CPU threads)", ylabel="mean completion tokens", title="response length")
+    ax_len.legend()
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
+    plt.close(fig)
     return out
 
 
@@ -101,6 +115,9 @@ def main() -> int:
     parser.add_argument("--arch", default="dense", choices=["dense", "moe"])
     parser.add_argument("--steps", type=int, default=None, help="override the number of steps")
     parser.add_argument("--out", default=str(ROOT / "var" / "bench"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a GRPOConfig field (JSON value), e.g. --set learning_rate=2e-4")
+    parser.add_argument("--tag", default="", help="suffix for the plot and run folder names")
     args = parser.parse_args()
     torch.set_num_threads(2)
 
@@ -110,18 +127,24 @@ def main() -> int:
     model = ensure_starter(args.arch)
     print(f"starter ({args.arch}) ready at {model} after {time.monotonic() - started:.0f} s", flush=True)
     out = Path(args.out)
-    config = r1zero_config(str(model), str(out / f"r1zero-{args.arch}"))
+    config = r1zero_config(str(model), str(out / f"r1zero-{args.arch}{args.tag}"))
     if args.steps:
         config = replace(config, steps=args.steps)
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    if overrides:
+        config = replace(config, **overrides)
+        print(f"overrides: {overrides}", flush=True)
     sink = BenchSink(deadline=time.monotonic() + args.minutes * 60)
     result = run_grpo(config, sink)
-    if result.metrics.get("eval/accuracy") is not None:
-        sink.evals[result.step] = result.metrics["eval/accuracy"]
-    return report(sink, result.step, plot(sink, out / f"r1zero-{args.arch}.png"))
+    if result.metrics.get("eval/accuracy") is not None and result.step not in sink.evals:
+        sink.evals[result.step] = {"accuracy": result.metrics["eval/accuracy"],
+                                   "length": result.metrics["eval/response_length"],
+                                   "minutes": (time.monotonic() - sink.started) / 60}
+    return report(sink, result.step, plot(sink, out / f"r1zero-{args.arch}{args.tag}.png"))
 
 
 def report(sink: BenchSink, steps: int, png: Path) -> int:
-    evals = [sink.evals[s] for s in sorted(sink.evals)]
+    evals = [sink.evals[s]["accuracy"] for s in sorted(sink.evals)]
     lengths = [sink.train[s]["length"] for s in sorted(sink.train)]
     start, end = evals[0], evals[-1]
     early, late = sum(lengths[:5]) / max(1, len(lengths[:5])), sum(lengths[-5:]) / max(1, len(lengths[-5:]))

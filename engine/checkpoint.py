@@ -105,6 +105,7 @@ def save_checkpoint(
     target = Path(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the web app and workers read it too
     try:
         summary = _write(tmp, model, tokenizer, step, optimizer, scheduler, data_state, config)
         _swap_into_place(tmp, target)

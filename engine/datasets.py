@@ -42,7 +42,8 @@ def load_examples(path: str | Path, *, split: str = "train", task: str = "custom
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path}: no such file or directory.")
-    examples, errors = [], []
+    examples: list[Example] = []
+    errors: list[str] = []
     for where, row in _rows(path, split):
         try:
             examples.append(normalize_row(row, index=len(examples), task=task))

@@ -42,7 +42,7 @@ class VLLMGenerator:
             distributed_executor_backend="uni", kv_cache_memory_bytes=kv_cache_bytes,
             logprobs_mode="raw_logprobs",  # the model's own log-probs, as the torch backend gives
         )
-        torch._C._set_num_threads(threads)  # in-process vLLM turns set_num_threads into a no-op
+        torch._C.set_num_threads(threads)  # in-process vLLM turns set_num_threads into a no-op
 
     def update_weights(self, model: torch.nn.Module) -> None:
         weights = list(model.state_dict().items())

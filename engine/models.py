@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +67,8 @@ def load_model(
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}.")
-    model = AutoModelForCausalLM.from_pretrained(resolve(name_or_path, data_dir), dtype=DTYPES[dtype])
-    model.to(device).eval()
+    model = AutoModelForCausalLM.from_pretrained(resolve(name_or_path, data_dir), dtype=DTYPES[dtype], device_map=device)
+    model.eval()
     if lora is not None:
         model = with_lora(model, lora if isinstance(lora, LoraSettings) else LoraSettings(**lora))
     return model
@@ -175,6 +175,3 @@ def summary_text(layout: dict[str, int]) -> str:
     return (f"{layout['layers']} layers: {layout['dense_layers']} dense, {layout['moe_layers']} MoE, "
             f"{layout['routed_experts']} routed experts, top-{layout['top_k']}{shared}")
 
-
-def lora_settings_dict(settings: LoraSettings) -> dict[str, Any]:
-    return asdict(settings)

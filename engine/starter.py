@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from engine.corpus import EOS, CorpusConfig, documents
+from engine.corpus import CorpusConfig, documents
 from engine.tokenizer import train_tokenizer
 
 STARTER_NAMES: dict[str, str] = {"starter": "dense", "starter-dense": "dense", "starter-moe": "moe"}
@@ -66,6 +66,13 @@ class StarterRecipe:
         if self.steps < 1 or self.batch_size < 1 or self.seq_len < 8:
             raise ValueError("Starter steps and batch_size must be positive and seq_len at least 8.")
 
+    @classmethod
+    def for_arch(cls, arch: str) -> StarterRecipe:
+        """The default recipe of an architecture. The MoE model costs ~3x more per step
+        (transformers runs its experts one by one), so it gets fewer steps: it is there to
+        show the architecture, the dense model is the R1-Zero demo."""
+        return cls(arch=arch, steps=400) if arch == "moe" else cls(arch=arch)
+
     def documents_needed(self) -> int:
         """Documents to generate so the packed stream covers every step once (~60 tokens each)."""
         return max(self.tokenizer_documents, self.steps * self.batch_size * self.seq_len // 40)
@@ -89,8 +96,7 @@ def model_config(recipe: StarterRecipe, tokenizer: Any) -> Any:
 
         return LlamaConfig(
             hidden_size=recipe.hidden_size, intermediate_size=recipe.intermediate_size,
-            num_hidden_layers=recipe.num_layers, num_attention_heads=4, num_key_value_heads=2,
-            rope_theta=10000.0, **common,
+            num_hidden_layers=recipe.num_layers, num_attention_heads=4, num_key_value_heads=2, **common,
         )
     from transformers import DeepseekV3Config
 
@@ -99,8 +105,7 @@ def model_config(recipe: StarterRecipe, tokenizer: Any) -> Any:
         first_k_dense_replace=1, n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1,
         n_group=1, topk_group=1, routed_scaling_factor=1.0, norm_topk_prob=True,
         num_attention_heads=4, num_key_value_heads=4, q_lora_rank=None, kv_lora_rank=32,
-        qk_rope_head_dim=16, qk_nope_head_dim=16, v_head_dim=24, rope_theta=10000.0,
-        rope_interleave=True, **common,
+        qk_rope_head_dim=16, qk_nope_head_dim=16, v_head_dim=24, rope_interleave=True, **common,
     )
 
 
@@ -204,7 +209,7 @@ def build_starter(out_dir: str | Path, recipe: StarterRecipe, progress: Progress
     with _threads(recipe.threads):
         torch.manual_seed(recipe.seed)
         model = AutoModelForCausalLM.from_config(model_config(recipe, tokenizer))
-        final_loss = pretrain(model, packed_batches(token_ids, tokenizer.convert_tokens_to_ids(EOS), recipe), recipe, progress)
+        final_loss = pretrain(model, packed_batches(token_ids, tokenizer.eos_token_id, recipe), recipe, progress)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
@@ -225,7 +230,7 @@ def resolve_data_dir(path: str | Path | None = None) -> Path:
 
 def starter_dir_name(recipe: StarterRecipe) -> str:
     """`starter-dense`; a recipe other than the default gets a suffix so it never shadows it."""
-    default = StarterRecipe(arch=recipe.arch)
+    default = StarterRecipe.for_arch(recipe.arch)
     return f"starter-{recipe.arch}" if recipe == default else f"starter-{recipe.arch}-{_short_hash(recipe)}"
 
 
@@ -245,7 +250,7 @@ def ensure_starter(arch: str = "dense", data_dir: str | Path | None = None, prog
     recipe (tests), cached under its own name.
     """
     arch = STARTER_NAMES.get(arch, arch)
-    recipe = recipe or StarterRecipe(arch=arch)
+    recipe = recipe or StarterRecipe.for_arch(arch)
     if steps is not None:
         recipe = replace(recipe, steps=steps)
     models_dir = resolve_data_dir(data_dir) / "models"
@@ -257,7 +262,11 @@ def ensure_starter(arch: str = "dense", data_dir: str | Path | None = None, prog
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if we crash
         if _complete(target):  # another process built it while we waited
             return target
+        for stale in models_dir.glob(f".{target.name}.*"):  # left by a build that was killed
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=models_dir))
+        tmp.chmod(0o755)  # mkdtemp makes it private; the web app and workers read it too
         try:
             build_starter(tmp, recipe, progress)
             if target.exists():  # an incomplete leftover of an older layout

@@ -50,5 +50,4 @@ def wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
         clean_up_tokenization_spaces=False,
         model_max_length=2048,
     )
-    fast.add_bos_token = False  # the template starts the text; no BOS is prepended
-    return fast
+    return fast  # no post-processor: nothing (no BOS) is added around encoded text

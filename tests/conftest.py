@@ -118,3 +118,12 @@ def live_url(server_env) -> str:
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def starter_model() -> Path:
+    """The offline starter base model, built once per machine into var/models (a few
+    minutes on two cores the first time), before any worker needs it."""
+    from engine.starter import ensure_starter
+
+    return ensure_starter("starter", data_dir=procs.ROOT / "var")

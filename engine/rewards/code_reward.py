@@ -61,10 +61,14 @@ def code_reward(completion: str, example: dict[str, Any]) -> float:
     return PASSES if _run(source, example).passed else FAILS
 
 
+NOISE_FLOOR_S = 0.02
+
+
 def code_speed_reward(completion: str, example: dict[str, Any]) -> float:
     """0.0 unless the code passes; then ``min(1, t_ref / t)`` where the times are the
     in-sandbox execution times of this code and of ``example["reference_solution"]``
-    on the same tests (floored at 1 ms: faster than that is noise).
+    on the same tests (floored at 20 ms: below that, scheduling noise on a busy machine
+    decides the ratio, not the program).
 
     >>> ex = {"tests": "assert f() == 1", "reference_solution": "def f():\\n    return 1"}
     >>> code_speed_reward("```python\\ndef f():\\n    return 1\\n```", ex)
@@ -81,7 +85,7 @@ def code_speed_reward(completion: str, example: dict[str, Any]) -> float:
         return 0.0
     ref_s = _reference_exec_s(reference, _tests(example), *_limits(example))
     own_s = result.exec_s if result.exec_s is not None else result.duration_s
-    return min(1.0, max(ref_s, 1e-3) / max(own_s, 1e-3))
+    return min(1.0, max(ref_s, NOISE_FLOOR_S) / max(own_s, NOISE_FLOOR_S))
 
 
 def last_code_block(completion: str) -> tuple[str, str] | None:

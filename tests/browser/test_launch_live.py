@@ -20,7 +20,7 @@ def fill_launch_form(page, name: str, **settings: str) -> None:
     page.click("#launch")
 
 
-def test_launch_watch_cancel_resume_finish(page, personas, celery_worker, artifacts_dir):
+def test_launch_watch_cancel_resume_finish(page, personas, starter_model, celery_worker, artifacts_dir):
     log_in(page, "alice", "alice-pass-123")
     fill_launch_form(page, "bad", **{**SETTINGS, "group_size": "1"})
     expect(page.locator(".errorlist")).to_contain_text("group_size must be at least 2")

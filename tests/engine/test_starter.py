@@ -80,7 +80,7 @@ def test_ensure_starter_builds_once_even_when_raced(tmp_path: Path) -> None:
 def test_names_and_recipes() -> None:
     assert STARTER_NAMES["starter"] == "dense" and STARTER_NAMES["starter-moe"] == "moe"
     assert starter_dir_name(StarterRecipe()) == "starter-dense"
-    assert starter_dir_name(StarterRecipe(arch="moe")) == "starter-moe"
+    assert starter_dir_name(StarterRecipe.for_arch("moe")) == "starter-moe"
     assert starter_dir_name(FASTEST).startswith("starter-dense-")
     with pytest.raises(ValueError, match="arch must be one of dense, moe"):
         StarterRecipe(arch="rnn")
@@ -91,11 +91,12 @@ def test_corpus_is_deterministic_and_mixes_modes() -> None:
 
     docs = list(documents(600, seed=3))
     assert docs == list(documents(600, seed=3))
-    templated = [d.split("Assistant:", 1)[1] for d in docs if "\nAssistant:" in d and "Question:" not in d]
-    reasoned = [c for c in templated if c.startswith(" <think>") and " so " in c]
+    templated = [d.split("Assistant:", 1)[1] for d in docs if d.startswith("A conversation") and "How many" in d]
+    reasoned = [c for c in templated if c.startswith(" <think>") and " So " in c]
     direct = [c for c in templated if c.startswith(" <answer>")]
     assert 0.1 < len(reasoned) / len(templated) < 0.35
     assert len(direct) / len(templated) > 0.5
-    assert any(d.startswith("Question:") for d in docs)
+    practice = [d for d in docs if d.startswith("User:")]
+    assert practice and all("<think>" in d for d in practice)
     with pytest.raises(ValueError, match="must not exceed 1"):
         CorpusConfig(reason_share=0.8, lazy_share=0.5)

@@ -28,6 +28,7 @@ def test_env_int_and_url_fail_loudly(monkeypatch):
 
 def _manage(*args: str, **env: str) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "webapp.settings", **env}
+    full_env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # set while browser tests run; never in deployment
     return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=full_env, capture_output=True, text=True)
 
 

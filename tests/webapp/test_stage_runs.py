@@ -27,7 +27,7 @@ def wait_for(run: Run, statuses: set[str], timeout: float = 300) -> Run:
     raise AssertionError(f"run {run.pk} is {run.status}, not {statuses} after {timeout}s: {run.error[-2000:]}")
 
 
-def test_a_run_queued_through_the_api_runs_in_a_real_worker(personas, api_for, celery_worker):
+def test_a_run_queued_through_the_api_runs_in_a_real_worker(personas, api_for, starter_model, celery_worker):
     api = api_for(personas.owner)
     response = api.post("/api/v1/runs", {"name": "tiny r1-zero", "stage": "grpo", "project": "alpha",
                                          "config": {**TINY_GRPO, "steps": 2}})
@@ -53,7 +53,7 @@ def test_a_bad_config_is_refused_before_anything_is_queued(personas, api_for):
 
 
 def test_a_worker_killed_mid_run_leaves_it_resumable_without_gaps_or_duplicates(
-        personas, api_for, server_env, artifacts_dir, settings):
+        personas, api_for, server_env, artifacts_dir, settings, starter_model):
     name, queue = "killme", "killme-queue"
     settings.PONDER_QUEUES = {"gpu": queue, "cpu": queue}  # only this worker may take the run
     worker = procs.start_worker(server_env, artifacts_dir / "logs", name=name, queues=queue)
