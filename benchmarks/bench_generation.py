@@ -1,20 +1,27 @@
 """Sampling throughput of Ponder's torch generation backend against transformers'
-`model.generate` on the same model, prompts and lengths, measured in the same run.
+`model.generate`, and of the vLLM backend against the torch backend, on the same model,
+prompts and lengths, each pair measured in the same run.
 
     .venv/bin/python benchmarks/bench_generation.py                  # the dense starter (built if needed)
     .venv/bin/python benchmarks/bench_generation.py --model starter-moe --rounds 5
+    .venv/bin/python benchmarks/bench_generation.py --compile        # vLLM also with torch.compile
 
 Workload: 64 completions (8 arithmetic prompts x 8 samples), up to 128 new tokens,
 temperature 1.0. Two scenarios:
 - "natural": completions end at EOS, as in GRPO rollouts (tokens counted up to EOS);
 - "fixed": EOS ignored on both sides, every completion is 128 tokens.
 Rounds alternate the two implementations; the median of each is reported.
+
+The vLLM part runs in var/vllm-venv (`make vllm`; vLLM pins its own torch and
+transformers), where this script re-runs itself with `--vllm`: there the torch backend is
+the baseline, measured in the same process. It is skipped, saying so, without that venv.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,11 +37,16 @@ from engine.tasks import get as get_task  # noqa: E402
 from engine.tasks.templates import r1_zero_prompt  # noqa: E402
 
 PROMPTS, SAMPLES, MAX_NEW = 8, 8, 128
+VLLM_PYTHON = ROOT / "var" / "vllm-venv" / "bin" / "python"
 
 
 def ours(model, tokenizer, prompts: list[str], ignore_eos: bool, seed: int) -> tuple[int, float]:
     """(completion tokens, seconds) for the torch backend."""
-    gen = TorchGenerator(model, tokenizer, ignore_eos=ignore_eos)
+    return timed(TorchGenerator(model, tokenizer, ignore_eos=ignore_eos), prompts, seed)
+
+
+def timed(gen, prompts: list[str], seed: int) -> tuple[int, float]:
+    """(completion tokens, seconds) of one batch from generator `gen`."""
     start = time.perf_counter()
     samples = gen.generate(prompts, SAMPLES, SamplingParams(max_new_tokens=MAX_NEW, seed=seed))
     return sum(len(s.completion_ids) for s in samples), time.perf_counter() - start
@@ -59,14 +71,38 @@ def baseline(model, tokenizer, prompts: list[str], ignore_eos: bool, seed: int) 
     return int(first.sum()), seconds
 
 
-def measure(model, tokenizer, prompts: list[str], ignore_eos: bool, rounds: int) -> tuple[float, float]:
-    rates: dict[str, list[float]] = {"ours": [], "generate": []}
+def measure(fns: dict, model, tokenizer, prompts: list[str], ignore_eos: bool, rounds: int) -> dict[str, float]:
+    """Median tokens/s of each function in `fns`, rounds alternating between them."""
+    rates: dict[str, list[float]] = {name: [] for name in fns}
     for r in range(rounds + 1):
-        for name, fn in (("ours", ours), ("generate", baseline)):
+        for name, fn in fns.items():
             tokens, seconds = fn(model, tokenizer, prompts, ignore_eos, seed=r)
-            if r > 0:  # round 0 warms up both
+            if r > 0:  # round 0 warms up every implementation
                 rates[name].append(tokens / seconds)
-    return statistics.median(rates["ours"]), statistics.median(rates["generate"])
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
+def vllm_versus_torch(model, tokenizer, prompts: list[str], args: argparse.Namespace) -> None:
+    """vLLM backend (eager, and compiled with --compile) against the torch backend."""
+    from engine.generation_vllm import VLLMGenerator
+
+    for eager in (True, False) if args.compile else (True,):
+        start = time.perf_counter()
+        gen = VLLMGenerator(model, tokenizer, enforce_eager=eager)
+        started = time.perf_counter() - start
+        start = time.perf_counter()
+        gen.update_weights(model)
+        print(f"vLLM {'eager' if eager else 'compiled'}: start-up {started:.1f} s, "
+              f"weight update {1000 * (time.perf_counter() - start):.0f} ms")
+
+        def vllm(model, tokenizer, prompts, ignore_eos, seed, gen=gen):
+            gen.ignore_eos = ignore_eos  # read per call
+            return timed(gen, prompts, seed)
+
+        for label, ignore_eos in (("natural (stop at EOS)", False), ("fixed 128 tokens", True)):
+            got = measure({"vllm": vllm, "torch": ours}, model, tokenizer, prompts, ignore_eos, args.rounds)
+            print(f"{label:22s} vLLM {'eager' if eager else 'compiled':8s} {got['vllm']:8.0f} tok/s   "
+                  f"torch backend {got['torch']:8.0f} tok/s   ratio {got['vllm'] / got['torch']:.2f}x")
 
 
 def main() -> None:
@@ -74,16 +110,26 @@ def main() -> None:
     parser.add_argument("--model", default="starter", help="model id or path (default: the dense starter)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="also measure vLLM with torch.compile (slow start)")
+    parser.add_argument("--vllm", action="store_true", help="only vLLM against the torch backend (needs vLLM)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, tokenizer = load_model(args.model), load_tokenizer(args.model)
     prompts = [r1_zero_prompt(e["prompt"]) for e in get_task("arithmetic").examples("test", PROMPTS)]
+    if args.vllm:
+        vllm_versus_torch(model, tokenizer, prompts, args)
+        return
     print(f"{SAMPLES * PROMPTS} completions x up to {MAX_NEW} tokens, temperature 1.0, "
           f"{args.threads} threads, model {args.model}")
     for label, ignore_eos in (("natural (stop at EOS)", False), ("fixed 128 tokens", True)):
-        fast, slow = measure(model, tokenizer, prompts, ignore_eos, args.rounds)
-        print(f"{label:22s} torch backend {fast:8.0f} tok/s   model.generate {slow:8.0f} tok/s   "
-              f"ratio {fast / slow:.2f}x")
+        got = measure({"ours": ours, "generate": baseline}, model, tokenizer, prompts, ignore_eos, args.rounds)
+        print(f"{label:22s} torch backend {got['ours']:8.0f} tok/s   model.generate {got['generate']:8.0f} tok/s   "
+              f"ratio {got['ours'] / got['generate']:.2f}x")
+    if not VLLM_PYTHON.exists():
+        print("vLLM backend: skipped (no var/vllm-venv; `make vllm` builds it)")
+        return
+    sys.stdout.flush()
+    subprocess.run([str(VLLM_PYTHON), __file__, "--vllm", *sys.argv[1:]], check=True)
 
 
 if __name__ == "__main__":

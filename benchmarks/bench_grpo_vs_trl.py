@@ -172,6 +172,9 @@ def main() -> int:
             if logs and "completions/mean_length" in logs:
                 trl_lengths.append(logs["completions/mean_length"])
 
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # TRL's per-step log dicts; the summary is printed below
     trainer.add_callback(Lockstep())
     worker = threading.Thread(target=ponder, daemon=True)
     worker.start()

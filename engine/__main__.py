@@ -12,6 +12,12 @@ config exits with status 2 and the sentence that states the rule. Metrics, rollo
 checkpoints go to `<output-dir>/{metrics,rollouts,checkpoints}.jsonl`, progress to
 stderr, and the result to `<output-dir>/result.json` and stdout. Ctrl-C asks the stage
 to stop at its next step boundary (a checkpoint is saved); a second Ctrl-C aborts.
+
+Data parallel: `torchrun --nproc_per_node 2 -m engine grpo --config F` runs grpo, sft or
+distill in two processes (rank 0 reports and saves); a config with `"launcher":
+"torchrun"` starts that command itself. `--events FILE` writes every event as JSON lines
+(`engine.events.EventLogSink`) for a parent process to relay, and `--stop-file FILE`
+stops the stage at its next step boundary once FILE exists.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import importlib
 import json
 import math
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -29,8 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine import distributed
 from engine.config import option, require
-from engine.events import JsonlSink
+from engine.events import EventLogSink, JsonlSink, NullSink, Sink
 from engine.graded_sampling import StageConfigMixin
 
 # stage -> ("module:ConfigClass", "module:runner"); runners take (config, sink, resume_from=...).
@@ -43,6 +51,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "starter": ("engine.starter:PretrainConfig", "engine.starter:run_pretrain"),
 }
 ALIASES = {"pretrain": "starter"}
+PARALLEL_STAGES = ("grpo", "sft", "distill")  # the stages that can run under torchrun
 EXIT_BAD_CONFIG = 2
 EXIT_FAILED = 1
 EXIT_CANCELLED = 130  # 128 + SIGINT, as shells report an interrupted command
@@ -78,11 +87,13 @@ def build_starter(config: StarterConfig, sink: Any, resume_from: str | None = No
 
 
 class CliSink(JsonlSink):
-    """JsonlSink whose `should_stop` turns true after a SIGINT or SIGTERM."""
+    """JsonlSink whose `should_stop` turns true after a SIGINT or SIGTERM, or once
+    `stop_file` exists."""
 
-    def __init__(self, out_dir: str | Path) -> None:
+    def __init__(self, out_dir: str | Path, stop_file: str | None = None) -> None:
         super().__init__(out_dir)
         self.stop_requested = False
+        self.stop_file = Path(stop_file) if stop_file else None
         self._mid_line = False  # a progress line is open: a log line must start on a fresh one
 
     def progress(self, step: int, total: int, *, eta_s: float | None = None) -> None:
@@ -105,6 +116,8 @@ class CliSink(JsonlSink):
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def should_stop(self) -> bool:
+        if self.stop_file is not None and self.stop_file.exists():
+            self.stop_requested = True
         return self.stop_requested
 
 
@@ -174,6 +187,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint (or, for eval "
                         "and rejection, from an earlier run's output folder)")
     parser.add_argument("--help-config", action="store_true", help="list the config fields and exit")
+    parser.add_argument("--events", metavar="FILE", help="write every event to FILE as JSON lines (for a parent "
+                        "process to relay) instead of the output folder's JSONL files")
+    parser.add_argument("--stop-file", metavar="FILE", help="stop at the next step boundary once FILE exists")
     return parser.parse_args(argv)
 
 
@@ -189,8 +205,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"python -m engine {args.stage}: bad config: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    if getattr(config, "launcher", "none") == "torchrun" and not distributed.launched():
+        return _launch(config.nproc_per_node, list(sys.argv[1:] if argv is None else argv))
+    if distributed.launched() and args.stage not in PARALLEL_STAGES:
+        print(f"python -m engine {args.stage}: only {', '.join(PARALLEL_STAGES)} run under torchrun.", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    world = distributed.init(getattr(config, "device", "cpu"))
     out = Path(args.output_dir or getattr(config, "output_dir", None) or f"var/runs/{args.stage}")
-    sink = CliSink(out)
+    sink = _make_sink(args, out, world)
     restore = _catch_signals(sink)
     try:
         result = runner(config, sink, resume_from=args.resume)
@@ -199,15 +221,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     finally:
         restore()
+        _close(sink)
+        distributed.shutdown()
+    return _report(result, out) if world.is_main else _exit_code(getattr(result, "status", ""))
+
+
+def _launch(nproc_per_node: int, argv: list[str]) -> int:
+    """Run this very command in `nproc_per_node` processes under torchrun; its exit status."""
+    command = distributed.torchrun_command(nproc_per_node, ["-m", "engine", *argv])
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the ranks themselves
+    try:
+        return subprocess.call(command)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _make_sink(args: argparse.Namespace, out: Path, world: distributed.World) -> Sink:
+    """Rank 0 reports (to an event log or the output folder); other ranks stay silent."""
+    if not world.is_main:
+        return _FollowerSink()
+    if args.events:
+        return EventLogSink(args.events, args.stop_file)
+    return CliSink(out, args.stop_file)
+
+
+class _FollowerSink(NullSink):
+    """Ranks other than 0 report nothing; on Ctrl-C they carry on to the step boundary
+    where rank 0's stop decision reaches them."""
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        pass
+
+
+def _close(sink: Sink) -> None:
+    if isinstance(sink, CliSink):
         sink.end_line()
-    return _report(result, out)
+    elif isinstance(sink, EventLogSink):
+        sink.close()
 
 
-def _catch_signals(sink: CliSink) -> Callable[[], None]:
+def _catch_signals(sink: Sink) -> Callable[[], None]:
     """Route SIGINT/SIGTERM to a graceful stop; returns what puts the old handlers back."""
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may
+    request_stop = getattr(sink, "request_stop", None)
+    if request_stop is None or threading.current_thread() is not threading.main_thread():  # only the main one may
         return lambda: None
-    previous = {sig: signal.signal(sig, sink.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def restore() -> None:
         for sig, handler in previous.items():
@@ -225,9 +283,14 @@ def _report(result: Any, out: Path) -> int:
     metrics: dict[str, float] = summary.get("metrics") or {}
     summary["metrics"] = {k: v for k, v in metrics.items() if math.isfinite(v)}
     text = json.dumps(summary, indent=2)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").write_text(text + "\n")
     print(text)
-    return 0 if summary.get("status") == "succeeded" else EXIT_CANCELLED
+    return _exit_code(summary.get("status"))
+
+
+def _exit_code(status: Any) -> int:
+    return 0 if status == "succeeded" else EXIT_CANCELLED
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import math
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -20,6 +21,7 @@ LR_SCHEDULES = ("constant", "linear", "cosine")
 ADVANTAGE_SCALES = ("group", "batch", "none")
 LOSS_TYPES = ("grpo", "bnpo", "dapo", "dr_grpo")
 DTYPES = ("float32", "bfloat16", "float16")
+LAUNCHERS = ("none", "torchrun")
 
 
 def option(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - mirrors TRL's metadata key
@@ -27,6 +29,34 @@ def option(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - mirrors T
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
     return field(default=default, metadata={"help": help}, **kw)
+
+
+def launcher_option() -> Any:
+    return option("none", "How the web app's worker starts the stage: none (in the worker's own process) "
+                  "or torchrun (nproc_per_node data-parallel processes: each samples and trains on its "
+                  "share of every batch; same result as one process).")
+
+
+def nproc_option() -> Any:
+    return option(1, "Processes (one per GPU, or CPU processes) when launcher is torchrun.")
+
+
+def sharding_option() -> Any:
+    return option("none", "Parameter sharding across processes: none (each process holds the whole "
+                  "model). fsdp is not supported yet.")
+
+
+def check_launch(launcher: str, nproc_per_node: int, sharding: str) -> None:
+    """The rules of the three launch fields, as sentences."""
+    require(launcher in LAUNCHERS, f"launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}.")
+    require(isinstance(nproc_per_node, int) and nproc_per_node >= 1,
+            f"nproc_per_node must be at least 1, got {nproc_per_node!r}.")
+    require(nproc_per_node == 1 or launcher == "torchrun",
+            f"nproc_per_node={nproc_per_node} needs launcher torchrun: without a launcher the stage runs "
+            "in one process.")
+    require(sharding != "fsdp", "sharding fsdp is not supported yet: every process holds the whole model "
+            "(data parallel), so pick a model that fits one device.")
+    require(sharding == "none", f"sharding must be none, got {sharding!r}.")
 
 
 @dataclass
@@ -55,9 +85,13 @@ class TrainConfig:
                                          "(e.g. {\"r\": 8, \"alpha\": 16}); None trains all weights.")
     num_threads: int | None = option(None, "torch CPU threads for this run (None leaves the process "
                                      "setting alone).")
+    launcher: str = launcher_option()
+    nproc_per_node: int = nproc_option()
+    sharding: str = sharding_option()
 
     def __post_init__(self) -> None:
         self._check_train_fields()
+        check_launch(self.launcher, self.nproc_per_node, self.sharding)
 
     def _check_train_fields(self) -> None:
         require(self.learning_rate > 0 and math.isfinite(self.learning_rate),
@@ -103,17 +137,28 @@ def require(condition: bool, sentence: str) -> None:
         raise ValueError(sentence)
 
 
+VLLM_MISSING = ("generation_backend vllm needs vLLM, which is not installed in this Python: on CPUs run "
+                "`make vllm` and use var/vllm-venv/bin/python; on GPU machines `pip install 'ponder[vllm]'`.")
+
+
+def require_generation_backend(name: str) -> None:
+    """Raise ValueError unless `name` is a backend this Python can run (vLLM is an optional extra)."""
+    require(name in ("torch", "vllm"), f"generation_backend must be torch or vllm, got {name!r}.")
+    require(name != "vllm" or importlib.util.find_spec("vllm") is not None, VLLM_MISSING)
+
+
 @dataclass
 class GRPOConfig(TrainConfig):
     """Settings of one GRPO run (R1-Zero when `model` is a base model)."""
 
     output_dir: str = option("var/runs/grpo", "Folder for checkpoints (`checkpoint-<step>/`).")
-    learning_rate: float = option(5e-4, "Peak AdamW learning rate. The default suits the ~1M-parameter "
-                                  "starter; real LMs want ~1e-6 to 3e-6 (R1-Zero: 3e-6).")
+    learning_rate: float = option(2e-4, "Peak AdamW learning rate. The default suits the ~1M-parameter "
+                                  "starter (5e-4 learns faster but drifts once solved); real LMs want "
+                                  "~1e-6 to 3e-6 (R1-Zero: 3e-6).")
     warmup_steps: int = option(5, "Optimizer steps of linear warm-up from 0 to `learning_rate`.")
     micro_batch_size: int = option(64, "Sequences per forward/backward pass; gradients are accumulated "
                                    "over micro-batches so the result does not depend on it.")
-    eval_every: int = option(10, "Evaluate on held-out prompts every N steps and once before the first "
+    eval_every: int = option(5, "Evaluate on held-out prompts every N steps and once before the first "
                              "(0: only at the end).")
     task: str | None = option("arithmetic", "Built-in task to train on (arithmetic, countdown, python); "
                               "None when `dataset` is given.")
@@ -163,7 +208,9 @@ class GRPOConfig(TrainConfig):
                                       "several times fewer tokens); turn off for models whose cache "
                                       "cannot be indexed.")
     stream_samples: int = option(2, "Completions of the first prompt streamed live each step.")
-    eval_temperature: float = option(0.0, "Sampling temperature for evaluation (0: greedy).")
+    eval_temperature: float = option(0.6, "Sampling temperature for evaluation (R1's pass@1 setting: 0.6; "
+                                     "0: greedy, which flips from guessing to reasoning in a step or two "
+                                     "and so hides the learning curve).")
     eval_samples: int = option(1, "Samples per evaluation prompt; accuracy is their mean (pass@1).")
 
     def __post_init__(self) -> None:
@@ -189,14 +236,16 @@ class GRPOConfig(TrainConfig):
     def _check_sampling(self) -> None:
         require(self.group_size >= 2, "group_size must be at least 2: GRPO compares samples within a group.")
         require(self.prompts_per_step >= 1, "prompts_per_step must be at least 1.")
+        require(self.launcher != "torchrun" or self.prompts_per_step >= self.nproc_per_node,
+                f"prompts_per_step ({self.prompts_per_step}) must be at least nproc_per_node "
+                f"({self.nproc_per_node}): each process samples whole groups.")
         require(self.steps >= 1, "steps must be at least 1.")
         require(self.max_new_tokens >= 1, "max_new_tokens must be at least 1.")
         require(self.temperature > 0, "temperature must be > 0 during training: greedy decoding makes "
                 "every sample of a group identical, so every advantage is 0.")
         require(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}.")
         require(self.eval_temperature >= 0, "eval_temperature must be >= 0 (0: greedy).")
-        require(self.generation_backend in ("torch", "vllm"),
-                f"generation_backend must be torch or vllm, got {self.generation_backend!r}.")
+        require_generation_backend(self.generation_backend)
         require(self.stream_samples >= 0, "stream_samples must be >= 0.")
 
     def _check_loss(self) -> None:

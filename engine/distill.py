@@ -21,8 +21,17 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from engine.config import SFTConfig, option, require
-from engine.events import CheckpointRecord, RolloutRecord, Sink
+from engine import distributed
+from engine.config import (
+    SFTConfig,
+    check_launch,
+    launcher_option,
+    nproc_option,
+    option,
+    require,
+    sharding_option,
+)
+from engine.events import ForwardingSink, Sink
 from engine.graded_sampling import DatasetStageResult, StageConfigMixin
 from engine.rejection import DATASET_FILE, RejectionConfig, run_rejection
 
@@ -69,8 +78,12 @@ class DistillConfig(StageConfigMixin):
     dtype: str = option("float32", "Parameter dtype of both models.")
     device: str = option("cpu", "Torch device, e.g. cpu or cuda.")
     num_threads: int | None = option(None, "torch CPU threads (None leaves the process setting alone).")
+    launcher: str = launcher_option()
+    nproc_per_node: int = nproc_option()
+    sharding: str = sharding_option()
 
     def __post_init__(self) -> None:
+        check_launch(self.launcher, self.nproc_per_node, self.sharding)
         require(bool(self.teacher), "teacher must name the checkpoint that writes the traces.")
         require(bool(self.student), "student must name the model to fine-tune, e.g. starter.")
         require(self.student != self.teacher, "student must differ from teacher: distillation trains a "
@@ -113,33 +126,16 @@ def resolve_student(name: str, data_dir: str | Path | None = None) -> str:
     return str(ensure_starter("dense", data_dir, recipe=StarterRecipe(**STUDENT_PRESETS[name])))
 
 
-class _PhaseSink:
+class _PhaseSink(ForwardingSink):
     """Passes everything to `inner`, with progress shifted into the stage-wide count."""
 
     def __init__(self, inner: Sink, offset: int, total: int | None = None) -> None:
-        self.inner, self.offset, self.total = inner, offset, total
+        super().__init__(inner)
+        self.offset, self.total = offset, total
 
     def progress(self, step: int, total: int, *, eta_s: float | None = None) -> None:
         whole = self.total if self.total is not None else self.offset + total
         self.inner.progress(self.offset + step, max(whole, self.offset + step), eta_s=eta_s)
-
-    def metrics(self, step: int, values: dict[str, float]) -> None:
-        self.inner.metrics(step, values)
-
-    def rollouts(self, records: list[RolloutRecord]) -> None:
-        self.inner.rollouts(records)
-
-    def tokens(self, stream_id: str, text: str, *, step: int, prompt: str, done: bool = False) -> None:
-        self.inner.tokens(stream_id, text, step=step, prompt=prompt, done=done)
-
-    def checkpoint(self, record: CheckpointRecord) -> None:
-        self.inner.checkpoint(record)
-
-    def log(self, line: str) -> None:
-        self.inner.log(line)
-
-    def should_stop(self) -> bool:
-        return self.inner.should_stop()
 
 
 def run_distill(config: DistillConfig, sink: Sink, resume_from: str | Path | None = None) -> DatasetStageResult:
@@ -148,24 +144,32 @@ def run_distill(config: DistillConfig, sink: Sink, resume_from: str | Path | Non
     A stop request ends the current phase early (status "cancelled"). `resume_from` is a
     student checkpoint of an earlier run with the same output_dir: the traces already
     written there are reused and the student's SFT carries on from the checkpoint.
+    Under torchrun rank 0 samples the traces while the others wait; all train the student.
     """
+    world = distributed.current()
     rej = config.rejection_config()
     traces = Path(rej.output_dir) / DATASET_FILE
     prompts = rej.num_prompts or 0
     phase1: DatasetStageResult | None = None
-    if resume_from is None or not traces.exists():
-        sink.log(f"Distill, phase 1: traces from teacher {config.teacher}")
-        estimate = _sft_steps(config, prompts * rej.max_per_prompt)
-        phase1 = run_rejection(rej, _PhaseSink(sink, 0, prompts + estimate if prompts else None))
+    if distributed.on_rank_zero(lambda: resume_from is None or not traces.exists(), world):
+        phase1 = distributed.on_rank_zero(lambda: _teacher_traces(config, sink, rej, prompts), world)
         if phase1.status != "succeeded":
             return phase1
-        if phase1.dataset is None:
-            raise ValueError("The teacher wrote no verified traces: nothing to distil. Check the teacher, "
-                             "raise k or num_prompts, or loosen the rejection rules.")
         prompts = int(phase1.metrics.get("rejection/prompts", prompts))
     else:
         sink.log(f"Distill: reusing the traces in {traces}")
     return _train_student(config, sink, str(traces), prompts, phase1, resume_from)
+
+
+def _teacher_traces(config: DistillConfig, sink: Sink, rej: RejectionConfig, prompts: int) -> DatasetStageResult:
+    """Phase 1: verified traces from the teacher (rejection sampling)."""
+    sink.log(f"Distill, phase 1: traces from teacher {config.teacher}")
+    estimate = _sft_steps(config, prompts * rej.max_per_prompt)
+    phase1 = run_rejection(rej, _PhaseSink(sink, 0, prompts + estimate if prompts else None))
+    if phase1.status == "succeeded" and phase1.dataset is None:
+        raise ValueError("The teacher wrote no verified traces: nothing to distil. Check the teacher, "
+                         "raise k or num_prompts, or loosen the rejection rules.")
+    return phase1
 
 
 def _train_student(config: DistillConfig, sink: Sink, traces: str, offset: int,
@@ -173,7 +177,7 @@ def _train_student(config: DistillConfig, sink: Sink, traces: str, offset: int,
     """Phase 2: SFT of the student on the traces; the result carries both phases' figures."""
     from engine.sft import run_sft
 
-    student = resolve_student(config.student)
+    student = distributed.on_rank_zero(lambda: resolve_student(config.student), distributed.current())
     sink.log(f"Distill, phase 2: SFT of student {config.student} on {traces}")
     result = run_sft(config.sft_config(student, traces), _PhaseSink(sink, offset), resume_from=resume_from)
     metrics = {**(phase1.metrics if phase1 else {}), **result.metrics}

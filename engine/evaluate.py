@@ -95,7 +95,10 @@ def _eval_batch(sampler: GradedSampler, sink: Sink, examples: list[Example], sta
     groups = sampler.sample(examples, start)
     rows = [question_result(ex, group, start + i, pass_at)
             for i, (ex, group) in enumerate(zip(examples, groups, strict=True))]
-    sink.rollouts([rollout_record(ex, s, {"correct": s.correct, "majority": row["majority"]})
+    # The question's index and cons@k travel with each sample, so a sink can store
+    # per-question results (checkpoint comparisons) without reading the results file.
+    sink.rollouts([rollout_record(ex, s, {"correct": s.correct, "majority": row["majority"],
+                                          "question_index": row["index"], "cons": row["cons@k"]})
                    for ex, group, row in zip(examples, groups, rows, strict=True) for s in group])
     return rows
 

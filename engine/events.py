@@ -75,6 +75,34 @@ class NullSink:
         return False
 
 
+class ForwardingSink:
+    """Passes every event to `inner`; subclasses change what they need."""
+
+    def __init__(self, inner: Sink) -> None:
+        self.inner = inner
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        self.inner.metrics(step, values)
+
+    def rollouts(self, records: list[RolloutRecord]) -> None:
+        self.inner.rollouts(records)
+
+    def tokens(self, stream_id: str, text: str, *, step: int, prompt: str, done: bool = False) -> None:
+        self.inner.tokens(stream_id, text, step=step, prompt=prompt, done=done)
+
+    def progress(self, step: int, total: int, *, eta_s: float | None = None) -> None:
+        self.inner.progress(step, total, eta_s=eta_s)
+
+    def checkpoint(self, record: CheckpointRecord) -> None:
+        self.inner.checkpoint(record)
+
+    def log(self, line: str) -> None:
+        self.inner.log(line)
+
+    def should_stop(self) -> bool:
+        return self.inner.should_stop()
+
+
 class RecordingSink(NullSink):
     """Keeps everything in memory (tests, notebooks)."""
 
@@ -132,3 +160,68 @@ class JsonlSink(NullSink):
 
     def log(self, line: str) -> None:
         self.stream.write(line + "\n")
+
+
+class EventLogSink(NullSink):
+    """Writes every event as one JSON line to `path`, for another process to replay into
+    its own sink (`replay_event`): how a stage run under torchrun reports to the web app.
+    `should_stop` turns true once `stop_file` exists (or after `request_stop`)."""
+
+    def __init__(self, path: str | Path, stop_file: str | Path | None = None) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open for the stage's lifetime
+        self.stop_file = Path(stop_file) if stop_file is not None else None
+        self.stop_requested = False
+
+    def _emit(self, event: str, **data: Any) -> None:
+        self._file.write(json.dumps({"event": event, **data}, ensure_ascii=False) + "\n")
+        self._file.flush()  # the reader follows the file as it grows
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        self._emit("metrics", step=step, values=values)
+
+    def rollouts(self, records: list[RolloutRecord]) -> None:
+        self._emit("rollouts", records=[asdict(r) for r in records])
+
+    def tokens(self, stream_id: str, text: str, *, step: int, prompt: str, done: bool = False) -> None:
+        self._emit("tokens", stream_id=stream_id, text=text, step=step, prompt=prompt, done=done)
+
+    def progress(self, step: int, total: int, *, eta_s: float | None = None) -> None:
+        self._emit("progress", step=step, total=total, eta_s=eta_s)
+
+    def checkpoint(self, record: CheckpointRecord) -> None:
+        self._emit("checkpoint", record=asdict(record))
+
+    def log(self, line: str) -> None:
+        self._emit("log", line=line)
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        self.stop_requested = True
+
+    def should_stop(self) -> bool:
+        if not self.stop_requested and self.stop_file is not None and self.stop_file.exists():
+            self.stop_requested = True
+        return self.stop_requested
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def replay_event(sink: Sink, line: str) -> None:
+    """Call on `sink` what one line of an EventLogSink's file records."""
+    data = json.loads(line)
+    event = data.pop("event")
+    if event == "metrics":
+        sink.metrics(data["step"], data["values"])
+    elif event == "rollouts":
+        sink.rollouts([RolloutRecord(**r) for r in data["records"]])
+    elif event == "tokens":
+        sink.tokens(data["stream_id"], data["text"], step=data["step"], prompt=data["prompt"], done=data["done"])
+    elif event == "progress":
+        sink.progress(data["step"], data["total"], eta_s=data["eta_s"])
+    elif event == "checkpoint":
+        sink.checkpoint(CheckpointRecord(**data["record"]))
+    elif event == "log":
+        sink.log(data["line"])
+    else:
+        raise ValueError(f"Unknown event {event!r} in an event log.")

@@ -75,10 +75,13 @@ class Sample:
 
 class Generator(Protocol):
     def generate(
-        self, prompts: list[str], n: int, params: SamplingParams, on_token: OnToken | None = None
+        self, prompts: list[str], n: int, params: SamplingParams, on_token: OnToken | None = None,
+        *, first_prompt: int = 0,
     ) -> list[Sample]:
         """`len(prompts) * n` samples, prompt by prompt; `on_token(prompt_index,
-        sample_index, text_delta)` streams text as it is produced."""
+        sample_index, text_delta)` streams text as it is produced. With a seed, a
+        completion does not depend on the other prompts of the call; `first_prompt` is
+        the index of `prompts[0]` when the call samples a shard of a larger batch."""
         ...
 
     def update_weights(self, model: torch.nn.Module) -> None:
@@ -203,30 +206,59 @@ def new_cache(model: Any, capacity: int) -> Any:
     return cache
 
 
-def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> tuple:
+def sample_next(logits: torch.Tensor, params: SamplingParams, uniforms: torch.Tensor | None) -> tuple:
     """Draw one token per row.
 
-    logits: (A, V) raw logits. Returns (tokens (A,), logprobs (A,)) where logprobs are
-    under the raw logits, not the temperature/top-p distribution that drew them.
+    logits: (A, V) raw logits; uniforms: (A,) draws from U[0, 1), one per row (unused
+    when greedy). Returns (tokens (A,), logprobs (A,)) where logprobs are under the raw
+    logits, not the temperature/top-p distribution that drew them.
     """
     logp = torch.log_softmax(logits.float(), dim=-1)
-    if params.temperature == 0:
+    if params.temperature == 0 or uniforms is None:
         tokens = logp.argmax(dim=-1)
     else:
         probs = torch.softmax(logits.float() / params.temperature, dim=-1)
         if params.top_p < 1.0:
             probs = _top_p(probs, params.top_p)
-        tokens = _draw(probs, generator)
+        tokens = _draw(probs, uniforms)
     return tokens, logp.gather(1, tokens[:, None]).squeeze(1)
 
 
-def _draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One index per row of `probs` (A, V), by inverting the cumulative distribution:
-    the same distribution as `torch.multinomial`, at a tenth of its cost on CPUs.
-    `right=True` never lands on a zero-probability token (a flat step of the CDF)."""
+def _draw(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """One index per row of `probs` (A, V), by inverting the cumulative distribution at
+    `uniforms` (A,): the same distribution as `torch.multinomial`, at a tenth of its cost
+    on CPUs. `right=True` never lands on a zero-probability token (a flat step of the CDF)."""
     cdf = probs.cumsum(dim=-1)
-    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device) * cdf[:, -1:]
+    u = uniforms.to(cdf.dtype).unsqueeze(1) * cdf[:, -1:]
     return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=probs.shape[1] - 1)
+
+
+def row_uniforms(seed: int, first_prompt: int, n_prompts: int, n: int, steps: int) -> torch.Tensor:
+    """(n_prompts * n, steps) draws from U[0, 1), row p * n + j for sample j of prompt
+    `first_prompt + p`, each row from its own generator seeded by (seed, prompt, sample).
+
+    A completion thus samples the same tokens whichever other prompts share its batch:
+    a data-parallel rank sampling its shard of a step's prompts gets exactly what one
+    process sampling them all would.
+    """
+    out = torch.empty(n_prompts * n, steps)
+    gen = torch.Generator()
+    for p in range(n_prompts):
+        for j in range(n):
+            gen.manual_seed(_mix(seed, first_prompt + p, j))
+            torch.rand(steps, generator=gen, out=out[p * n + j])
+    return out
+
+
+def _mix(*values: int) -> int:
+    """A 63-bit seed from integers (splitmix64 steps): nearby inputs give unrelated seeds."""
+    h = 0
+    for v in values:
+        h = (h ^ (v & 0xFFFFFFFFFFFFFFFF)) + 0x9E3779B97F4A7C15 & 0xFFFFFFFFFFFFFFFF
+        h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        h = (h ^ (h >> 27)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h >> 1
 
 
 def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -272,12 +304,19 @@ class TorchGenerator:
         self.model = model
 
     def generate(
-        self, prompts: list[str], n: int, params: SamplingParams, on_token: OnToken | None = None
+        self, prompts: list[str], n: int, params: SamplingParams, on_token: OnToken | None = None,
+        *, first_prompt: int = 0,
     ) -> list[Sample]:
+        """`first_prompt`: the index of `prompts[0]` in a larger batch this call samples a
+        shard of (it picks the random streams, see `row_uniforms`; `prompt_index` stays
+        the index into `prompts`)."""
         if n < 1:
             raise ValueError("n (completions per prompt) must be at least 1.")
-        generator = self._rng(params.seed)
         encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
+        uniforms = None
+        if params.temperature > 0:
+            seed = int(torch.randint(0, 2**62, (1,)).item()) if params.seed is None else params.seed
+            uniforms = row_uniforms(seed, first_prompt, len(prompts), n, params.max_new_tokens)
         per_chunk = max(1, self.max_batch_rows // n)
         out: list[Sample] = []
         was_training = self.model.training
@@ -286,16 +325,11 @@ class TorchGenerator:
             with torch.inference_mode(), _sdpa_gqa():
                 for start in range(0, len(prompts), per_chunk):
                     chunk = encoded[start : start + per_chunk]
-                    out.extend(self._generate_chunk(chunk, start, n, params, generator, on_token))
+                    draws = None if uniforms is None else uniforms[start * n : (start + len(chunk)) * n]
+                    out.extend(self._generate_chunk(chunk, start, n, params, draws, on_token))
         finally:
             self.model.train(was_training)
         return out
-
-    def _rng(self, seed: int | None) -> torch.Generator:
-        device = next(self.model.parameters()).device
-        generator = torch.Generator(device=device)
-        generator.manual_seed(int(torch.randint(0, 2**62, (1,)).item()) if seed is None else seed)
-        return generator
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any) -> torch.Tensor:
         """Logits of the last position, (rows, V), appending this call's keys/values to `cache`."""
@@ -311,9 +345,10 @@ class TorchGenerator:
         offset: int,
         n: int,
         params: SamplingParams,
-        generator: torch.Generator,
+        uniforms: torch.Tensor | None,
         on_token: OnToken | None,
     ) -> list[Sample]:
+        """`uniforms`: (len(prompts) * n, max_new_tokens) random draws, None when greedy."""
         device = next(self.model.parameters()).device
         width = max(len(p) for p in prompts)
         capacity = width + params.max_new_tokens
@@ -336,7 +371,8 @@ class TorchGenerator:
             for j in range(n)
         ]
         next_pos = mask[:, :width].sum(-1, keepdim=True)  # (rows, 1): position of the next token
-        self._decode(rows, logits, mask, next_pos, width, cache, params, generator, on_token)
+        draws = None if uniforms is None else uniforms.to(device)
+        self._decode(rows, logits, mask, next_pos, width, cache, params, draws, on_token)
         return [self._finish(r) for r in rows]
 
     def _decode(
@@ -348,7 +384,7 @@ class TorchGenerator:
         width: int,
         cache: Any,
         params: SamplingParams,
-        generator: torch.Generator,
+        uniforms: torch.Tensor | None,
         on_token: OnToken | None,
     ) -> None:
         """The sampling loop. `active[k]` is the row at batch position k; rows that
@@ -358,7 +394,9 @@ class TorchGenerator:
         active = list(range(len(rows)))
         alive = [True] * len(rows)
         for step in range(params.max_new_tokens):
-            tokens, logprobs = sample_next(logits, params, generator)
+            # Each row reads its own random stream, wherever compaction has moved it.
+            draws = None if uniforms is None else uniforms[active, step]
+            tokens, logprobs = sample_next(logits, params, draws)
             last = step == params.max_new_tokens - 1
             for k, (t, lp) in enumerate(zip(tokens.tolist(), logprobs.tolist(), strict=True)):
                 if alive[k]:

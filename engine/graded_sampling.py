@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from engine.config import DTYPES, option, require
+from engine.config import DTYPES, option, require, require_generation_backend
 from engine.events import RolloutRecord
 from engine.scoring import RewardScorer
 from engine.tasks.base import extract_answer
@@ -135,8 +135,7 @@ class SamplingConfig(StageConfigMixin):
         require(self.max_new_tokens >= 1, "max_new_tokens must be at least 1.")
         require(all(self.stop), "stop strings must not be empty.")
         require(self.prompts_per_batch >= 1, "prompts_per_batch must be at least 1.")
-        require(self.generation_backend in ("torch", "vllm"),
-                f"generation_backend must be torch or vllm, got {self.generation_backend!r}.")
+        require_generation_backend(self.generation_backend)
         require(self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}.")
         require(self.num_threads is None or self.num_threads >= 1, "num_threads must be at least 1 or None.")
 

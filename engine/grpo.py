@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from engine import distributed
 from engine.config import ADVANTAGE_SCALES, LOSS_TYPES, GRPOConfig
 from engine.events import RolloutRecord, Sink
 from engine.scoring import RewardFn, RewardScorer
@@ -244,6 +245,7 @@ class _Run:
     cursor: DataCursor
     scorer: RewardScorer
     ref_model: torch.nn.Module | None = None
+    world: distributed.World = field(default_factory=distributed.World)
     step: int = 0
     clock: StepClock = field(default_factory=StepClock)
     history: list[dict[str, float]] = field(default_factory=list)
@@ -265,10 +267,17 @@ def run_grpo(
     `sink.should_stop()` turns true at a step boundary. `resume_from` continues from a
     checkpoint of an earlier run of the same config, step for step. `reward_functions`
     adds custom `(completion, example) -> float` rewards, weighted by name in `config.rewards`.
+
+    Under torchrun each process samples and trains on its share of every step's prompts
+    (whole groups); rewards are gathered so advantages and metrics are global, and the
+    losses and weights equal one process's on the same batch (`engine.distributed`).
     """
     configure_threads(config.num_threads)
     seed_everything(config.seed)
-    run = _setup(config, sink, resume_from, reward_functions or {})
+    world = distributed.current()
+    sink = distributed.rank_zero_sink(sink, world)
+    config = distributed.local_config(config, world)
+    run = _setup(config, sink, resume_from, reward_functions or {}, world)
     sink.log(f"GRPO: {config.steps} steps of {config.prompts_per_step} prompts x {config.group_size} "
              f"samples, starting at step {run.step}")
     if config.eval_every and run.step == 0 and run.test:
@@ -305,9 +314,13 @@ def _end_step(run: _Run, metrics: dict[str, float]) -> None:
 
 
 def _setup(config: GRPOConfig, sink: Sink, resume_from: str | Path | None,
-           reward_functions: dict[str, RewardFn]) -> _Run:
+           reward_functions: dict[str, RewardFn], world: distributed.World) -> _Run:
     """Load the policy (fresh or from a checkpoint), data, rewards, optimiser and sampler."""
+    if config.prompts_per_step < world.size:
+        raise ValueError(f"prompts_per_step ({config.prompts_per_step}) must be at least the number of "
+                         f"processes ({world.size}): each process samples whole groups.")
     model, tokenizer, state = load_policy(config, resume_from)
+    distributed.sync_parameters(model, world)
     model.eval()  # no dropout: sampling and training must see the same policy
     train, test = _load_prompts(config, tokenizer)
     optimizer = build_optimizer(model, config)
@@ -321,31 +334,42 @@ def _setup(config: GRPOConfig, sink: Sink, resume_from: str | Path | None,
     generator = make_generator(config.generation_backend, model, tokenizer)
     run = _Run(config, sink, model, tokenizer, optimizer, scheduler, generator, train, test,
                DataCursor.restore(len(train), config.seed, data_state.get("cursor")),
-               RewardScorer(config.rewards, _task(config), sink.log, reward_functions), step=int(state.get("step", 0)))
+               RewardScorer(config.rewards, _task(config), sink.log, reward_functions), world=world,
+               step=int(state.get("step", 0)))
     if config.beta > 0:
         run.ref_model = _reference_model(model, resume_from)
     return run
 
 
 def _grpo_step(run: _Run, step: int) -> dict[str, float]:
-    """One GRPO step: sample, score, compute advantages, update; returns its metrics."""
-    cfg = run.config
-    examples = [run.train[i] for i in run.cursor.take(cfg.prompts_per_step)]
-    samples = _generate(run, examples, step)
+    """One GRPO step: sample, score, compute advantages, update; returns its metrics.
+
+    With several processes, this one samples prompts [first, first + len(examples)) of
+    the step's global batch; advantages come from the gathered (global) rewards.
+    """
+    cfg, world, g = run.config, run.world, run.config.group_size
+    batch = [run.train[i] for i in run.cursor.take(cfg.prompts_per_step)]  # the same on every rank
+    first, stop = distributed.shard_range(len(batch), world.rank, world.size)
+    examples = batch[first:stop]
+    samples = _generate(run, examples, step, first)
     scores = run.scorer.score_many([(s.text, _graded(examples[s.prompt_index], s, cfg)) for s in samples])
-    rewards = torch.tensor([total for total, _ in scores], dtype=torch.float32)
-    advantages = group_advantages(rewards, cfg.group_size, cfg.scale_rewards)
-    zero_std = rewards.view(-1, cfg.group_size).std(dim=1) == 0  # (n_groups,)
-    keep = [i for i in range(len(samples)) if not (cfg.dynamic_sampling and zero_std[i // cfg.group_size])]
+    correct = [run.scorer.correct(s.text, examples[s.prompt_index], comps, cfg.accuracy_reward)
+               for s, (_, comps) in zip(samples, scores, strict=True)]
+    shard = [(score, ok, len(s.completion_ids), s.finish_reason == "length", len(s.prompt_ids))
+             for s, score, ok in zip(samples, scores, correct, strict=True)]
+    everyone = distributed.gather_lists(shard, world)  # (B,) rows in global order
+    rewards = torch.tensor([row[0][0] for row in everyone], dtype=torch.float32)
+    advantages = group_advantages(rewards, g, cfg.scale_rewards)[first * g : stop * g]
+    zero_std = rewards.view(-1, g).std(dim=1) == 0  # (n_groups,), global
+    keep = [i for i in range(len(samples)) if not (cfg.dynamic_sampling and zero_std[first + i // g])]
     metrics = _optimize(run, [samples[i] for i in keep], advantages[keep])
     if cfg.ref_refresh_steps and run.ref_model is not None and step % cfg.ref_refresh_steps == 0:
         run.ref_model.load_state_dict(run.model.state_dict())
-    correct = [run.scorer.correct(s.text, examples[s.prompt_index], comps, cfg.accuracy_reward)
-               for s, (_, comps) in zip(samples, scores, strict=True)]
-    run.sink.rollouts(_records(step, samples, examples, scores, advantages, correct))
-    metrics.update(_reward_metrics(scores, rewards, correct, samples))
+    records = _records(step, samples, examples, scores, advantages, correct, first)
+    run.sink.rollouts(distributed.gather_lists(records, world))
+    metrics.update(_reward_metrics(everyone, rewards))
     metrics["frac_zero_std_groups"] = float(zero_std.float().mean())
-    metrics["_tokens"] = float(sum(len(s.prompt_ids) + len(s.completion_ids) for s in samples))
+    metrics["_tokens"] = float(sum(row[2] + row[4] for row in everyone))
     return metrics
 
 
@@ -355,8 +379,9 @@ def _graded(example: dict[str, Any], sample: Any, cfg: GRPOConfig) -> dict[str, 
     return {**example, "completion_tokens": len(sample.completion_ids), "max_length": cfg.max_new_tokens}
 
 
-def _generate(run: _Run, examples: list[dict[str, Any]], step: int) -> list[Any]:
-    """Sample `group_size` completions per prompt, streaming a few to the sink live."""
+def _generate(run: _Run, examples: list[dict[str, Any]], step: int, first: int = 0) -> list[Any]:
+    """Sample `group_size` completions per prompt, streaming a few to the sink live;
+    `examples` start at index `first` of the step's batch (the random streams follow it)."""
     from engine.generation import SamplingParams
 
     cfg = run.config
@@ -368,7 +393,9 @@ def _generate(run: _Run, examples: list[dict[str, Any]], step: int) -> list[Any]
         if prompt_index == 0 and sample_index < cfg.stream_samples:
             run.sink.tokens(f"{step}-{sample_index}", text, step=step, prompt=prompts[0])
 
-    samples = run.generator.generate(prompts, cfg.group_size, params, on_token if cfg.stream_samples else None)
+    streaming = cfg.stream_samples and run.world.is_main  # the first prompt is rank 0's
+    samples = run.generator.generate(prompts, cfg.group_size, params, on_token if streaming else None,
+                                     first_prompt=first)
     for j in range(min(cfg.stream_samples, cfg.group_size)):
         run.sink.tokens(f"{step}-{j}", "", step=step, prompt=prompts[0], done=True)
     return samples
@@ -380,15 +407,20 @@ def _optimize(run: _Run, samples: list[Any], advantages: torch.Tensor) -> dict[s
     cfg = run.config
     stats: dict[str, float] = {"lr": float(run.scheduler.get_last_lr()[0])}
     batches = _micro_batches(run, samples)
-    total_tokens = float(sum(b.mask.sum() for b, _ in batches))
-    if not samples or total_tokens == 0:
+    # Normalisers of the global batch: every process weighs its rows by the global counts.
+    counts = distributed.all_sum({"tokens": float(sum(b.mask.sum() for b, _ in batches)),
+                                  "rows": float(len(samples))}, run.world)
+    total_tokens, total_rows = counts["tokens"], counts["rows"]
+    if total_rows == 0 or total_tokens == 0:
         run.sink.log("GRPO: no completion tokens to learn from this step; skipping the update.")
         return {**stats, "loss": 0.0, "grad_norm": 0.0, "clip_ratio": 0.0, "entropy": 0.0}
     old = _frozen_logprobs(run, run.model, batches) if cfg.num_iterations > 1 else None
     ref = _frozen_logprobs(run, run.ref_model, batches) if run.ref_model is not None else None
     for iteration in range(cfg.num_iterations):
         run.optimizer.zero_grad(set_to_none=True)
-        acc: dict[str, float] = {}
+        # The same keys on every process (one may have no rows): they are summed across processes.
+        acc = dict.fromkeys(["loss", "clip_ratio", "clip_ratio/low", "clip_ratio/high"]
+                            + ["kl"] * (cfg.beta > 0) + ["entropy"] * (iteration == 0), 0.0)
         for k, (batch, rows) in enumerate(batches):
             logp, entropy = sequence_logprobs(run.model, batch, cfg.temperature, with_entropy=iteration == 0)
             loss, mb = policy_loss(
@@ -396,9 +428,10 @@ def _optimize(run: _Run, samples: list[Any], advantages: torch.Tensor) -> dict[s
                 batch.mask, loss_type=cfg.loss_type, epsilon_low=cfg.epsilon_low, epsilon_high=cfg.epsilon_high,
                 beta=cfg.beta, max_completion_length=cfg.max_new_tokens)
             share = float(batch.mask.sum()) / total_tokens
-            weight = share if cfg.loss_type in ("bnpo", "dapo") else len(rows) / len(samples)
+            weight = share if cfg.loss_type in ("bnpo", "dapo") else len(rows) / total_rows
             (loss * weight).backward()
             _accumulate(acc, mb, weight, share, entropy, batch.mask)
+        acc = distributed.all_sum(acc, run.world)
         acc["grad_norm"] = _clip_and_step(run)
         if iteration == 0:  # report the first pass, as TRL does
             stats.update(acc)
@@ -444,6 +477,7 @@ def _accumulate(acc: dict[str, float], mb: dict[str, float], weight: float, shar
 def _clip_and_step(run: _Run) -> float:
     """Clip the gradient norm, step optimizer and schedule, push weights to the sampler."""
     params = [p for p in run.model.parameters() if p.requires_grad]
+    distributed.sum_gradients(params, run.world)  # each process holds its share of the global loss
     limit = run.config.max_grad_norm if run.config.max_grad_norm > 0 else float("inf")
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
     run.optimizer.step()
@@ -452,26 +486,28 @@ def _clip_and_step(run: _Run) -> float:
     return grad_norm
 
 
-def _reward_metrics(scores: list[tuple[float, dict[str, float]]], rewards: torch.Tensor, correct: list[bool],
-                    samples: list[Any]) -> dict[str, float]:
-    """Mean/std of every reward component and of the total, accuracy, lengths."""
+def _reward_metrics(rows: list[tuple[Any, bool, int, bool, int]], rewards: torch.Tensor) -> dict[str, float]:
+    """Mean/std of every reward component and of the total, accuracy, lengths. `rows`:
+    one `((total, components), correct, completion tokens, truncated, prompt tokens)` per
+    completion of the step; `rewards` (B,) their totals."""
     out: dict[str, float] = {"reward/mean": float(rewards.mean()), "reward/std": float(rewards.std())}
-    for name in scores[0][1]:
-        values = torch.tensor([comps[name] for _, comps in scores])
+    for name in rows[0][0][1]:
+        values = torch.tensor([row[0][1][name] for row in rows])
         out[f"reward/{name}/mean"] = float(values.mean())
         out[f"reward/{name}/std"] = float(values.std())
-    lengths = torch.tensor([len(s.completion_ids) for s in samples], dtype=torch.float32)
-    out["accuracy"] = sum(correct) / len(correct)
+    lengths = torch.tensor([row[2] for row in rows], dtype=torch.float32)
+    out["accuracy"] = sum(row[1] for row in rows) / len(rows)
     out["response_length/mean"] = float(lengths.mean())
     out["response_length/max"] = float(lengths.max())
-    out["truncated_ratio"] = sum(s.finish_reason == "length" for s in samples) / len(samples)
+    out["truncated_ratio"] = sum(row[3] for row in rows) / len(rows)
     return out
 
 
 def _records(step: int, samples: list[Any], examples: list[dict[str, Any]],
              scores: list[tuple[float, dict[str, float]]], advantages: torch.Tensor,
-             correct: list[bool]) -> list[RolloutRecord]:
-    """One RolloutRecord per completion, with its reasoning/answer split."""
+             correct: list[bool], first: int = 0) -> list[RolloutRecord]:
+    """One RolloutRecord per completion, with its reasoning/answer split (`first`: the
+    index of `examples[0]` in the step's batch)."""
     records = []
     for k, (s, (total, comps)) in enumerate(zip(samples, scores, strict=True)):
         ex = examples[s.prompt_index]
@@ -481,7 +517,7 @@ def _records(step: int, samples: list[Any], examples: list[dict[str, Any]],
             step=step, prompt=ex["text"], completion=s.text, rewards=dict(comps), reward=total,
             sample_index=s.sample_index, reasoning=reasoning, answer=answer, reference=str(ex.get("answer", "")),
             token_count=len(s.completion_ids), finish_reason=s.finish_reason,
-            metadata={"question": ex.get("prompt", ""), "example_id": ex.get("id"), "group": s.prompt_index,
+            metadata={"question": ex.get("prompt", ""), "example_id": ex.get("id"), "group": first + s.prompt_index,
                       "advantage": float(advantages[k]), "correct": correct[k]}))
     return records
 
@@ -490,34 +526,39 @@ def _evaluate(run: _Run) -> dict[str, float]:
     """Accuracy (pass@1 over `eval_samples` samples) and mean reward on held-out prompts."""
     from engine.generation import SamplingParams
 
-    cfg = run.config
-    examples = run.test[: cfg.eval_examples]
-    if not examples:
+    cfg, world = run.config, run.world
+    held_out = run.test[: cfg.eval_examples]
+    if not held_out:
         return {}
+    first, stop = distributed.shard_range(len(held_out), world.rank, world.size)
+    examples = held_out[first:stop]  # this process's share
     params = SamplingParams(temperature=cfg.eval_temperature, top_p=1.0 if cfg.eval_temperature == 0 else cfg.top_p,
                             max_new_tokens=cfg.max_new_tokens, stop=list(cfg.stop), seed=cfg.seed)
-    samples = run.generator.generate([ex["text"] for ex in examples], cfg.eval_samples, params)
+    samples = run.generator.generate([ex["text"] for ex in examples], cfg.eval_samples, params, first_prompt=first)
     scores = run.scorer.score_many([(s.text, _graded(examples[s.prompt_index], s, cfg)) for s in samples])
     correct = [run.scorer.correct(s.text, examples[s.prompt_index], comps, cfg.accuracy_reward)
                for s, (_, comps) in zip(samples, scores, strict=True)]
-    return {
-        "eval/accuracy": sum(correct) / len(correct),
-        "eval/reward": sum(total for total, _ in scores) / len(scores),
-        "eval/response_length": sum(len(s.completion_ids) for s in samples) / len(samples),
-    }
+    sums = distributed.all_sum({"correct": float(sum(correct)), "reward": sum(total for total, _ in scores),
+                                "length": float(sum(len(s.completion_ids) for s in samples)),
+                                "n": float(len(samples))}, world)
+    return {"eval/accuracy": sums["correct"] / sums["n"], "eval/reward": sums["reward"] / sums["n"],
+            "eval/response_length": sums["length"] / sums["n"]}
 
 
 def _save(run: _Run) -> None:
-    """Checkpoint policy, optimiser, schedule, data position (and reference model)."""
+    """Checkpoint policy, optimiser, schedule, data position (and reference model); with
+    several processes rank 0 writes it (they all hold the same state)."""
     path = Path(run.config.output_dir) / f"checkpoint-{run.step}"
-    record = save_stage_checkpoint(path, run.model, run.tokenizer, step=run.step, optimizer=run.optimizer,
-                                   scheduler=run.scheduler, data_state={"cursor": run.cursor.state()},
-                                   config=run.config.to_dict())
-    if run.ref_model is not None:
-        # The reference may be a refreshed copy of the policy: keep it for an exact resume.
-        torch.save(run.ref_model.state_dict(), path / REF_FILE)
+    if run.world.is_main:
+        record = save_stage_checkpoint(path, run.model, run.tokenizer, step=run.step, optimizer=run.optimizer,
+                                       scheduler=run.scheduler, data_state={"cursor": run.cursor.state()},
+                                       config=run.config.to_dict())
+        if run.ref_model is not None:
+            # The reference may be a refreshed copy of the policy: keep it for an exact resume.
+            torch.save(run.ref_model.state_dict(), path / REF_FILE)
+        run.sink.checkpoint(record)
+    distributed.barrier(run.world)
     run.last_checkpoint = str(path)
-    run.sink.checkpoint(record)
 
 
 def _reference_model(model: torch.nn.Module, resume_from: str | Path | None) -> torch.nn.Module:

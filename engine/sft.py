@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from engine import distributed
 from engine.config import SFTConfig
 from engine.events import Sink
 from engine.generation import encode_prompt
@@ -60,6 +61,7 @@ class _Run:
     test: list[TokenRow]
     cursor: DataCursor
     total_steps: int
+    world: distributed.World = field(default_factory=distributed.World)
     step: int = 0
     clock: StepClock = field(default_factory=StepClock)
     history: list[dict[str, float]] = field(default_factory=list)
@@ -79,10 +81,15 @@ def run_sft(
     Data comes from `rows` when given, else `config.dataset`, else the reference
     solutions of `config.task`. Stops early with a checkpoint (status "cancelled") when
     `sink.should_stop()` turns true at a step boundary; `resume_from` continues a run.
+    Under torchrun each process trains on its share of every batch, with the loss
+    normalised by the global token count (`engine.distributed`).
     """
     configure_threads(config.num_threads)
     seed_everything(config.seed)
-    run = _setup(config, sink, rows, eval_rows, resume_from)
+    world = distributed.current()
+    sink = distributed.rank_zero_sink(sink, world)
+    config = distributed.local_config(config, world)
+    run = _setup(config, sink, rows, eval_rows, resume_from, world)
     sink.log(f"SFT: {len(run.train)} rows, {run.total_steps} steps of {config.batch_size}, "
              f"starting at step {run.step}")
     if config.eval_every and run.step == 0 and run.test:
@@ -117,9 +124,10 @@ def _end_step(run: _Run, metrics: dict[str, float]) -> None:
 
 
 def _setup(config: SFTConfig, sink: Sink, rows: list[Row] | None, eval_rows: list[Row] | None,
-           resume_from: str | Path | None) -> _Run:
+           resume_from: str | Path | None, world: distributed.World) -> _Run:
     """Load model, tokenise the data, build optimiser and schedule (restored on resume)."""
     model, tokenizer, state = load_policy(config, resume_from)
+    distributed.sync_parameters(model, world)
     train_rows, test_rows = _load_rows(config, rows, eval_rows)
     train = _tokenize_all(config, tokenizer, train_rows, sink)
     test = _tokenize_all(config, tokenizer, test_rows, sink)
@@ -133,32 +141,36 @@ def _setup(config: SFTConfig, sink: Sink, rows: list[Row] | None, eval_rows: lis
         restore_training_state(optimizer, scheduler, state)
     cursor = DataCursor.restore(len(train), config.seed, (state.get("data_state") or {}).get("cursor"))
     model.train()
-    return _Run(config, sink, model, tokenizer, optimizer, scheduler, train, test, cursor, total,
+    return _Run(config, sink, model, tokenizer, optimizer, scheduler, train, test, cursor, total, world,
                 step=int(state.get("step", 0)))
 
 
 def _sft_step(run: _Run) -> dict[str, float]:
-    """One optimizer step on the next `batch_size` rows; returns its metrics."""
+    """One optimizer step on the next `batch_size` rows (this process's share of them);
+    returns its metrics."""
     cfg = run.config
-    rows = [run.train[i] for i in run.cursor.take(cfg.batch_size)]
+    rows = distributed.shard([run.train[i] for i in run.cursor.take(cfg.batch_size)], run.world)
     pad = pad_token_id(run.tokenizer)
     batches = [build_masked_batch([rows[i] for i in idx], pad, cfg.device)
                for idx in micro_batches(len(rows), cfg.micro_batch_size)]
-    total = float(sum(b.mask.sum() for b in batches))
+    counts = distributed.all_sum({"targets": float(sum(b.mask.sum() for b in batches)),
+                                  "tokens": float(sum(len(ids) for ids, _ in rows))}, run.world)
+    total = max(counts["targets"], 1.0)  # target tokens of the global batch
     lr = float(run.scheduler.get_last_lr()[0])
     run.optimizer.zero_grad(set_to_none=True)
     loss_sum = 0.0
     for batch in batches:
         nll = _nll_sum(run.model, batch)
-        (nll / max(total, 1.0)).backward()  # token mean over the whole batch
+        (nll / total).backward()  # token mean over the whole (global) batch
         loss_sum += float(nll.detach())
     params = [p for p in run.model.parameters() if p.requires_grad]
+    distributed.sum_gradients(params, run.world)
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
     run.optimizer.step()
     run.scheduler.step()
-    return {"loss": loss_sum / max(total, 1.0), "lr": lr, "grad_norm": grad_norm,
-            "epoch": run.cursor.epoch + run.cursor.position / run.cursor.size,
-            "_tokens": float(sum(len(ids) for ids, _ in rows))}
+    return {"loss": distributed.all_sum({"nll": loss_sum}, run.world)["nll"] / total, "lr": lr,
+            "grad_norm": grad_norm, "epoch": run.cursor.epoch + run.cursor.position / run.cursor.size,
+            "_tokens": counts["tokens"]}
 
 
 def _nll_sum(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
@@ -168,18 +180,20 @@ def _nll_sum(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
 
 
 def _eval_loss(run: _Run) -> float:
-    """Token-mean NLL of the held-out rows."""
+    """Token-mean NLL of the held-out rows (each process scores its share)."""
     pad = pad_token_id(run.tokenizer)
+    test = distributed.shard(run.test, run.world)
     was_training = run.model.training
     run.model.eval()
     total, count = 0.0, 0.0
     with torch.no_grad():
-        for idx in micro_batches(len(run.test), run.config.micro_batch_size):
-            batch = build_masked_batch([run.test[i] for i in idx], pad, run.config.device)
+        for idx in micro_batches(len(test), run.config.micro_batch_size):
+            batch = build_masked_batch([test[i] for i in idx], pad, run.config.device)
             total += float(_nll_sum(run.model, batch))
             count += float(batch.mask.sum())
     run.model.train(was_training)
-    return total / max(count, 1.0)
+    sums = distributed.all_sum({"nll": total, "targets": count}, run.world)
+    return sums["nll"] / max(sums["targets"], 1.0)
 
 
 # ----------------------------------------------------------------------------
@@ -309,12 +323,15 @@ def pack_rows(rows: list[TokenRow], max_length: int) -> list[TokenRow]:
 
 
 def _save(run: _Run) -> None:
+    """Checkpoint model, optimiser, schedule and data position (rank 0 writes it)."""
     path = Path(run.config.output_dir) / f"checkpoint-{run.step}"
-    record = save_stage_checkpoint(path, run.model, run.tokenizer, step=run.step, optimizer=run.optimizer,
-                                   scheduler=run.scheduler, data_state={"cursor": run.cursor.state()},
-                                   config=run.config.to_dict())
+    if run.world.is_main:
+        record = save_stage_checkpoint(path, run.model, run.tokenizer, step=run.step, optimizer=run.optimizer,
+                                       scheduler=run.scheduler, data_state={"cursor": run.cursor.state()},
+                                       config=run.config.to_dict())
+        run.sink.checkpoint(record)
+    distributed.barrier(run.world)
     run.last_checkpoint = str(path)
-    run.sink.checkpoint(record)
 
 
 def _result(run: _Run, status: str, final: dict[str, float] | None = None) -> StageResult:

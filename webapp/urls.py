@@ -25,4 +25,5 @@ urlpatterns = [
     path("", include("webapp.runs.urls")),
     path("", include("webapp.datasets.urls")),
     path("", include("webapp.review.urls")),
+    path("", include("webapp.compare.urls")),
 ]

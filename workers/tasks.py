@@ -19,6 +19,13 @@ def dataset_export(self, export_id: int) -> str:
     return export_run(export_id=export_id)
 
 
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, name="ponder.compare_checkpoints")
+def compare_checkpoints(self, comparison_id: int) -> str:
+    from webapp.compare.execution import execute_comparison
+
+    return execute_comparison(comparison_id=comparison_id, task_id=self.request.id)
+
+
 @shared_task(name="ponder.ping")
 def ping() -> str:
     return "pong"

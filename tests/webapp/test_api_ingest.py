@@ -166,6 +166,7 @@ class TestListing:
         ('{"points": [{"step": 1, "name": "kl", "value": Infinity}]}', "points[0].value", "finite"),
         ([{"step": 1, "name": "k\u0000l", "value": 1.0}], "points[0].name", "NUL"),
         ([{"step": 1, "name": "", "value": 1.0}], "points[0].name", "at least 1 character"),
+        ([{"step": 2**63, "name": "kl", "value": 1.0}], "points[0].step", "less than or equal to"),
     ],
 )
 def test_bad_metric_values_are_refused(personas, api_for, run, points, field, rule):

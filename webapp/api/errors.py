@@ -91,9 +91,11 @@ def install(api: NinjaAPI) -> None:
         return detail(request, text, 422, errors=errors)
 
 
-def validated_body(request: HttpRequest, model: type[PydanticModel], *, nul_guard: bool = False) -> PydanticModel:
+def validated_body(request: HttpRequest, model: type[PydanticModel] | pydantic.TypeAdapter, *,
+                   nul_guard: bool = False) -> Any:
     """Parse and validate a JSON body in one pass (pydantic's own parser, no dict in between).
 
+    `model` is a pydantic model or a TypeAdapter (dicts out: cheaper for 100,000 items).
     With `nul_guard`, text containing NUL (which PostgreSQL cannot store) is refused; the
     scan runs only when the body has an escaped NUL at all. Errors read exactly like the
     ones ninja raises for declared bodies."""
@@ -102,14 +104,14 @@ def validated_body(request: HttpRequest, model: type[PydanticModel], *, nul_guar
     except UnicodeDecodeError as exc:
         raise HttpError(400, f"body: must be UTF-8 encoded JSON (invalid byte at position {exc.start})") from None
     try:
-        payload = model.model_validate_json(text)
+        payload = model.validate_json(text) if isinstance(model, pydantic.TypeAdapter) else model.model_validate_json(text)
     except pydantic.ValidationError as exc:
         errors = exc.errors(include_url=False)
         if errors and errors[0]["type"] == "json_invalid":
             raise HttpError(400, f"body: must be valid JSON ({errors[0]['msg']})") from None
         raise NinjaValidationError([{**e, "loc": ("body", "payload", *e["loc"])} for e in errors]) from None
     if nul_guard and "\\u0000" in text:
-        _refuse_nul(payload.model_dump())
+        _refuse_nul(payload.model_dump() if isinstance(payload, pydantic.BaseModel) else payload)
     return payload
 
 
@@ -124,6 +126,7 @@ def _refuse_nul(data: Any, loc: tuple[Any, ...] = ()) -> None:
         _refuse_nul(value, (*loc, key))
 
 
-def body_schema(model: type[PydanticModel]) -> dict[str, Any]:
+def body_schema(model: type[PydanticModel] | pydantic.TypeAdapter) -> dict[str, Any]:
     """OpenAPI requestBody for handlers that validate with `validated_body`."""
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+    schema = model.json_schema() if isinstance(model, pydantic.TypeAdapter) else model.model_json_schema()
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}

@@ -12,7 +12,7 @@ from webapp.api.schemas import (
     CheckpointIn,
     CheckpointOut,
     CreatedOut,
-    MetricBatchIn,
+    MetricBatch,
     RolloutBatchIn,
     RolloutOut,
     RolloutPage,
@@ -117,11 +117,11 @@ def list_rollouts(
     return {"items": [rollout_out(r) for r in rows], "next": nxt}
 
 
-@router.post("/runs/{run_id}/metrics", response={201: StoredOut}, openapi_extra=body_schema(MetricBatchIn))
+@router.post("/runs/{run_id}/metrics", response={201: StoredOut}, openapi_extra=body_schema(MetricBatch))
 def post_metrics(request: HttpRequest, run_id: int):
     run = _writable_run(request, run_id)
-    payload = validated_body(request, MetricBatchIn, nul_guard=True)
-    points = [(p.step, p.name, p.value) for p in payload.points]
+    payload = validated_body(request, MetricBatch, nul_guard=True)
+    points = [(p["step"], p["name"], p["value"]) for p in payload["points"]]
     return Status(201, {"stored": ingest.metrics_store(run=run, points=points)})
 
 

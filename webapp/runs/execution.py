@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import time
 import traceback
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from webapp.runs import services
+from webapp.runs import launcher, services
 from webapp.runs.models import Checkpoint, MetricPoint, Rollout, Run, Status
 from webapp.runs.sink import DbSink
 from webapp.runs.stages import validate_config
@@ -66,6 +67,9 @@ def _run_stage(run: Run, sink: DbSink) -> Any:
     config = _engine_config(run)
     _build_starters(config, sink)
     resume_from = _resume_point(run)
+    if launcher.wants_launcher(config):  # data parallel: torchrun processes, events relayed to the sink
+        return launcher.run_launched(stage=run.stage, config=config, sink=sink, output_dir=run_dir(run),
+                                     resume_from=resume_from)
     return runner(config, sink, resume_from=resume_from)
 
 
@@ -76,8 +80,14 @@ def _build_starters(config: Any, sink: DbSink) -> None:
 
     names = {getattr(config, key, None) for key in ("model", "teacher", "student")} & set(STARTER_NAMES)
     for name in sorted(names):  # (none: nothing to build)
-        def progress(step: int, total: int, values: dict[str, float], name: str = name) -> None:
+        started = time.monotonic()
+
+        def progress(step: int, total: int, values: dict[str, float], name: str = name,
+                     started: float = started) -> None:
             if step % 25 == 0 or step == total:
+                # The bar and ETA show the pretraining until the stage reports its own steps.
+                elapsed = time.monotonic() - started
+                sink.progress(step, total, eta_s=elapsed / step * (total - step) if step else None)
                 loss = values.get("loss")
                 sink.log(f"Pretraining the offline {name} model: step {step}/{total}"
                          + (f", loss {loss:.3f}" if loss is not None else ""))

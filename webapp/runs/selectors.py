@@ -8,12 +8,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import BooleanField, Q, QuerySet
+from django.db.models import BooleanField, Case, F, FloatField, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.db.models.expressions import RawSQL
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast
 from django.http import Http404
 
 from webapp.projects.selectors import User, projects_for
-from webapp.runs.models import MetricPoint, Rollout, Run
+from webapp.runs.models import Checkpoint, MetricPoint, Rollout, Run, Stage, Status
 
 
 def runs_for(user: User) -> QuerySet[Run]:
@@ -102,3 +104,103 @@ def metric_series(run: Run, names: list[str] | None = None) -> dict[str, list[tu
     for name, step, value in qs.order_by("name", "step").values_list("name", "step", "value"):
         series.setdefault(name, []).append((step, value))
     return series
+
+
+def checkpoint_for(user: User, checkpoint_id: int) -> Checkpoint:
+    """The checkpoint if `user` may see its run; 404 otherwise."""
+    found = (Checkpoint.objects.filter(run__project__in=projects_for(user), pk=checkpoint_id)
+             .select_related("run", "run__project").first())
+    if found is None:
+        raise Http404("No such checkpoint.")
+    return found
+
+
+def checkpoint_derived_runs(user: User, checkpoint: Checkpoint) -> list[Run]:
+    """Runs started from the checkpoint (evaluations, continued training) the user may see."""
+    return list(runs_for(user).filter(base_checkpoint=checkpoint).select_related("project").order_by("-created_at"))
+
+
+# Sorting by status puts what needs attention first.
+STATUS_ORDER = [Status.RUNNING, Status.QUEUED, Status.FAILED, Status.CANCELLED, Status.SUCCEEDED]
+# The runs list's sortable columns: query value -> ordering (ties broken by id, newest first).
+RUN_SORTS = {
+    "created": ("created_at",), "name": ("name",), "status": ("status_rank",), "stage": ("stage",),
+    "steps": ("current_step",), "reward": ("final_reward",),
+}
+RUNS_PER_PAGE = 50
+
+
+@dataclass
+class RunListFilter:
+    project: str = ""
+    stage: str = ""
+    status: str = ""
+    launched_by: str = ""
+    q: str = ""
+    sort: str = "-created"
+    page: int = 1
+
+
+def parse_run_list(params: Any) -> tuple[RunListFilter, list[str]]:
+    """The runs list's query string; a value it cannot use is dropped and named in the errors."""
+    flt, errors = RunListFilter(), []
+    for name in ("project", "launched_by", "q"):
+        setattr(flt, name, params.get(name, "").strip()[:200])
+    for name, allowed in (("stage", Stage.values), ("status", Status.values)):
+        value = params.get(name, "")
+        if value and value not in allowed:
+            errors.append(f"{name}: {value!r} is not one of {', '.join(allowed)}")
+        elif value:
+            setattr(flt, name, value)
+    sort = params.get("sort", "")
+    if sort and sort.lstrip("-") not in RUN_SORTS:
+        errors.append(f"sort: {sort!r} is not a column; use one of {', '.join(RUN_SORTS)} (prefix - for descending)")
+    elif sort:
+        flt.sort = sort
+    page = params.get("page", "1")
+    if not page.isdigit() or int(page) < 1:
+        errors.append(f"page: {page!r} is not a page number (1, 2, ...)")
+    else:
+        flt.page = int(page)
+    return flt, errors
+
+
+def _ordering(sort: str) -> list[Any]:
+    descending = sort.startswith("-")
+    fields = [F(f).desc(nulls_last=True) if descending else F(f).asc(nulls_last=True)
+              for f in RUN_SORTS[sort.lstrip("-")]]
+    return [*fields, "-id"]
+
+
+def runs_list(user: User, flt: RunListFilter) -> tuple[list[Run], bool]:
+    """One page of the runs list and whether there is a next one (no COUNT over all runs)."""
+    qs = runs_for(user).select_related("project", "launched_by")
+    if flt.project:
+        qs = qs.filter(project__slug=flt.project)
+    if flt.stage:
+        qs = qs.filter(stage=flt.stage)
+    if flt.status:
+        qs = qs.filter(status=flt.status)
+    if flt.launched_by:
+        qs = qs.filter(launched_by__username=flt.launched_by)
+    if flt.q:
+        qs = qs.filter(name__icontains=flt.q)
+    latest = Checkpoint.objects.filter(run=OuterRef("pk")).order_by("-step")
+    qs = qs.annotate(
+        # The stages end with their last metrics in `summary`; the mean reward is one of them.
+        status_rank=Case(*[When(status=s, then=Value(i)) for i, s in enumerate(STATUS_ORDER)]),
+        final_reward=Cast(KeyTextTransform("reward/mean", "summary"), FloatField()),
+        latest_checkpoint_id=Subquery(latest.values("pk")[:1]),
+        latest_checkpoint_step=Subquery(latest.values("step")[:1]),
+    )
+    start = (flt.page - 1) * RUNS_PER_PAGE
+    rows = list(qs.order_by(*_ordering(flt.sort))[start:start + RUNS_PER_PAGE + 1])
+    return rows[:RUNS_PER_PAGE], len(rows) > RUNS_PER_PAGE
+
+
+def run_launchers(user: User) -> list[Any]:
+    """Who launched the runs `user` can see: the runs list's "launched by" choices."""
+    from django.contrib.auth import get_user_model
+
+    launched = runs_for(user).filter(launched_by__isnull=False).values("launched_by")
+    return list(get_user_model().objects.filter(pk__in=launched).order_by("username"))

@@ -2,24 +2,28 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_POST
 
 from webapp.projects.selectors import can_write, projects_for
-from webapp.runs import launch, pipelines, selectors, services
+from webapp.runs import launch, overlay, pipelines, selectors, services
+from webapp.runs.checkpoints import checkpoint_model
 from webapp.runs.models import Pipeline, Stage, Status
+
+# (sort key, header) of the runs list's sortable columns, in table order.
+RUN_COLUMNS = [("name", "Name"), ("stage", "Stage"), ("status", "Status"), ("steps", "Step"),
+               ("reward", "Final reward"), ("created", "Created")]
 
 
 def run_list(request: HttpRequest) -> HttpResponse:
-    runs = selectors.runs_for(request.user).select_related("project", "launched_by")
-    stage, status = request.GET.get("stage"), request.GET.get("status")
-    if stage in Stage.values:
-        runs = runs.filter(stage=stage)
-    if status in Status.values:
-        runs = runs.filter(status=status)
+    flt, errors = selectors.parse_run_list(request.GET)
+    runs, has_next = selectors.runs_list(request.user, flt)
     return render(request, "runs/list.html", {
-        "runs": runs.order_by("-created_at")[:500], "stages": Stage.choices, "statuses": Status.choices,
-        "stage": stage, "status": status,
+        "runs": runs, "has_next": has_next, "flt": flt, "errors": errors,
+        "projects": projects_for(request.user).order_by("name"), "launchers": selectors.run_launchers(request.user),
+        "stages": Stage.choices, "statuses": Status.choices, "columns": RUN_COLUMNS,
     })
+
 
 
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
@@ -32,7 +36,48 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
 
 def run_metrics(request: HttpRequest, run_id: int) -> JsonResponse:
     run = selectors.run_for(request.user, run_id)
-    return JsonResponse({"series": selectors.metric_series(run)})
+    return JsonResponse({"series": overlay.run_curves(run)})
+
+
+def run_overlay(request: HttpRequest) -> HttpResponse:
+    """Several runs' curves on shared charts; the page fetches `run_overlay_data`."""
+    try:
+        query = overlay.parse_query(request.GET)
+    except ValidationError as exc:
+        return render(request, "runs/overlay.html", {"errors": _messages(exc), "runs": []}, status=400)
+    runs = overlay.visible_runs(request.user, query.run_ids)
+    return render(request, "runs/overlay.html", {"runs": runs, "query": query, "errors": []})
+
+
+def run_overlay_data(request: HttpRequest) -> JsonResponse:
+    try:
+        query = overlay.parse_query(request.GET)
+    except ValidationError as exc:
+        return JsonResponse({"errors": _messages(exc)}, status=400)
+    return JsonResponse(overlay.overlay_data(overlay.visible_runs(request.user, query.run_ids), query))
+
+
+def _messages(exc: ValidationError) -> list[str]:
+    return [f"{field}: {message}" for field, messages in exc.message_dict.items() for message in messages]
+
+
+def checkpoint_detail(request: HttpRequest, checkpoint_id: int) -> HttpResponse:
+    checkpoint = selectors.checkpoint_for(request.user, checkpoint_id)
+    run = checkpoint.run
+    return render(request, "runs/checkpoint.html", {
+        "checkpoint": checkpoint, "run": run, "model": checkpoint_model(checkpoint),
+        "derived": selectors.checkpoint_derived_runs(request.user, checkpoint),
+        "continue_stage": run.stage if run.stage in launch.LAUNCHABLE and run.stage != Stage.EVAL else Stage.GRPO,
+        "compare_url": _url_or_none("compare-new"),
+    })
+
+
+def _url_or_none(name: str) -> str | None:
+    """The comparison app may not be installed in every build; its link shows when it is."""
+    try:
+        return reverse(name)
+    except NoReverseMatch:
+        return None
 
 
 @require_POST

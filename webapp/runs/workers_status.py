@@ -13,9 +13,9 @@ from workers import heartbeat
 def workers_overview() -> list[dict[str, Any]]:
     workers = heartbeat.alive(settings.REDIS_URL)
     running = Run.objects.filter(status=Status.RUNNING, worker__in=[w["name"] for w in workers])
-    held: dict[str, list[int]] = {}
-    for run_id, worker in running.values_list("pk", "worker"):
-        held.setdefault(worker, []).append(run_id)
+    held: dict[str, list[dict[str, Any]]] = {}
+    for run_id, worker, name in running.values_list("pk", "worker", "name"):
+        held.setdefault(worker, []).append({"run_id": run_id, "name": name})
     for worker in workers:
-        worker["active"] = [{"run_id": run_id} for run_id in held.get(worker["name"], [])]
+        worker["active"] = held.get(worker["name"], [])
     return workers

@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "webapp.datasets",
     "webapp.runs",
     "webapp.review",
+    "webapp.compare",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,242 @@
+"""Data parallelism for the training stages: one process per device under `torchrun`.
+
+    torchrun --standalone --nproc_per_node 2 -m engine grpo --config grpo.json
+
+Every process ("rank") holds the whole model (DDP-style; parameter sharding such as
+FSDP is not supported yet). A step's global batch is cut into contiguous shards, one per
+rank; each rank computes its shard's share of the *global* loss (normalised by global
+counts, which an all-reduce provides), gradients are summed across ranks, and every rank
+takes the same optimizer step, so the weights stay identical and the run matches one
+process on the same global batch. Rank 0 alone talks to the sink and writes checkpoints.
+
+Everything here is a no-op with one process, so the stages call it unconditionally.
+Backend: gloo on CPUs, nccl on CUDA.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from engine.events import ForwardingSink, NullSink, Sink
+
+T = TypeVar("T")
+C = TypeVar("C")
+# Rank 0 alone may work for a while (a distillation's teacher phase) while the others wait.
+TIMEOUT = timedelta(hours=2)
+LAUNCH_ENV = "LOCAL_RANK"  # set by torchrun for every process it starts
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the data-parallel processes."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """True on rank 0, the process that reports and saves."""
+        return self.rank == 0
+
+    @property
+    def parallel(self) -> bool:
+        return self.size > 1
+
+
+def launched() -> bool:
+    """True inside a process started by torchrun."""
+    return LAUNCH_ENV in os.environ
+
+
+def init(device: str = "cpu") -> World:
+    """Join the process group torchrun described in RANK / WORLD_SIZE / LOCAL_RANK (and
+    MASTER_ADDR / MASTER_PORT); a single process gets World(). Idempotent."""
+    if dist.is_available() and dist.is_initialized():
+        return current()
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = device.startswith("cuda")
+    if cuda:
+        if local_rank >= torch.cuda.device_count():
+            raise ValueError(f"nproc_per_node is more than the {torch.cuda.device_count()} CUDA devices here: "
+                             "run one process per GPU.")
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=TIMEOUT)
+    return current()
+
+
+def current() -> World:
+    """The world this process belongs to (World() outside a process group)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return World()
+    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def shutdown() -> None:
+    """Leave the process group, if any."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def local_config(config: C, world: World) -> C:
+    """`config` with device `cuda` turned into this rank's GPU (`cuda:<local_rank>`)."""
+    if world.parallel and getattr(config, "device", None) == "cuda":
+        return dataclasses.replace(config, device=f"cuda:{world.local_rank}")  # type: ignore[type-var]
+    return config
+
+
+def torchrun_command(nproc_per_node: int, args: list[str]) -> list[str]:
+    """The command line that runs `args` (e.g. ["-m", "engine", "sft", ...]) in
+    `nproc_per_node` processes on this machine."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
+            *args]
+
+
+# ----------------------------------------------------------------------------
+# Sharding and collectives (pure functions of their inputs and the world)
+# ----------------------------------------------------------------------------
+
+
+def shard_range(n: int, rank: int, size: int) -> tuple[int, int]:
+    """[start, stop) of rank `rank`'s contiguous shard of n items; the first n % size
+    ranks get one more. Concatenating the shards in rank order gives 0..n-1.
+
+    >>> [shard_range(5, r, 2) for r in range(2)]
+    [(0, 3), (3, 5)]
+    """
+    base, extra = divmod(n, size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+def shard(items: list[T], world: World) -> list[T]:
+    """This rank's contiguous share of `items` (all of them with one process)."""
+    start, stop = shard_range(len(items), world.rank, world.size)
+    return items[start:stop]
+
+
+def all_gather_objects(obj: T, world: World) -> list[T]:
+    """[obj of rank 0, obj of rank 1, ...] on every rank (picklable objects)."""
+    if not world.parallel:
+        return [obj]
+    out: list[Any] = [None] * world.size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def gather_lists(items: list[T], world: World) -> list[T]:
+    """Every rank's list, concatenated in rank order: the global list from the shards."""
+    return [x for part in all_gather_objects(items, world) for x in part]
+
+
+def all_sum(values: dict[str, float], world: World) -> dict[str, float]:
+    """Per-key sums over ranks of float dicts with the same keys (in any order)."""
+    if not world.parallel or not values:
+        return dict(values)
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=_comm_device())
+    dist.all_reduce(t)
+    return dict(zip(keys, t.tolist(), strict=True))
+
+
+def broadcast_object(obj: T, world: World) -> T:
+    """Rank 0's `obj` on every rank."""
+    if not world.parallel:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def sync_parameters(model: torch.nn.Module, world: World) -> None:
+    """Copy rank 0's parameters and buffers to every rank (they start identical)."""
+    if not world.parallel:
+        return
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            dist.broadcast(tensor.data, src=0)
+
+
+def sum_gradients(params: list[torch.nn.Parameter], world: World) -> None:
+    """Replace each `.grad` by its sum over ranks, in one all-reduce.
+
+    Each rank's loss is its shard's share of the global loss, so the sum is the global
+    gradient. A parameter without a gradient on every rank keeps `grad=None` (AdamW then
+    skips it, as it would in one process).
+    """
+    if not world.parallel:
+        return
+    present = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=_comm_device())
+    dist.all_reduce(present)
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])  # (total parameters,)
+    dist.all_reduce(flat)
+    offset = 0
+    for p, seen in zip(params, present.tolist(), strict=True):
+        size = p.numel()
+        p.grad = flat[offset : offset + size].view_as(p).clone() if seen else None
+        offset += size
+
+
+def _comm_device() -> torch.device:
+    """Where collective tensors live: the current GPU for nccl, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+# ----------------------------------------------------------------------------
+# Rank-0 side effects
+# ----------------------------------------------------------------------------
+
+
+class RankZeroSink(ForwardingSink):
+    """Passes events to `inner` on rank 0 and drops them elsewhere; `should_stop` is
+    rank 0's answer on every rank (a collective: every rank calls it at the same steps),
+    so all ranks stop at the same step boundary."""
+
+    def __init__(self, inner: Sink, world: World) -> None:
+        super().__init__(inner if world.is_main else NullSink())
+        self.world = world
+
+    def should_stop(self) -> bool:
+        return bool(broadcast_object(self.inner.should_stop() if self.world.is_main else False, self.world))
+
+
+def rank_zero_sink(sink: Sink, world: World) -> Sink:
+    """`sink` itself with one process, else a RankZeroSink around it."""
+    return RankZeroSink(sink, world) if world.parallel else sink
+
+
+def on_rank_zero(fn: Callable[[], T], world: World) -> T:
+    """`fn()` run by rank 0 alone; every rank gets its result, or raises its exception."""
+    outcome: Any = None
+    if world.is_main:
+        try:
+            outcome = fn()
+        except Exception as exc:  # the others must hear of it, not wait for ever
+            if not world.parallel:
+                raise
+            outcome = exc
+    outcome = broadcast_object(outcome, world)
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def barrier(world: World) -> None:
+    """Wait until every rank gets here (e.g. rank 0 finished writing a checkpoint)."""
+    if world.parallel:
+        dist.barrier()

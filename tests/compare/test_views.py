@@ -1,0 +1,148 @@
+"""The comparison pages: who may see and do what, how many queries they take, and model
+text shown as text."""
+
+import json
+import re
+
+import pytest
+from django.urls import reverse
+
+from tests.compare.conftest import PROMPTS, make_checkpoints
+from tests.review.conftest import assert_text_not_html
+from webapp.compare.models import Comparison, Judgment
+from webapp.compare.services import next_pair
+
+pytestmark = pytest.mark.django_db
+
+
+def pages(comparison):
+    return [reverse("compare-detail", args=[comparison.pk]), reverse("compare-status", args=[comparison.pk]),
+            reverse("compare-judge", args=[comparison.pk]), reverse("compare-pair", args=[comparison.pk]),
+            reverse("compare-ratings", args=[comparison.project.slug])]
+
+
+def verdict(client, comparison, token, winner="left"):
+    return client.post(reverse("compare-verdict", args=[comparison.pk]), json.dumps({"token": token, "winner": winner}),
+                       content_type="application/json")
+
+
+def test_members_read_every_page_and_outsiders_get_404(client, personas, compared, viewer):
+    for user in (personas.owner, personas.teammate, viewer):
+        client.force_login(user)
+        for url in pages(compared.comparison) + [reverse("compare-list")]:
+            assert client.get(url).status_code == 200, (user, url)
+    client.force_login(personas.outsider)
+    for url in pages(compared.comparison):
+        assert client.get(url).status_code == 404, url
+    assert "grpo steps" not in client.get(reverse("compare-list")).content.decode()
+    token = next_pair(user=personas.owner, comparison=compared.comparison).token
+    assert verdict(client, compared.comparison, token).status_code == 404
+    assert client.post(reverse("compare-cancel", args=[compared.comparison.pk])).status_code == 404
+
+
+def test_owners_and_annotators_judge_viewers_read_only(client, personas, compared, viewer):
+    comparison = compared.comparison
+    for user, status in ((personas.owner, 200), (personas.teammate, 200), (viewer, 403)):
+        client.force_login(user)
+        token = next_pair(user=user, comparison=comparison).token
+        response = verdict(client, comparison, token)
+        assert response.status_code == status, (user, response.content)
+    assert Judgment.objects.count() == 2
+    client.force_login(viewer)
+    assert 'id="read-only"' in client.get(reverse("compare-judge", args=[comparison.pk])).content.decode()
+
+
+def test_a_verdict_reveals_the_checkpoints_and_mistakes_are_named(client, personas, compared):
+    client.force_login(personas.teammate)
+    comparison = compared.comparison
+    page = client.get(reverse("compare-judge", args=[comparison.pk])).content.decode()
+    assert "alpha-grpo" not in page.split('id="pair"')[1]  # blind: no checkpoint before the verdict
+    pair = json.loads(client.get(reverse("compare-pair", args=[comparison.pk])).content)
+    assert set(pair) == {"token", "question", "reference", "prompt_index", "left", "right", "remaining"}
+    assert set(pair["left"]) == {"reasoning", "answer", "completion", "tokens"}
+    saved = verdict(client, comparison, pair["token"], "right")
+    assert saved.status_code == 200
+    assert saved.json()["left"].startswith("alpha-grpo @ step") and saved.json()["mine"] == 1
+    assert verdict(client, comparison, pair["token"]).json()["detail"].startswith("pair: you judged")
+    assert verdict(client, comparison, pair["token"], "up").json()["detail"].startswith("winner: must be one of")
+    bad = client.post(reverse("compare-verdict", args=[comparison.pk]), "[1]", content_type="application/json")
+    assert bad.status_code == 400 and "body: must be a JSON object" in bad.json()["detail"]
+
+
+def test_only_owners_start_and_cancel(client, personas, compared, viewer):
+    checkpoints = make_checkpoints(personas.project, 2, run_name="second")
+    data = {"checkpoints": [c.pk for c in checkpoints], "prompts": "task:arithmetic", "split": "test",
+            "num_prompts": "4", "k": "2", "temperature": "0.6", "top_p": "0.95", "max_new_tokens": "16",
+            "rewards": ["format"], "accuracy_reward": "task", "seed": "0", "name": ""}
+    for user in (personas.teammate, viewer, personas.outsider):
+        client.force_login(user)
+        assert client.post(reverse("compare-new"), data).status_code == 400, user  # not their checkpoints to pick
+        cancel = client.post(reverse("compare-cancel", args=[compared.comparison.pk]))
+        assert cancel.status_code == (404 if user == personas.outsider else 302)
+    assert Comparison.objects.count() == 1
+    client.force_login(personas.owner)
+    response = client.post(reverse("compare-new"), data)
+    created = Comparison.objects.exclude(pk=compared.comparison.pk).get()
+    assert response["Location"] == reverse("compare-detail", args=[created.pk])
+    assert created.k == 2 and created.num_prompts == 4 and created.task == "arithmetic"
+
+
+def test_the_form_names_the_field_and_preselects_checkpoints(client, personas):
+    checkpoints = make_checkpoints(personas.project, 3)
+    client.force_login(personas.owner)
+    url = reverse("compare-new") + f"?checkpoints={checkpoints[0].pk}&checkpoints={checkpoints[2].pk}"
+    page = client.get(url).content.decode()
+    boxes = re.findall(r'<input type="checkbox" name="checkpoints" value="(\d+)"[^>]*?( checked)?>', page)
+    assert {int(v) for v, checked in boxes if checked} == {checkpoints[0].pk, checkpoints[2].pk}
+    assert len(boxes) == 3
+    data = {"checkpoints": [checkpoints[0].pk, checkpoints[1].pk], "prompts": "task:arithmetic", "split": "test",
+            "num_prompts": "4", "k": "3", "temperature": "0", "top_p": "0.95", "max_new_tokens": "16",
+            "accuracy_reward": "task", "seed": "0"}
+    response = client.post(reverse("compare-new"), data)
+    assert response.status_code == 400
+    assert "0 (greedy) makes all k samples the same" in response.context["form"].errors["temperature"][0]
+    assert not Comparison.objects.exists()
+
+
+def test_comparison_pages_pin_their_queries(client, personas, compared, django_assert_num_queries):
+    comparison = compared.comparison
+    client.force_login(personas.owner)
+    client.get(reverse("compare-list"))  # warm the session
+    # session, user, comparison, columns, results, sample means, prompts, samples, judgments (rates),
+    # judgments (ratings), role x2, my judgments
+    with django_assert_num_queries(13):
+        assert client.get(reverse("compare-detail", args=[comparison.pk])).status_code == 200
+    token = next_pair(user=personas.owner, comparison=comparison).token
+    verdict(client, comparison, token)
+    with django_assert_num_queries(14):  # + the judged checkpoints of the ratings
+        client.get(reverse("compare-detail", args=[comparison.pk]) + "?shown=differ&sample=1")
+    # session, user, comparison, ready prompts, columns, my judgments, samples, prompt, role, count
+    with django_assert_num_queries(10):
+        client.get(reverse("compare-judge", args=[comparison.pk]))
+    with django_assert_num_queries(9):  # + the skipped pair's samples; no role, no count
+        client.get(reverse("compare-pair", args=[comparison.pk]) + f"?skip={token}")
+    with django_assert_num_queries(6):  # session, user, project, judgments, their checkpoints, comparisons
+        client.get(reverse("compare-ratings", args=[personas.project.slug]))
+    with django_assert_num_queries(4):
+        client.get(reverse("compare-list"))
+
+
+def test_model_text_is_text_on_every_compare_page(client, personas, compared):
+    comparison = compared.comparison
+    client.force_login(personas.owner)
+    for sample in range(2):  # sample 0 carries the hostile reasoning; diffs and plain text both
+        body = client.get(reverse("compare-detail", args=[comparison.pk]) + f"?sample={sample}").content.decode()
+        assert_text_not_html(body)
+        assert "<ins>" in body and "<del>" in body  # the word diff is markup around escaped words
+    judge = client.get(reverse("compare-judge", args=[comparison.pk])).content.decode()
+    assert "<script>window.pwned" not in judge and "\u202e" not in judge.replace("\\u202e", "")
+    assert "\\u003Cscript\\u003Ewindow.pwned" in judge  # the pair travels as escaped JSON
+    pair = json.loads(client.get(reverse("compare-pair", args=[comparison.pk])).content)
+    assert pair["question"].startswith("Question")
+
+
+def test_progress_is_reported_as_json(client, personas, compared):
+    client.force_login(personas.teammate)
+    Comparison.objects.filter(pk=compared.comparison.pk).update(status="running", done=4)
+    status = client.get(reverse("compare-status", args=[compared.comparison.pk])).json()
+    assert status == {"status": "running", "done": 4, "total": 3 * PROMPTS, "finished": False, "error": ""}

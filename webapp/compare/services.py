@@ -1,0 +1,248 @@
+"""Writes for comparisons: create (validated, one field named per mistake) and queue one,
+cancel it, hand a person the next blind pair, and record their verdict."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core import signing
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from engine import rewards as engine_rewards
+from engine import tasks as engine_tasks
+from webapp.compare.models import (
+    Comparison,
+    ComparisonEntry,
+    ComparisonPrompt,
+    ComparisonSample,
+    Judgment,
+    Status,
+    Winner,
+)
+from webapp.projects.models import Project
+from webapp.projects.selectors import can_label, can_write, projects_for
+from webapp.runs.models import Checkpoint
+
+MAX_CHECKPOINTS = 8
+MAX_K = 16
+MAX_PROMPTS = 500
+MAX_NEW_TOKENS = 4096
+PAIR_SALT = "ponder.compare.pair"
+
+
+@dataclass
+class SamplingSpec:
+    """What a comparison samples, and how; the same for every checkpoint."""
+
+    task: str | None = "arithmetic"
+    dataset_id: int | None = None
+    split: str = "test"
+    num_prompts: int = 20
+    k: int = 4
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_new_tokens: int = 128
+    rewards: tuple[str, ...] = ("format",)
+    accuracy_reward: str = "task"
+    seed: int = 0
+
+
+# ---- creating -----------------------------------------------------------------------------
+
+
+def _checkpoints(user: AbstractBaseUser, ids: list[int]) -> list[Checkpoint]:
+    """The chosen checkpoints, in the order given; each must be one `user` may see."""
+    ids = list(dict.fromkeys(ids))
+    if not 2 <= len(ids) <= MAX_CHECKPOINTS:
+        raise ValidationError({"checkpoints": f"choose 2 to {MAX_CHECKPOINTS} different checkpoints"})
+    found = Checkpoint.objects.filter(pk__in=ids, run__project__in=projects_for(user)).select_related("run").in_bulk()
+    missing = [str(i) for i in ids if i not in found]
+    if missing:
+        raise ValidationError({"checkpoints": f"not a checkpoint you can see: {', '.join(missing)}"})
+    chosen = [found[i] for i in ids]
+    if len({c.run.project_id for c in chosen}) != 1:
+        raise ValidationError({"checkpoints": "the checkpoints belong to several projects: compare within one"})
+    return chosen
+
+
+def _check_source(project: Project, spec: SamplingSpec) -> None:
+    if (spec.task is None) == (spec.dataset_id is None):
+        raise ValidationError({"prompts": "choose a built-in task or a dataset of the project"})
+    if spec.task is not None and spec.task not in engine_tasks.names():
+        raise ValidationError({"prompts": f"the built-in tasks are {', '.join(engine_tasks.names())}"})
+    if spec.dataset_id is not None and not project.datasets.filter(pk=spec.dataset_id).exists():
+        raise ValidationError({"prompts": f"not a dataset of {project.name}"})
+    if spec.task is not None and spec.split not in ("train", "test"):
+        raise ValidationError({"split": "must be train or test"})
+
+
+def _check_sampling(spec: SamplingSpec) -> None:
+    limits = (("num_prompts", spec.num_prompts, 1, MAX_PROMPTS), ("k", spec.k, 1, MAX_K),
+              ("max_new_tokens", spec.max_new_tokens, 1, MAX_NEW_TOKENS))
+    for field, value, low, high in limits:
+        if not low <= value <= high:
+            raise ValidationError({field: f"must be between {low} and {high}"})
+    if not 0 <= spec.temperature <= 2:
+        raise ValidationError({"temperature": "must be between 0 (greedy) and 2"})
+    if spec.temperature == 0 and spec.k > 1:
+        raise ValidationError({"temperature": "0 (greedy) makes all k samples the same: use k = 1 or sample"})
+    if not 0 < spec.top_p <= 1:
+        raise ValidationError({"top_p": "must be above 0 and at most 1"})
+
+
+def _check_rewards(spec: SamplingSpec) -> None:
+    known = engine_rewards.names()
+    unknown = [r for r in spec.rewards if r not in known]
+    if unknown:
+        raise ValidationError({"rewards": f"unknown: {', '.join(unknown)} (known: {', '.join(known)})"})
+    if spec.accuracy_reward != "task" and spec.accuracy_reward not in known:
+        raise ValidationError({"accuracy_reward": f"must be task or one of {', '.join(known)}"})
+    if spec.accuracy_reward == "task" and spec.task is None:
+        raise ValidationError({"accuracy_reward": "a dataset has no task grader: choose math or code"})
+
+
+def _default_name(checkpoints: list[Checkpoint]) -> str:
+    return " vs ".join(f"{c.run.name} @ {c.step}" for c in checkpoints)[:200]
+
+
+def comparison_create(*, user: AbstractBaseUser, checkpoint_ids: list[int], spec: SamplingSpec,
+                      name: str = "") -> Comparison:
+    """A comparison of the checkpoints (in this column order), queued for a worker once
+    it commits. Only owners of the checkpoints' project start one (it takes a GPU)."""
+    checkpoints = _checkpoints(user, checkpoint_ids)
+    project = checkpoints[0].run.project
+    if not can_write(user, project.pk):
+        raise PermissionDenied("only project owners start comparisons")
+    name = name.strip() or _default_name(checkpoints)
+    if len(name) > 200:
+        raise ValidationError({"name": "must be at most 200 characters"})
+    _check_source(project, spec)
+    _check_sampling(spec)
+    _check_rewards(spec)
+    with transaction.atomic():
+        comparison = Comparison.objects.create(
+            project=project, name=name, task=spec.task or "", dataset_id=spec.dataset_id, split=spec.split,
+            num_prompts=spec.num_prompts, k=spec.k, temperature=spec.temperature, top_p=spec.top_p,
+            max_new_tokens=spec.max_new_tokens, rewards={r: 1.0 for r in spec.rewards},
+            accuracy_reward=spec.accuracy_reward, seed=spec.seed, created_by=user,
+            total=spec.num_prompts * len(checkpoints), celery_task_id=str(uuid.uuid4()))
+        ComparisonEntry.objects.bulk_create([ComparisonEntry(comparison=comparison, checkpoint=c, position=i)
+                                             for i, c in enumerate(checkpoints)])
+        transaction.on_commit(lambda: enqueue(comparison))
+    return comparison
+
+
+def enqueue(comparison: Comparison) -> None:
+    from workers.tasks import compare_checkpoints
+
+    compare_checkpoints.apply_async(args=[comparison.pk], task_id=comparison.celery_task_id,
+                                    queue=settings.PONDER_QUEUES["gpu"])
+
+
+def comparison_cancel(*, user: AbstractBaseUser, comparison: Comparison) -> None:
+    """A queued comparison ends now; a running one stops after its current batch."""
+    if not can_write(user, comparison.project_id):
+        raise PermissionDenied("only project owners cancel comparisons")
+    Comparison.objects.filter(pk=comparison.pk, status=Status.QUEUED).update(
+        status=Status.CANCELLED, finished_at=timezone.now())
+    Comparison.objects.filter(pk=comparison.pk, status=Status.RUNNING).update(stop_requested=True)
+
+
+# ---- blind pairs --------------------------------------------------------------------------
+
+
+@dataclass
+class BlindPair:
+    """Two samples of one prompt by two checkpoints, in a random order; `token` (signed)
+    says which samples they are without telling the page which checkpoint wrote which."""
+
+    token: str
+    prompt: ComparisonPrompt
+    left: ComparisonSample
+    right: ComparisonSample
+    remaining: int  # open pairs, this one included (the skipped one not)
+
+
+def _judged_keys(comparison: Comparison, user: AbstractBaseUser) -> set[tuple[int, int, int]]:
+    rows = Judgment.objects.filter(comparison=comparison, user=user).values_list(
+        "prompt_index", "left_checkpoint_id", "right_checkpoint_id")
+    return {(p, min(a, b), max(a, b)) for p, a, b in rows}
+
+
+def _open_keys(comparison: Comparison, user: AbstractBaseUser) -> list[tuple[int, int, int]]:
+    """(prompt index, lower checkpoint id, higher checkpoint id) the user has yet to judge,
+    over the prompts every checkpoint has answered."""
+    counts: dict[int, int] = {}
+    for index in ComparisonSample.objects.filter(comparison=comparison, sample_index=0).values_list(
+            "prompt_index", flat=True):
+        counts[index] = counts.get(index, 0) + 1
+    ids = sorted(ComparisonEntry.objects.filter(comparison=comparison).order_by().values_list("checkpoint_id", flat=True))
+    ready = [p for p, n in counts.items() if n == len(ids)]
+    judged = _judged_keys(comparison, user)
+    pairs = [(a, b) for n, a in enumerate(ids) for b in ids[n + 1:]]
+    return [(p, a, b) for p in ready for a, b in pairs if (p, a, b) not in judged]
+
+
+def next_pair(*, user: AbstractBaseUser, comparison: Comparison, skip: str = "",
+              rng: random.Random | None = None) -> BlindPair | None:
+    """A random pair `user` has not judged (nor the one in the `skip` token, the pair on
+    screen, so that a prefetched next pair is a different one); None when none is left.
+    The sides are shuffled, and each side shows one of its checkpoint's k samples at random."""
+    rng = rng or random.SystemRandom()
+    skipped = _pair_key(comparison, skip) if skip else None
+    choices = [k for k in _open_keys(comparison, user) if k != skipped]
+    if not choices:
+        return None
+    prompt_index, a, b = rng.choice(choices)
+    left_ckpt, right_ckpt = (a, b) if rng.random() < 0.5 else (b, a)
+    samples = {(s.checkpoint_id, s.sample_index): s for s in ComparisonSample.objects.filter(
+        comparison=comparison, prompt_index=prompt_index, checkpoint_id__in=[a, b])}
+    left = rng.choice([s for (c, _), s in samples.items() if c == left_ckpt])
+    right = rng.choice([s for (c, _), s in samples.items() if c == right_ckpt])
+    prompt = ComparisonPrompt.objects.get(comparison=comparison, index=prompt_index)
+    token = signing.dumps([comparison.pk, left.pk, right.pk], salt=PAIR_SALT)
+    return BlindPair(token, prompt, left, right, remaining=len(choices))
+
+
+def _pair_samples(comparison: Comparison, token: str) -> tuple[ComparisonSample, ComparisonSample]:
+    try:
+        comparison_id, left_id, right_id = signing.loads(token, salt=PAIR_SALT)
+    except (signing.BadSignature, ValueError, TypeError):
+        raise ValidationError({"pair": "not a pair this page was given: reload the page"}) from None
+    samples = ComparisonSample.objects.filter(comparison=comparison).in_bulk([left_id, right_id])
+    if comparison_id != comparison.pk or len(samples) != 2:
+        raise ValidationError({"pair": "not a pair of this comparison"})
+    return samples[left_id], samples[right_id]
+
+
+def _pair_key(comparison: Comparison, token: str) -> tuple[int, int, int] | None:
+    try:
+        left, right = _pair_samples(comparison, token)
+    except ValidationError:
+        return None
+    a, b = sorted((left.checkpoint_id, right.checkpoint_id))
+    return left.prompt_index, a, b
+
+
+def judgment_record(*, user: AbstractBaseUser, comparison: Comparison, token: str, winner: Any) -> Judgment:
+    """Record `user`'s verdict on the pair in `token`: left, right or tie. Owners and
+    annotators judge; each person judges a (prompt, pair of checkpoints) once."""
+    if not can_label(user, comparison.project_id):
+        raise PermissionDenied("only owners and annotators judge")
+    if winner not in Winner.values:
+        raise ValidationError({"winner": f"must be one of {', '.join(Winner.values)}"})
+    left, right = _pair_samples(comparison, token)
+    try:
+        with transaction.atomic():
+            return Judgment.objects.create(
+                comparison=comparison, user=user, prompt_index=left.prompt_index, left=left, right=right,
+                left_checkpoint_id=left.checkpoint_id, right_checkpoint_id=right.checkpoint_id, winner=winner)
+    except IntegrityError:
+        raise ValidationError({"pair": "you judged these two checkpoints on this prompt already"}) from None
