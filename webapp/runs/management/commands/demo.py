@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from django.core.management.base import BaseCommand
 
 from webapp.accounts.services import demo_user_ensure
 from webapp.projects.services import personal_project
-from webapp.runs.management.commands.serve import start_services, wait_then_stop
+from webapp.runs.management.commands.serve import start_services, stop_all, wait_then_stop
 from webapp.runs.presets import R1_ZERO_DEMO
 from webapp.runs.services import run_create
 from webapp.runs.stages import config_class
@@ -26,11 +27,31 @@ class Command(BaseCommand):
     def handle(self, *args, host: str, port: int, no_run: bool, **options):
         user, password = demo_user_ensure(username="demo")
         project = personal_project(user=user)
-        url = f"http://{host}:{port}/"
-        if not no_run and config_class("grpo") is not None:
-            run = run_create(project=project, user=user, name="R1-Zero demo (starter model, arithmetic)",
-                             stage="grpo", config=dict(R1_ZERO_DEMO))
-            url = f"http://{host}:{port}/runs/{run.pk}/"
         children = start_services(host, port)
-        self.stdout.write(self.style.SUCCESS(f"\nPonder demo: {url}\n  user: demo\n  password: {password}\n"))
+        self.stdout.write(self.style.SUCCESS(f"\nPonder is up: http://{host}:{port}/\n  user: demo\n"
+                                             f"  password: {password}\n"))
+        try:
+            if not no_run and config_class("grpo") is not None:
+                # Built here, in the setup, so the R1-Zero run is live as soon as it is launched
+                # (the worker would build it too, but then the run's first minutes are pretraining).
+                self._ensure_starter()
+                run = run_create(project=project, user=user, name="R1-Zero demo (starter model, arithmetic)",
+                                 stage="grpo", config=dict(R1_ZERO_DEMO))
+                self.stdout.write(self.style.SUCCESS(f"R1-Zero run launched: http://{host}:{port}/runs/{run.pk}/"))
+        except KeyboardInterrupt:
+            stop_all(children)
+            sys.exit(0)
         sys.exit(wait_then_stop(children))
+
+    def _ensure_starter(self) -> None:
+        from engine.starter import ensure_starter
+
+        started = time.monotonic()
+
+        def progress(step: int, total: int, values: dict[str, float]) -> None:
+            if step % 50 == 0 or step == total:
+                eta = (time.monotonic() - started) / max(step, 1) * (total - step)
+                self.stdout.write(f"  pretraining the offline starter model (once): step {step}/{total}, "
+                                  f"loss {values.get('loss', float('nan')):.3f}, about {eta:.0f} s left")
+
+        ensure_starter(R1_ZERO_DEMO["model"], progress=progress)

@@ -33,6 +33,11 @@ def wait_then_stop(children: list[subprocess.Popen]) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     while not stopping and all(c.poll() is None for c in children):
         time.sleep(0.3)
+    stop_all(children)
+    return 0 if stopping else 1
+
+
+def stop_all(children: list[subprocess.Popen]) -> None:
     for child in children:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
@@ -41,7 +46,6 @@ def wait_then_stop(children: list[subprocess.Popen]) -> int:
             child.wait(20)
         except subprocess.TimeoutExpired:
             child.kill()
-    return 0 if stopping else 1
 
 
 class Command(BaseCommand):
