@@ -100,40 +100,46 @@ def save_checkpoint(
     scheduler: Any = None,
     data_state: dict[str, Any] | None = None,
     config: Any = None,
+    full_state: tuple[dict[str, Any] | None, dict[str, Any] | None] | None = None,
 ) -> CheckpointRecord:
-    """Write a checkpoint of `model` at `step` into `directory`, replacing any there."""
+    """Write a checkpoint of `model` at `step` into `directory`, replacing any there.
+
+    For a sharded (FSDP) model pass `full_state`: the (weights, optimizer state) that
+    `engine.distributed.full_state` gathered; they are written instead of the shards."""
     target = Path(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; the web app and workers read it too
     try:
-        summary = _write(tmp, model, tokenizer, step, optimizer, scheduler, data_state, config)
+        weights, optimizer_state = full_state or (None, optimizer.state_dict() if optimizer is not None else None)
+        summary = _write(tmp, model, tokenizer, step, (weights, optimizer_state), scheduler, data_state, config)
         _swap_into_place(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return CheckpointRecord(step=step, path=str(target), summary=summary)
 
 
-def _write(tmp: Path, model: Any, tokenizer: Any, step: int, optimizer: Any, scheduler: Any,
+def _write(tmp: Path, model: Any, tokenizer: Any, step: int, state: tuple[Any, Any], scheduler: Any,
            data_state: dict[str, Any] | None, config: Any) -> dict[str, Any]:
-    _save_weights(tmp, model)
+    weights, optimizer_state = state
+    _save_weights(tmp, model, weights)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
     state = {
         "step": step,
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "optimizer": optimizer_state,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "rng": rng_state(),
         "data_state": data_state,
     }
     torch.save(state, tmp / STATE_FILE)
     (tmp / CONFIG_FILE).write_text(json.dumps(config_dict(config), indent=2) + "\n")
-    summary = model_summary(model)
+    summary = model_summary(model.config if weights is not None else model)
     (tmp / META_FILE).write_text(json.dumps({"step": step, "summary": summary}, indent=2) + "\n")
     return summary
 
 
-def _save_weights(tmp: Path, model: Any) -> None:
+def _save_weights(tmp: Path, model: Any, weights: dict[str, Any] | None = None) -> None:
     """Full weights at the top (what transformers and vLLM load); for a peft model the
     LoRA-merged weights there and the adapter alone in `adapter/` (to resume LoRA training
     on the original base model)."""
@@ -141,6 +147,11 @@ def _save_weights(tmp: Path, model: Any) -> None:
         model.save_pretrained(tmp / "adapter")
         merged = copy.deepcopy(model).merge_and_unload()  # a copy: the trainer keeps its adapter
         merged.save_pretrained(tmp, safe_serialization=True)
+    elif weights is not None:  # gathered from a sharded model
+        model.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
+        # save_pretrained names the class it saw, FSDP's wrapper ("FSDPLlamaForCausalLM").
+        model.config.architectures = [type(model).__name__.removeprefix("FSDP")]
+        model.config.save_pretrained(tmp)
     else:
         model.save_pretrained(tmp, safe_serialization=True)
 

@@ -22,6 +22,7 @@ ADVANTAGE_SCALES = ("group", "batch", "none")
 LOSS_TYPES = ("grpo", "bnpo", "dapo", "dr_grpo")
 DTYPES = ("float32", "bfloat16", "float16")
 LAUNCHERS = ("none", "torchrun")
+SHARDINGS = ("none", "fsdp")
 
 
 def option(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - mirrors TRL's metadata key
@@ -43,7 +44,9 @@ def nproc_option() -> Any:
 
 def sharding_option() -> Any:
     return option("none", "Parameter sharding across processes: none (each process holds the whole "
-                  "model). fsdp is not supported yet.")
+                  "model) or fsdp (each holds 1/nproc_per_node of the weights, gradients and optimizer "
+                  "state, for models that do not fit one device; GRPO sampling still gathers the whole "
+                  "policy on each process).")
 
 
 def check_launch(launcher: str, nproc_per_node: int, sharding: str) -> None:
@@ -54,9 +57,7 @@ def check_launch(launcher: str, nproc_per_node: int, sharding: str) -> None:
     require(nproc_per_node == 1 or launcher == "torchrun",
             f"nproc_per_node={nproc_per_node} needs launcher torchrun: without a launcher the stage runs "
             "in one process.")
-    require(sharding != "fsdp", "sharding fsdp is not supported yet: every process holds the whole model "
-            "(data parallel), so pick a model that fits one device.")
-    require(sharding == "none", f"sharding must be none, got {sharding!r}.")
+    require(sharding in SHARDINGS, f"sharding must be one of {', '.join(SHARDINGS)}, got {sharding!r}.")
 
 
 @dataclass
@@ -92,6 +93,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self._check_train_fields()
         check_launch(self.launcher, self.nproc_per_node, self.sharding)
+        require(self.sharding != "fsdp" or self.lora is None,
+                "sharding fsdp cannot train LoRA adapters: use sharding none, or lora null to train "
+                "all weights.")
 
     def _check_train_fields(self) -> None:
         require(self.learning_rate > 0 and math.isfinite(self.learning_rate),

@@ -103,7 +103,7 @@ class DistillConfig(StageConfigMixin):
     def sft_config(self, student_path: str, dataset: str) -> SFTConfig:
         """The student phase's config: SFT on `dataset` (prompts are used as written)."""
         shared = {name: getattr(self, name) for name in ("learning_rate", "epochs", "batch_size", "max_length",
-                  "seed", "dtype", "device", "num_threads", "output_dir")}
+                  "seed", "dtype", "device", "num_threads", "output_dir", "sharding")}
         data = {**shared, "model": student_path, "dataset": dataset, "template": "none",
                 "micro_batch_size": self.batch_size, **self.sft}
         return _build(SFTConfig, data, "sft")

@@ -2,8 +2,8 @@
 
     torchrun --standalone --nproc_per_node 2 -m engine grpo --config grpo.json
 
-Every process ("rank") holds the whole model (DDP-style; parameter sharding such as
-FSDP is not supported yet). A step's global batch is cut into contiguous shards, one per
+Every process ("rank") holds the whole model (DDP-style), or with `sharding: fsdp` a
+1/size shard of every parameter (FSDP2, `prepare_model`). A step's global batch is cut into contiguous shards, one per
 rank; each rank computes its shard's share of the *global* loss (normalised by global
 counts, which an all-reduce provides), gradients are summed across ranks, and every rank
 takes the same optimizer step, so the weights stay identical and the run matches one
@@ -18,13 +18,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+from torch.distributed.tensor import DTensor
 
 from engine.events import ForwardingSink, NullSink, Sink
 
@@ -176,7 +178,8 @@ def sum_gradients(params: list[torch.nn.Parameter], world: World) -> None:
     gradient. A parameter without a gradient on every rank keeps `grad=None` (AdamW then
     skips it, as it would in one process).
     """
-    if not world.parallel:
+    params = [p for p in params if not isinstance(p, DTensor)]  # FSDP reduce-scatters those itself
+    if not world.parallel or not params:
         return
     present = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=_comm_device())
     dist.all_reduce(present)
@@ -240,3 +243,127 @@ def barrier(world: World) -> None:
     """Wait until every rank gets here (e.g. rank 0 finished writing a checkpoint)."""
     if world.parallel:
         dist.barrier()
+
+
+# ----------------------------------------------------------------------------
+# FSDP (`sharding: fsdp`): each rank keeps 1/size of every parameter, gradient and
+# optimizer state; FSDP2 all-gathers a layer's weights for its forward and backward and
+# reduce-scatters its gradients.
+# ----------------------------------------------------------------------------
+
+
+def prepare_model(model: torch.nn.Module, world: World, sharding: str = "none") -> torch.nn.Module:
+    """Make every rank start from rank 0's weights, then shard them if `sharding` is fsdp
+    (each decoder layer, then the rest at the root). In place; returns `model`."""
+    sync_parameters(model, world)
+    if not world.parallel or sharding != "fsdp":
+        return model
+    from torch.distributed.fsdp import fully_shard
+
+    for layer in _decoder_layers(model):
+        fully_shard(layer)
+    fully_shard(model)
+    # Each rank's loss is its share of the global loss: sum the gradients, don't average
+    # (with a plain SUM: gloo has no pre-multiplied sum).
+    for module in model.modules():
+        if is_sharded(module):
+            module.set_gradient_divide_factor(1.0)  # type: ignore[operator]
+            module.set_force_sum_reduction_for_comms(True)  # type: ignore[operator]
+    return model
+
+
+def _decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The modules transformers says must not be split (its decoder layers)."""
+    names = set(getattr(model, "_no_split_modules", None) or [])
+    return [m for m in model.modules() if type(m).__name__ in names]
+
+
+def is_sharded(model: torch.nn.Module | None) -> bool:
+    """True for a model `prepare_model` sharded with FSDP."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def lockstep(items: list[T], model: torch.nn.Module, world: World) -> list[T | None]:
+    """`items` padded with None up to the longest rank's count when `model` is sharded:
+    every forward of a sharded model is a collective, so all ranks must run as many (a
+    None stands for a dummy pass whose loss is multiplied by 0)."""
+    if not is_sharded(model):
+        return list(items)
+    longest = max(all_gather_objects(len(items), world))
+    return [*items, *[None] * (longest - len(items))]
+
+
+def scalar(value: torch.Tensor) -> float:
+    """A (possibly DTensor, as clip_grad_norm_ returns under FSDP) 0-dim tensor as a float."""
+    full = getattr(value, "full_tensor", None)
+    return float(full() if full is not None else value)
+
+
+@contextmanager
+def full_parameters(model: torch.nn.Module) -> Iterator[None]:
+    """Within the block the sharded `model` holds its whole weights on every rank, so its
+    forwards need no collectives (ranks may sample different numbers of tokens). Costs the
+    full model's memory on every rank for the duration. No-op for an unsharded model."""
+    if not is_sharded(model):
+        yield
+        return
+    fsdp_modules = [m for m in model.modules() if is_sharded(m)]
+    model.set_reshard_after_forward(False)  # type: ignore[operator]
+    for module in fsdp_modules:
+        module.unshard()  # type: ignore[operator]
+    try:
+        yield
+    finally:
+        for module in fsdp_modules:
+            module.reshard()  # type: ignore[operator]
+        model.set_reshard_after_forward(True)  # type: ignore[operator]
+
+
+def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, *, everywhere: bool = False
+               ) -> tuple[dict[str, Any] | None, dict[str, Any] | None] | None:
+    """(weights, optimizer state) of a sharded model, gathered whole: on rank 0 in CPU memory
+    (or on every rank, on the model's device, with `everywhere`); elsewhere (None, None);
+    None for an unsharded model (save it as it is).
+    The optimizer state has `optimizer.state_dict()`'s unsharded layout (parameters by
+    index), so a checkpoint resumes with either sharding. A collective: every rank calls it."""
+    if not is_sharded(model):
+        return None
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=not everywhere, broadcast_from_rank0=False)
+    weights = get_model_state_dict(model, options=options)
+    optim = get_optimizer_state_dict(model, optimizer, options=options) if optimizer is not None else None
+    if not weights:  # ranks other than 0 with cpu_offload
+        return None, None
+    return weights, (_by_index(optim) if optim else None)
+
+
+def _by_index(state: dict[str, Any]) -> dict[str, Any]:
+    """An optimizer state dict keyed by parameter name turned into the by-index layout."""
+    index: dict[str, int] = {}
+    groups = []
+    for group in state["param_groups"]:
+        ids = [index.setdefault(name, len(index)) for name in group["params"]]
+        groups.append({**group, "params": ids})
+    return {"state": {index[name]: s for name, s in state["state"].items()}, "param_groups": groups}
+
+
+def load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Load a by-index optimizer state (as checkpoints hold it) into `optimizer`, which
+    may be over a sharded model's parameters."""
+    if not is_sharded(model):
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    names = {id(p): name for name, p in model.named_parameters()}
+    order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+    by_name = {"state": {order[int(i)]: s for i, s in state["state"].items()},
+               "param_groups": [{**g, "params": [order[int(i)] for i in g["params"]]} for g in state["param_groups"]]}
+    set_optimizer_state_dict(model, optimizer, by_name, options=StateDictOptions(full_state_dict=True))

@@ -320,7 +320,9 @@ def _setup(config: GRPOConfig, sink: Sink, resume_from: str | Path | None,
         raise ValueError(f"prompts_per_step ({config.prompts_per_step}) must be at least the number of "
                          f"processes ({world.size}): each process samples whole groups.")
     model, tokenizer, state = load_policy(config, resume_from)
-    distributed.sync_parameters(model, world)
+    # Before sharding: the reference stays whole on every rank (it only runs forwards).
+    ref_model = _reference_model(model, resume_from) if config.beta > 0 else None
+    model = distributed.prepare_model(model, world, config.sharding)
     model.eval()  # no dropout: sampling and training must see the same policy
     train, test = _load_prompts(config, tokenizer)
     optimizer = build_optimizer(model, config)
@@ -328,16 +330,14 @@ def _setup(config: GRPOConfig, sink: Sink, resume_from: str | Path | None,
     scheduler = build_scheduler(optimizer, config.lr_schedule, config.warmup_steps, total_updates)
     data_state = state.get("data_state") or {}
     if resume_from is not None:
-        restore_training_state(optimizer, scheduler, state)
+        restore_training_state(optimizer, scheduler, state, model)
     from engine.generation import make_generator
 
     generator = make_generator(config.generation_backend, model, tokenizer)
     run = _Run(config, sink, model, tokenizer, optimizer, scheduler, generator, train, test,
                DataCursor.restore(len(train), config.seed, data_state.get("cursor")),
                RewardScorer(config.rewards, _task(config), sink.log, reward_functions), world=world,
-               step=int(state.get("step", 0)))
-    if config.beta > 0:
-        run.ref_model = _reference_model(model, resume_from)
+               ref_model=ref_model, step=int(state.get("step", 0)))
     return run
 
 
@@ -364,7 +364,8 @@ def _grpo_step(run: _Run, step: int) -> dict[str, float]:
     keep = [i for i in range(len(samples)) if not (cfg.dynamic_sampling and zero_std[first + i // g])]
     metrics = _optimize(run, [samples[i] for i in keep], advantages[keep])
     if cfg.ref_refresh_steps and run.ref_model is not None and step % cfg.ref_refresh_steps == 0:
-        run.ref_model.load_state_dict(run.model.state_dict())
+        gathered = distributed.full_state(run.model, None, everywhere=True)  # a collective when sharded
+        run.ref_model.load_state_dict(gathered[0] if gathered else run.model.state_dict())
     records = _records(step, samples, examples, scores, advantages, correct, first)
     run.sink.rollouts(distributed.gather_lists(records, world))
     metrics.update(_reward_metrics(everyone, rewards))
@@ -394,8 +395,9 @@ def _generate(run: _Run, examples: list[dict[str, Any]], step: int, first: int =
             run.sink.tokens(f"{step}-{sample_index}", text, step=step, prompt=prompts[0])
 
     streaming = cfg.stream_samples and run.world.is_main  # the first prompt is rank 0's
-    samples = run.generator.generate(prompts, cfg.group_size, params, on_token if streaming else None,
-                                     first_prompt=first)
+    with distributed.full_parameters(run.model):  # ranks sample different numbers of tokens
+        samples = run.generator.generate(prompts, cfg.group_size, params, on_token if streaming else None,
+                                         first_prompt=first)
     for j in range(min(cfg.stream_samples, cfg.group_size)):
         run.sink.tokens(f"{step}-{j}", "", step=step, prompt=prompts[0], done=True)
     return samples
@@ -421,7 +423,11 @@ def _optimize(run: _Run, samples: list[Any], advantages: torch.Tensor) -> dict[s
         # The same keys on every process (one may have no rows): they are summed across processes.
         acc = dict.fromkeys(["loss", "clip_ratio", "clip_ratio/low", "clip_ratio/high"]
                             + ["kl"] * (cfg.beta > 0) + ["entropy"] * (iteration == 0), 0.0)
-        for k, (batch, rows) in enumerate(batches):
+        for k, item in enumerate(distributed.lockstep(batches, run.model, run.world)):
+            if item is None:  # this rank is out of rows; the sharded model still needs its pass
+                (sequence_logprobs(run.model, _dummy(run), cfg.temperature)[0].sum() * 0.0).backward()
+                continue
+            batch, rows = item
             logp, entropy = sequence_logprobs(run.model, batch, cfg.temperature, with_entropy=iteration == 0)
             loss, mb = policy_loss(
                 logp, logp.detach() if old is None else old[k], None if ref is None else ref[k], advantages[rows],
@@ -458,7 +464,17 @@ def _frozen_logprobs(run: _Run, model: torch.nn.Module | None, batches: list[tup
     """Per-micro-batch log-probs under `model` without gradients (old or reference policy)."""
     assert model is not None
     with torch.no_grad():
-        return [sequence_logprobs(model, batch, run.config.temperature)[0] for batch, _ in batches]
+        padded = distributed.lockstep([batch for batch, _ in batches], model, run.world)
+        out = [sequence_logprobs(model, batch or _dummy(run), run.config.temperature)[0] for batch in padded]
+    return out[: len(batches)]
+
+
+def _dummy(run: _Run) -> Batch:
+    """A one-token batch for the passes a rank runs only to keep a sharded model's
+    collectives in step with the others."""
+    pad = pad_token_id(run.tokenizer)
+    build = build_grouped_batch if run.config.share_prompt_cache else build_token_batch  # as many forwards
+    return build([[pad]], [[pad]], pad, run.config.device)
 
 
 def _accumulate(acc: dict[str, float], mb: dict[str, float], weight: float, share: float,
@@ -479,7 +495,7 @@ def _clip_and_step(run: _Run) -> float:
     params = [p for p in run.model.parameters() if p.requires_grad]
     distributed.sum_gradients(params, run.world)  # each process holds its share of the global loss
     limit = run.config.max_grad_norm if run.config.max_grad_norm > 0 else float("inf")
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
+    grad_norm = distributed.scalar(torch.nn.utils.clip_grad_norm_(params, limit))
     run.optimizer.step()
     run.scheduler.step()
     run.generator.update_weights(run.model)
@@ -534,7 +550,9 @@ def _evaluate(run: _Run) -> dict[str, float]:
     examples = held_out[first:stop]  # this process's share
     params = SamplingParams(temperature=cfg.eval_temperature, top_p=1.0 if cfg.eval_temperature == 0 else cfg.top_p,
                             max_new_tokens=cfg.max_new_tokens, stop=list(cfg.stop), seed=cfg.seed)
-    samples = run.generator.generate([ex["text"] for ex in examples], cfg.eval_samples, params, first_prompt=first)
+    with distributed.full_parameters(run.model):
+        samples = run.generator.generate([ex["text"] for ex in examples], cfg.eval_samples, params,
+                                         first_prompt=first)
     scores = run.scorer.score_many([(s.text, _graded(examples[s.prompt_index], s, cfg)) for s in samples])
     correct = [run.scorer.correct(s.text, examples[s.prompt_index], comps, cfg.accuracy_reward)
                for s, (_, comps) in zip(samples, scores, strict=True)]
@@ -549,10 +567,11 @@ def _save(run: _Run) -> None:
     """Checkpoint policy, optimiser, schedule, data position (and reference model); with
     several processes rank 0 writes it (they all hold the same state)."""
     path = Path(run.config.output_dir) / f"checkpoint-{run.step}"
+    gathered = distributed.full_state(run.model, run.optimizer)  # a collective when sharded
     if run.world.is_main:
         record = save_stage_checkpoint(path, run.model, run.tokenizer, step=run.step, optimizer=run.optimizer,
                                        scheduler=run.scheduler, data_state={"cursor": run.cursor.state()},
-                                       config=run.config.to_dict())
+                                       config=run.config.to_dict(), full_state=gathered)
         if run.ref_model is not None:
             # The reference may be a refreshed copy of the policy: keep it for an exact resume.
             torch.save(run.ref_model.state_dict(), path / REF_FILE)

@@ -32,6 +32,8 @@ from engine.training import (
     build_optimizer,
     build_scheduler,
     configure_threads,
+    dummy_batch,
+    dummy_rows,
     load_policy,
     micro_batches,
     pad_token_id,
@@ -127,7 +129,7 @@ def _setup(config: SFTConfig, sink: Sink, rows: list[Row] | None, eval_rows: lis
            resume_from: str | Path | None, world: distributed.World) -> _Run:
     """Load model, tokenise the data, build optimiser and schedule (restored on resume)."""
     model, tokenizer, state = load_policy(config, resume_from)
-    distributed.sync_parameters(model, world)
+    model = distributed.prepare_model(model, world, config.sharding)
     train_rows, test_rows = _load_rows(config, rows, eval_rows)
     train = _tokenize_all(config, tokenizer, train_rows, sink)
     test = _tokenize_all(config, tokenizer, test_rows, sink)
@@ -138,7 +140,7 @@ def _setup(config: SFTConfig, sink: Sink, rows: list[Row] | None, eval_rows: lis
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config.lr_schedule, config.warmup_steps, total)
     if resume_from is not None:
-        restore_training_state(optimizer, scheduler, state)
+        restore_training_state(optimizer, scheduler, state, model)
     cursor = DataCursor.restore(len(train), config.seed, (state.get("data_state") or {}).get("cursor"))
     model.train()
     return _Run(config, sink, model, tokenizer, optimizer, scheduler, train, test, cursor, total, world,
@@ -159,13 +161,13 @@ def _sft_step(run: _Run) -> dict[str, float]:
     lr = float(run.scheduler.get_last_lr()[0])
     run.optimizer.zero_grad(set_to_none=True)
     loss_sum = 0.0
-    for batch in batches:
-        nll = _nll_sum(run.model, batch)
-        (nll / total).backward()  # token mean over the whole (global) batch
-        loss_sum += float(nll.detach())
+    for batch in distributed.lockstep(batches, run.model, run.world):
+        nll = _nll_sum(run.model, batch or dummy_batch(pad, cfg.device))
+        (nll / total * (batch is not None)).backward()  # token mean over the whole (global) batch
+        loss_sum += float(nll.detach()) * (batch is not None)
     params = [p for p in run.model.parameters() if p.requires_grad]
     distributed.sum_gradients(params, run.world)
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
+    grad_norm = distributed.scalar(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
     run.optimizer.step()
     run.scheduler.step()
     return {"loss": distributed.all_sum({"nll": loss_sum}, run.world)["nll"] / total, "lr": lr,
@@ -187,10 +189,11 @@ def _eval_loss(run: _Run) -> float:
     run.model.eval()
     total, count = 0.0, 0.0
     with torch.no_grad():
-        for idx in micro_batches(len(test), run.config.micro_batch_size):
-            batch = build_masked_batch([test[i] for i in idx], pad, run.config.device)
-            total += float(_nll_sum(run.model, batch))
-            count += float(batch.mask.sum())
+        chunks = micro_batches(len(test), run.config.micro_batch_size)
+        for idx in distributed.lockstep(chunks, run.model, run.world):
+            batch = build_masked_batch([test[i] for i in idx or []] or dummy_rows(pad), pad, run.config.device)
+            total += float(_nll_sum(run.model, batch)) * (idx is not None)
+            count += float(batch.mask.sum()) * (idx is not None)
     run.model.train(was_training)
     sums = distributed.all_sum({"nll": total, "targets": count}, run.world)
     return sums["nll"] / max(sums["targets"], 1.0)
@@ -325,10 +328,11 @@ def pack_rows(rows: list[TokenRow], max_length: int) -> list[TokenRow]:
 def _save(run: _Run) -> None:
     """Checkpoint model, optimiser, schedule and data position (rank 0 writes it)."""
     path = Path(run.config.output_dir) / f"checkpoint-{run.step}"
+    gathered = distributed.full_state(run.model, run.optimizer)  # a collective when sharded
     if run.world.is_main:
         record = save_stage_checkpoint(path, run.model, run.tokenizer, step=run.step, optimizer=run.optimizer,
                                        scheduler=run.scheduler, data_state={"cursor": run.cursor.state()},
-                                       config=run.config.to_dict())
+                                       config=run.config.to_dict(), full_state=gathered)
         run.sink.checkpoint(record)
     distributed.barrier(run.world)
     run.last_checkpoint = str(path)

@@ -307,10 +307,17 @@ def load_policy(config: TrainConfig, resume_from: str | Path | None) -> tuple[An
     return model, load_tokenizer(config.model), {}
 
 
-def restore_training_state(optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any]) -> None:
-    """Load optimizer and scheduler state saved by `save_stage_checkpoint`."""
+def restore_training_state(optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any],
+                           model: torch.nn.Module | None = None) -> None:
+    """Load optimizer and scheduler state saved by `save_stage_checkpoint` (pass the
+    model when it may be sharded: the saved optimizer state is whole)."""
     if state.get("optimizer") is not None:
-        optimizer.load_state_dict(state["optimizer"])
+        if model is not None:
+            from engine.distributed import load_optimizer_state
+
+            load_optimizer_state(model, optimizer, state["optimizer"])
+        else:
+            optimizer.load_state_dict(state["optimizer"])
     if state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
 
@@ -320,6 +327,17 @@ def save_stage_checkpoint(path: Path, model: Any, tokenizer: Any, **kw: Any) -> 
     from engine.checkpoint import save_checkpoint
 
     return save_checkpoint(path, model, tokenizer, **kw)
+
+
+def dummy_rows(pad_id: int) -> list[tuple[list[int], list[bool]]]:
+    """One two-token row with no targets: what a rank with no rows left feeds a sharded
+    model so that it runs as many passes as the others (its loss is multiplied by 0)."""
+    return [([pad_id, pad_id], [False, False])]
+
+
+def dummy_batch(pad_id: int, device: str = "cpu") -> TokenBatch:
+    """`dummy_rows` as a batch."""
+    return build_masked_batch(dummy_rows(pad_id), pad_id, device)
 
 
 def pad_token_id(tokenizer: Any) -> int:
