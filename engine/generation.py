@@ -217,7 +217,8 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, uniforms: torch.Te
     if params.temperature == 0 or uniforms is None:
         tokens = logp.argmax(dim=-1)
     else:
-        probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+        scaled = logits.float() if params.temperature == 1 else logits.float() / params.temperature
+        probs = torch.softmax(scaled, dim=-1)
         if params.top_p < 1.0:
             probs = _top_p(probs, params.top_p)
         tokens = _draw(probs, uniforms)
