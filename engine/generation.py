@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
+from engine.decode_attention import decode_attention
 from engine.textstream import TextStream, make_stream_factory
 
 OnToken = Callable[[int, int, str], None]
@@ -323,7 +324,7 @@ class TorchGenerator:
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode(), _sdpa_gqa():
+            with torch.inference_mode(), _sdpa_gqa(), decode_attention(self.model):
                 for start in range(0, len(prompts), per_chunk):
                     chunk = encoded[start : start + per_chunk]
                     draws = None if uniforms is None else uniforms[start * n : (start + len(chunk)) * n]

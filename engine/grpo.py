@@ -257,7 +257,8 @@ def _optimize(run: _Run, samples: list[Any], advantages: torch.Tensor) -> dict[s
             batch, rows = item
             logp, entropy = sequence_logprobs(run.model, batch, cfg.temperature, with_entropy=iteration == 0)
             loss, mb = policy_loss(
-                logp, logp.detach() if old is None else old[k], None if ref is None else ref[k], advantages[rows],
+                logp, logp.detach() if old is None else old[k], None if ref is None else ref[k],
+                advantages[rows].to(logp.device),
                 batch.mask, loss_type=cfg.loss_type, epsilon_low=cfg.epsilon_low, epsilon_high=cfg.epsilon_high,
                 beta=cfg.beta, max_completion_length=cfg.max_new_tokens)
             share = float(batch.mask.sum()) / total_tokens
