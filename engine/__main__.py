@@ -13,9 +13,10 @@ checkpoints go to `<output-dir>/{metrics,rollouts,checkpoints}.jsonl`, progress 
 stderr, and the result to `<output-dir>/result.json` and stdout. Ctrl-C asks the stage
 to stop at its next step boundary (a checkpoint is saved); a second Ctrl-C aborts.
 
-Data parallel: `torchrun --nproc_per_node 2 -m engine grpo --config F` runs grpo, sft or
-distill in two processes (rank 0 reports and saves); a config with `"launcher":
-"torchrun"` starts that command itself. `--events FILE` writes every event as JSON lines
+Data parallel: `torchrun --nproc_per_node 2 -m engine grpo --config F` (or `accelerate
+launch --multi_gpu --num_processes 2 -m engine grpo --config F`) runs grpo, sft or distill in
+two processes (rank 0 reports and saves); a config with `"launcher": "torchrun"` (or
+`"accelerate"`) starts that command itself. `--events FILE` writes every event as JSON lines
 (`engine.events.EventLogSink`) for a parent process to relay, and `--stop-file FILE`
 stops the stage at its next step boundary once FILE exists.
 """
@@ -205,10 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"python -m engine {args.stage}: bad config: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
-    if getattr(config, "launcher", "none") == "torchrun" and not distributed.launched():
-        return _launch(config.nproc_per_node, list(sys.argv[1:] if argv is None else argv))
+    if getattr(config, "launcher", "none") != "none" and not distributed.launched():
+        return _launch(config.launcher, config.nproc_per_node, list(sys.argv[1:] if argv is None else argv))
     if distributed.launched() and args.stage not in PARALLEL_STAGES:
-        print(f"python -m engine {args.stage}: only {', '.join(PARALLEL_STAGES)} run under torchrun.", file=sys.stderr)
+        print(f"python -m engine {args.stage}: only {', '.join(PARALLEL_STAGES)} run data-parallel.", file=sys.stderr)
         return EXIT_BAD_CONFIG
     world = distributed.init(getattr(config, "device", "cpu"))
     out = Path(args.output_dir or getattr(config, "output_dir", None) or f"var/runs/{args.stage}")
@@ -226,9 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _report(result, out) if world.is_main else _exit_code(getattr(result, "status", ""))
 
 
-def _launch(nproc_per_node: int, argv: list[str]) -> int:
-    """Run this very command in `nproc_per_node` processes under torchrun; its exit status."""
-    command = distributed.torchrun_command(nproc_per_node, ["-m", "engine", *argv])
+def _launch(launcher: str, nproc_per_node: int, argv: list[str]) -> int:
+    """Run this very command in `nproc_per_node` processes under `launcher`; its exit status."""
+    command = distributed.launch_command(launcher, nproc_per_node, ["-m", "engine", *argv])
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the ranks themselves
     try:
         return subprocess.call(command)

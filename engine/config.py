@@ -21,7 +21,7 @@ LR_SCHEDULES = ("constant", "linear", "cosine")
 ADVANTAGE_SCALES = ("group", "batch", "none")
 LOSS_TYPES = ("grpo", "bnpo", "dapo", "dr_grpo")
 DTYPES = ("float32", "bfloat16", "float16")
-LAUNCHERS = ("none", "torchrun")
+LAUNCHERS = ("none", "torchrun", "accelerate")
 SHARDINGS = ("none", "fsdp")
 
 
@@ -33,13 +33,13 @@ def option(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - mirrors T
 
 
 def launcher_option() -> Any:
-    return option("none", "How the web app's worker starts the stage: none (in the worker's own process) "
-                  "or torchrun (nproc_per_node data-parallel processes: each samples and trains on its "
-                  "share of every batch; same result as one process).")
+    return option("none", "How the web app's worker starts the stage: none (in the worker's own process), "
+                  "torchrun or accelerate (`accelerate launch`): nproc_per_node data-parallel processes, "
+                  "each sampling and training on its share of every batch; same result as one process.")
 
 
 def nproc_option() -> Any:
-    return option(1, "Processes (one per GPU, or CPU processes) when launcher is torchrun.")
+    return option(1, "Processes (one per GPU, or CPU processes) when launcher is torchrun or accelerate.")
 
 
 def sharding_option() -> Any:
@@ -54,9 +54,9 @@ def check_launch(launcher: str, nproc_per_node: int, sharding: str) -> None:
     require(launcher in LAUNCHERS, f"launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}.")
     require(isinstance(nproc_per_node, int) and nproc_per_node >= 1,
             f"nproc_per_node must be at least 1, got {nproc_per_node!r}.")
-    require(nproc_per_node == 1 or launcher == "torchrun",
-            f"nproc_per_node={nproc_per_node} needs launcher torchrun: without a launcher the stage runs "
-            "in one process.")
+    require(nproc_per_node == 1 or launcher != "none",
+            f"nproc_per_node={nproc_per_node} needs launcher torchrun or accelerate: without a launcher the "
+            "stage runs in one process.")
     require(sharding in SHARDINGS, f"sharding must be one of {', '.join(SHARDINGS)}, got {sharding!r}.")
 
 

@@ -34,7 +34,9 @@ T = TypeVar("T")
 C = TypeVar("C")
 # Rank 0 alone may work for a while (a distillation's teacher phase) while the others wait.
 TIMEOUT = timedelta(hours=2)
-LAUNCH_ENV = "LOCAL_RANK"  # set by torchrun for every process it starts
+# Set in every process torchrun starts (LOCAL_RANK), and in every one `accelerate launch`
+# starts, even a single process it runs without torchrun (ACCELERATE_MIXED_PRECISION).
+LAUNCH_ENVS = ("LOCAL_RANK", "ACCELERATE_MIXED_PRECISION")
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class World:
 
 def launched() -> bool:
     """True inside a process started by torchrun."""
-    return LAUNCH_ENV in os.environ
+    return any(name in os.environ for name in LAUNCH_ENVS)
 
 
 def init(device: str = "cpu") -> World:
@@ -99,9 +101,19 @@ def local_config(config: C, world: World) -> C:
     return config
 
 
-def torchrun_command(nproc_per_node: int, args: list[str]) -> list[str]:
+def launch_command(launcher: str, nproc_per_node: int, args: list[str]) -> list[str]:
     """The command line that runs `args` (e.g. ["-m", "engine", "sft", ...]) in
-    `nproc_per_node` processes on this machine."""
+    `nproc_per_node` processes on this machine, through torchrun or `accelerate launch`
+    (which starts the processes through torchrun's machinery itself, so the ranks see the
+    same RANK / WORLD_SIZE / LOCAL_RANK)."""
+    if launcher == "accelerate":
+        # Mixed precision and dynamo stay off: the stage's own dtype setting decides.
+        parallel = ["--multi_gpu"] if nproc_per_node > 1 else []  # its flag for any multi-process run
+        return [sys.executable, "-m", "accelerate.commands.launch", *parallel, "--num_machines", "1",
+                "--num_processes", str(nproc_per_node), "--mixed_precision", "no", "--dynamo_backend", "no",
+                *args]
+    if launcher != "torchrun":
+        raise ValueError(f"launcher must be torchrun or accelerate to start processes, got {launcher!r}.")
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
             *args]
 
@@ -219,8 +231,13 @@ class RankZeroSink(ForwardingSink):
 
 
 def rank_zero_sink(sink: Sink, world: World) -> Sink:
-    """`sink` itself with one process, else a RankZeroSink around it."""
-    return RankZeroSink(sink, world) if world.parallel else sink
+    """`sink` itself with one process, else a RankZeroSink around it (which logs, once,
+    how many processes share the work)."""
+    if not world.parallel:
+        return sink
+    wrapped = RankZeroSink(sink, world)
+    wrapped.log(f"Data parallel: {world.size} processes on {dist.get_backend()}.")
+    return wrapped
 
 
 def on_rank_zero(fn: Callable[[], T], world: World) -> T:

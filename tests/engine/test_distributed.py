@@ -157,18 +157,20 @@ def sft_base(model: Path, tmp_path: Path) -> dict[str, Any]:
                 max_steps=3, max_length=64, seed=0, eval_fraction=0.2, eval_every=2)
 
 
-def test_sft_under_the_torchrun_launcher_matches_one_process(tiny_model: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_sft_under_a_launcher_matches_one_process(launcher: str, tiny_model: Path, tmp_path: Path) -> None:
     base = sft_base(tiny_model, tmp_path)
     one = run_sft(SFTConfig(**base, output_dir=str(tmp_path / "one")), sink := RecordingSink())
     config = tmp_path / "sft.json"
-    config.write_text(json.dumps({**base, "launcher": "torchrun", "nproc_per_node": 2}))
+    config.write_text(json.dumps({**base, "launcher": launcher, "nproc_per_node": 2}))
     out = tmp_path / "two"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # CPU processes on gloo
     done = subprocess.run([sys.executable, "-m", "engine", "sft", "--config", str(config), "--output-dir", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((out / "result.json").read_text())
     assert result["status"] == "succeeded" and result["step"] == 3
+    assert "Data parallel: 2 processes on gloo." in done.stderr
     points = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [p["step"] for p in points if "loss" in p] == [1, 2, 3]  # once, from rank 0
     ours = {p["step"]: p for p in points if "loss" in p}
@@ -183,7 +185,7 @@ def test_sft_under_the_torchrun_launcher_matches_one_process(tiny_model: Path, t
 
 
 def test_launch_settings_are_checked_with_a_sentence(tiny_model: Path) -> None:
-    with pytest.raises(ValueError, match="nproc_per_node=2 needs launcher torchrun"):
+    with pytest.raises(ValueError, match="nproc_per_node=2 needs launcher torchrun or accelerate"):
         SFTConfig(model=str(tiny_model), nproc_per_node=2)
     with pytest.raises(ValueError, match="sharding must be one of none, fsdp, got 'zero3'"):
         SFTConfig(model=str(tiny_model), launcher="torchrun", sharding="zero3")

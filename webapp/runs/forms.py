@@ -25,7 +25,7 @@ KNOWN_CHOICES: dict[str, tuple[str, ...]] = {
     "generation_backend": ("torch", "vllm"),
     "template": ("none", "auto", "r1_zero", "chat"),
     "device": ("cpu", "cuda"),
-    "launcher": ("none", "torchrun"),
+    "launcher": ("none", "torchrun", "accelerate"),
 }
 
 

@@ -1,8 +1,9 @@
-"""Stages whose config says `launcher: torchrun`: run them as
+"""Stages whose config says `launcher: torchrun` (or `accelerate`): run them as
 
     python -m torch.distributed.run --standalone --nproc_per_node N -m engine <stage> --config F
         --events <dir>/events.jsonl --stop-file <dir>/stop
 
+(or `accelerate launch --num_processes N -m engine ...`)
 and relay what rank 0 reports into the run's sink. Rank 0 writes every event as a JSON
 line (`engine.events.EventLogSink`); this process follows the file and replays each line
 into the DbSink, and turns the sink's stop request into the stop file the ranks watch.
@@ -23,7 +24,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, TextIO
 
-from engine.distributed import torchrun_command
+from engine.distributed import launch_command
 from engine.events import Sink, replay_event
 
 POLL_SECONDS = 0.2
@@ -32,8 +33,8 @@ STAGES = {"grpo", "sft", "distill"}  # the stages that train data-parallel
 
 
 def wants_launcher(config: Any) -> bool:
-    """True when the stage's config asks for torchrun."""
-    return getattr(config, "launcher", "none") == "torchrun"
+    """True when the stage's config asks for torchrun or accelerate."""
+    return getattr(config, "launcher", "none") != "none"
 
 
 @dataclass
@@ -67,11 +68,11 @@ class LaunchFiles:
 
 
 def run_launched(*, stage: str, config: Any, sink: Sink, output_dir: Path, resume_from: str | None) -> Any:
-    """Run `stage` under torchrun with `config.nproc_per_node` processes, relaying its
+    """Run `stage` under its launcher with `config.nproc_per_node` processes, relaying its
     events to `sink`; returns its result (`status`, `step`, `checkpoint`, `metrics`, ...).
     Raises RuntimeError with the end of its output when it fails."""
     if stage not in STAGES:
-        raise ValueError(f"launcher torchrun runs grpo, sft and distill, not {stage}.")
+        raise ValueError(f"launcher {config.launcher} runs grpo, sft and distill, not {stage}.")
     files = LaunchFiles(output_dir / "launch")
     files.fresh(config)
     result_file = output_dir / "result.json"
@@ -81,7 +82,7 @@ def run_launched(*, stage: str, config: Any, sink: Sink, output_dir: Path, resum
     if resume_from:
         args += ["--resume", resume_from]
     with open(files.output, "w", encoding="utf-8") as output:
-        process = subprocess.Popen(torchrun_command(config.nproc_per_node, args), stdout=output,
+        process = subprocess.Popen(launch_command(config.launcher, config.nproc_per_node, args), stdout=output,
                                    stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
         _relay(process, files, sink)
     if not result_file.exists():  # a cancelled run exits non-zero but writes its result first
