@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,54 @@ def chromium_path() -> str:
     raise RuntimeError("chromium is not installed: `make test` installs it with apt-get (scripts/system-deps.sh)")
 
 
+# Chromium now and then never answers a new page (microsoft/playwright#3939, #4761): past
+# this many seconds the browser is killed, which fails the pending call, and relaunched once.
+NEW_PAGE_SECONDS = 60
+
+
+class Chromium:
+    """One Chromium for a test module; `new_page` survives a browser that stopped answering."""
+
+    def __init__(self, playwright) -> None:
+        self.playwright = playwright
+        self.browser = self._launch()
+
+    def _launch(self):
+        return self.playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
+
+    def new_page(self, **context_options):
+        """(context, page); relaunches the browser once if it hangs or dies on the way."""
+        from playwright.sync_api import Error
+
+        for attempt in (1, 2):
+            watchdog = threading.Timer(NEW_PAGE_SECONDS, _kill_browsers)
+            watchdog.start()
+            try:
+                context = self.browser.new_context(**context_options)
+                return context, context.new_page()
+            except Error:
+                if attempt == 2:
+                    raise
+                self.browser = self._launch()
+            finally:
+                watchdog.cancel()
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.browser.close()
+
+
+def _kill_browsers() -> None:
+    """Kill the Chromium processes this test process started (through Playwright's driver)."""
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "chrom" in child.name().lower():
+                child.kill()
+
+
 @pytest.fixture(scope="module")
 def browser():
     """One Chromium per test module. Playwright's sync API runs an event loop in the test
@@ -31,18 +81,17 @@ def browser():
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
-            yield browser
-            browser.close()
+            chromium = Chromium(p)
+            yield chromium
+            chromium.close()
     finally:
         os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
 
 @pytest.fixture
-def page(browser, live_url):
-    context = browser.new_context(base_url=live_url, viewport={"width": 1400, "height": 1000})
+def page(browser: Chromium, live_url):
+    context, page = browser.new_page(base_url=live_url, viewport={"width": 1400, "height": 1000})
     context.set_default_timeout(15_000)
-    page = context.new_page()
     yield page
     context.close()
 
