@@ -58,7 +58,7 @@ class World:
 
 
 def launched() -> bool:
-    """True inside a process started by torchrun."""
+    """True inside a process started by torchrun or `accelerate launch`."""
     return any(name in os.environ for name in LAUNCH_ENVS)
 
 
