@@ -47,6 +47,9 @@ def test_launch_watch_cancel_resume_finish(page, personas, starter_model, celery
     page.wait_for_timeout(1500)  # the page reloads itself to show the finished run
     page.wait_for_load_state("load")
     expect(page.locator("#run-status")).to_have_text("succeeded")
+    page.evaluate("window.stillHere = true")  # a finished run's page stays put (no reload loop)
+    page.wait_for_timeout(2500)
+    assert page.evaluate("window.stillHere === true")
     page.screenshot(path=str(artifacts_dir / "live-run-finished.png"), full_page=True, timeout=60_000)
     steps = list(Rollout.objects.filter(run=run).values_list("step", flat=True))
     assert sorted(set(steps)) == list(range(1, 13)) and len(steps) == 12 * 8

@@ -66,6 +66,17 @@ async def test_a_member_receives_stored_rollouts_and_metrics(live_url, personas,
     assert metrics["points"] == [{"step": 3, "name": "kl", "value": 0.01}]
 
 
+async def test_the_first_frame_is_the_status_as_of_connecting(live_url, personas, client):
+    # A page rendered while the run was running, whose feed connects just after the run was
+    # cancelled, still learns it ended (the status event itself went out before it joined).
+    run = await Run.objects.acreate(project=personas.project, name="ended", stage="grpo", status="cancelled",
+                                    current_step=4, total_steps=12)
+    cookie = await cookie_async(client, personas.teammate)
+    async with websockets.connect(ws_url(live_url, run.pk), additional_headers={"Cookie": cookie, "Origin": live_url}) as ws:
+        first = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert first == {"type": "status", "status": "cancelled", "current_step": 4, "total_steps": 12, "error": ""}
+
+
 async def test_an_outsider_is_refused(live_url, personas, client):
     run = await Run.objects.acreate(project=personas.project, name="secret", stage="external", status="running")
     cookie = await cookie_async(client, personas.outsider)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -12,7 +13,7 @@ from django.conf import settings
 from django.http import Http404
 
 from webapp.runs.realtime import group_name, watchers_key
-from webapp.runs.selectors import run_for
+from webapp.runs.selectors import run_for, run_status
 
 
 def _watchers() -> aioredis.Redis:
@@ -38,6 +39,11 @@ class RunConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         await _watchers().sadd(watchers_key(self.run_id), self.channel_name)
         await self.accept()
+        # The status as of now, read after joining the group: a change between the page's
+        # render and this subscription (a run cancelled in that second) is not lost.
+        status = await database_sync_to_async(run_status)(self.run_id)
+        if status:
+            await self.send(text_data=json.dumps({"type": "status", **status}))
 
     @database_sync_to_async
     def _may_see(self, user: Any) -> bool:

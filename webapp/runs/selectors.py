@@ -34,6 +34,11 @@ class CursorError(ValueError):
     pass
 
 
+def run_status(run_id: int) -> dict[str, Any] | None:
+    """What the live page's status line shows: status, current_step, total_steps, error."""
+    return Run.objects.filter(pk=run_id).values("status", "current_step", "total_steps", "error").first()
+
+
 def encode_cursor(values: list[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
 

@@ -18,6 +18,7 @@ from webapp.projects.models import Project
 from webapp.projects.selectors import can_write, projects_for
 from webapp.runs import realtime
 from webapp.runs.models import FINISHED, Checkpoint, Run, Stage, Status
+from webapp.runs.selectors import run_status
 
 # Which kind of Celery queue runs which stage: training and generation want a GPU.
 QUEUE_KIND_FOR_STAGE = {
@@ -175,7 +176,7 @@ def run_resume(*, run: Run, user: AbstractBaseUser) -> Run:
 
 
 def _announce_status(run_id: int) -> None:
-    run = Run.objects.filter(pk=run_id).values("status", "current_step", "total_steps", "error").first()
+    run = run_status(run_id)
     if run:
         realtime.send_now(run_id, {"type": "status", **run})
 

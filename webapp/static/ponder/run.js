@@ -3,6 +3,7 @@
 (function () {
   "use strict";
   const runId = JSON.parse(document.getElementById("run-id").textContent);
+  let shownStatus = document.getElementById("run-status").textContent.trim();
   const PALETTE = ["#3b5bdb", "#e8590c", "#2b8a3e", "#c2255c", "#7048e8", "#1098ad", "#f59f00", "#5c940d", "#d6336c", "#495057"];
   const MAX_SAMPLES = 60;
   const series = {};          // name -> {x: [], t: [], y: []}
@@ -151,9 +152,12 @@
     const tot = parseInt(document.getElementById("run-total").textContent, 10);
     if (tot) document.getElementById("run-progress").style.width = Math.min(100, (100 * step) / tot) + "%";
     if (m.eta_s != null) document.getElementById("run-eta").textContent = "ETA " + Math.round(m.eta_s) + " s";
-    if (m.status && ["succeeded", "failed", "cancelled"].includes(m.status) && m.type === "status") {
-      setTimeout(() => window.location.reload(), 800);  // show resume buttons, errors, checkpoints
+    // A run that ended while this page showed it: reload to show resume buttons, errors,
+    // checkpoints. The feed's first frame repeats the current status, hence the comparison.
+    if (m.type === "status" && ["succeeded", "failed", "cancelled"].includes(m.status) && m.status !== shownStatus) {
+      setTimeout(() => window.location.reload(), 800);
     }
+    if (m.status) shownStatus = m.status;
   }
 
   const handlers = {
