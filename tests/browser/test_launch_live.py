@@ -8,7 +8,9 @@ from webapp.runs.models import Checkpoint, Rollout, Run
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-SETTINGS = {"group_size": "4", "prompts_per_step": "2", "max_new_tokens": "24", "steps": "12",
+# Enough steps (~0.15 s each on 2 cores) that the cancel lands mid-run.
+STEPS = 40
+SETTINGS = {"group_size": "4", "prompts_per_step": "2", "max_new_tokens": "24", "steps": str(STEPS),
             "eval_examples": "4", "stream_samples": "2"}
 
 
@@ -40,7 +42,7 @@ def test_launch_watch_cancel_resume_finish(page, personas, starter_model, celery
     expect(page.locator("#run-status")).to_have_text("cancelled", timeout=120_000)
     run.refresh_from_db()
     stopped_at = run.current_step
-    assert stopped_at < 12 and Checkpoint.objects.filter(run=run, step=stopped_at).exists()
+    assert stopped_at < STEPS and Checkpoint.objects.filter(run=run, step=stopped_at).exists()
 
     page.click("#resume-run")
     expect(page.locator("#run-status")).to_have_text("succeeded", timeout=240_000)
@@ -52,4 +54,4 @@ def test_launch_watch_cancel_resume_finish(page, personas, starter_model, celery
     assert page.evaluate("window.stillHere === true")
     page.screenshot(path=str(artifacts_dir / "live-run-finished.png"), full_page=True, timeout=60_000)
     steps = list(Rollout.objects.filter(run=run).values_list("step", flat=True))
-    assert sorted(set(steps)) == list(range(1, 13)) and len(steps) == 12 * 8
+    assert sorted(set(steps)) == list(range(1, STEPS + 1)) and len(steps) == STEPS * 8
