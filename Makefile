@@ -9,7 +9,7 @@ export PONDER_PORT ?= 8000
 # Finds PostgreSQL and Redis (DATABASE_URL/REDIS_URL, then :5432/:6379, else embedded under var/).
 SERVICES = eval "$$($(PY) -m webapp.localservices env)"
 
-.PHONY: install system-deps demo test serve bench lint migrate vllm vllm-optional
+.PHONY: install system-deps demo test serve bench lint migrate vllm vllm-optional starter
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,14 @@ system-deps:
 migrate: install
 	@$(SERVICES) && $(PY) manage.py migrate --noinput -v0 && $(PY) manage.py collectstatic --noinput -v0
 
-test: install system-deps vllm-optional
+test: install system-deps vllm-optional starter
 	@$(SERVICES) && $(PY) -m pytest $(PYTEST_ARGS)
+
+# The offline starter model the tests use, built before pytest so its first build (once,
+# deterministic, ~5 min on 2 cores, progress in the terminal) is not inside a test's time
+# limit; cached under var/models, a no-op afterwards.
+starter: install
+	@PONDER_DATA_DIR=var $(PY) -m engine starter --output-dir var/runs/starter > /dev/null
 
 serve: migrate
 	@$(SERVICES) && exec $(PY) manage.py serve
