@@ -20,17 +20,13 @@ from engine.generation import SamplingParams, make_generator
 from engine.grpo import run_grpo
 from engine.sft import run_sft
 from engine.tasks.templates import r1_zero_prompt
-from tests.engine.tiny_lm import build_tiny_model
+from tests.engine.tiny_lm import build_tiny_model, letter_a
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 
 PROMPTS = [r1_zero_prompt("Tom has 3 apples. Tom buys 5 more. How many apples does Tom have now?"),
            r1_zero_prompt("Ann has 9 pens. Ann loses 2. How many pens does Ann have now?")]
 
-
-def letter_a(completion: str, example: dict[str, Any]) -> float:
-    """Varies a lot between random completions, so advantages are never all zero."""
-    return completion.count("a") / 4
 
 
 @pytest.fixture(scope="module")

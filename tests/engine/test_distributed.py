@@ -22,16 +22,12 @@ from engine.distributed import shard_range
 from engine.events import RecordingSink
 from engine.grpo import run_grpo
 from engine.sft import run_sft
-from tests.engine.tiny_lm import build_tiny_model
+from tests.engine.tiny_lm import build_tiny_model, letter_a
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[2]
 TOLERANCE = 1e-5
 
-
-def letter_a(completion: str, example: dict[str, Any]) -> float:
-    """Varies a lot between random completions, so advantages are never all zero."""
-    return completion.count("a") / 4
 
 
 class StopSink(RecordingSink):

@@ -12,14 +12,10 @@ import torch
 
 from engine.events import RecordingSink
 from engine.grpo import GRPOConfig, run_grpo
-from tests.engine.tiny_lm import build_tiny_model
+from tests.engine.tiny_lm import build_tiny_model, letter_a
 
 torch.set_num_threads(1)
 
-
-def letter_a(completion: str, example: dict[str, Any]) -> float:
-    """Varies a lot between random completions, so advantages are never all zero."""
-    return completion.count("a") / 4
 
 
 class StreamingSink(RecordingSink):
