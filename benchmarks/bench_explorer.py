@@ -64,7 +64,7 @@ def setup() -> None:
 def rows(run_id: int, seed: int = 0, steps: int = STEPS):
     """Rollout rows as COPY tuples: accuracy and length grow with the step, like R1-Zero."""
     from engine.text import split_reasoning
-    from webapp.runs.ingest import prompt_hash
+    from webapp.ingest.store import prompt_hash
 
     rng = random.Random(seed)
     now = "2026-01-01 00:00:00+00"

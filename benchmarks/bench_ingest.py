@@ -97,10 +97,10 @@ def copy_rows(run_id: int, items: list[dict[str, Any]]) -> list[tuple[Any, ...]]
     """The same rollouts as table rows, computed outside the timing (the COPY baseline's input)."""
     from django.utils import timezone
 
-    from webapp.runs import ingest
+    from webapp.ingest import store
 
     now = timezone.now()
-    return [ingest.RolloutIn(step=r["step"], prompt=r["prompt"], completion=r["completion"], rewards=r["rewards"],
+    return [store.RolloutIn(step=r["step"], prompt=r["prompt"], completion=r["completion"], rewards=r["rewards"],
                              sample_index=r["sample_index"]).row(run_id) + (now,) for r in items]
 
 

@@ -30,7 +30,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def produce(run, rate: int, seconds: float, batch: int = 50) -> int:
-    from webapp.runs.ingest import RolloutIn, rollouts_store
+    from webapp.ingest.store import RolloutIn, rollouts_store
 
     sent, interval, start = 0, batch / rate, time.monotonic()
     step = 0

@@ -74,15 +74,16 @@ def main() -> None:
     parser.add_argument("--reseed", action="store_true")
     args = parser.parse_args()
     setup_django(scratch_env(DB_NAME))
-    from webapp.runs import overlay, selectors
+    from webapp.charts import selectors as charts
+    from webapp.runs import selectors
 
     runs = seed(args.reseed)
     big = runs[:1]
-    one = overlay.OverlayQuery([big[0].pk], ["reward"], "", overlay.DEFAULT_POINTS)
-    five = overlay.OverlayQuery([r.pk for r in runs], ["reward"], "optim.lr", overlay.DEFAULT_POINTS)
+    one = charts.OverlayQuery([big[0].pk], ["reward"], "", charts.DEFAULT_POINTS)
+    five = charts.OverlayQuery([r.pk for r in runs], ["reward"], "optim.lr", charts.DEFAULT_POINTS)
 
-    def ponder(query: overlay.OverlayQuery, chosen: list[Any]) -> int:
-        return len(json.dumps(overlay.overlay_data(chosen, query)))
+    def ponder(query: charts.OverlayQuery, chosen: list[Any]) -> int:
+        return len(json.dumps(charts.overlay_data(chosen, query)))
 
     def raw(chosen: list[Any]) -> int:
         return sum(len(json.dumps({"series": selectors.metric_series(r)})) for r in chosen)

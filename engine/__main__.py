@@ -5,8 +5,8 @@
     python -m engine sft --config sft.json --resume var/runs/sft/checkpoint-40
     python -m engine distill --help-config
 
-Stages: grpo, sft, rejection, distill, eval, and starter (alias pretrain) to build the
-offline starter model. The config is a JSON (or, with PyYAML installed, YAML) object of
+Stages (engine/stages.py): grpo, sft, rejection, distill, eval, and pretrain (alias
+starter) to build the offline starter model. The config is a JSON (or, with PyYAML installed, YAML) object of
 the stage's config fields; `--help-config` lists them with defaults and help. A bad
 config exits with status 2 and the sentence that states the rule. Metrics, rollouts and
 checkpoints go to `<output-dir>/{metrics,rollouts,checkpoints}.jsonl`, progress to
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import math
 import signal
@@ -33,58 +32,15 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine import distributed
-from engine.config import option, require
+from engine import distributed, stages
 from engine.events import EventLogSink, JsonlSink, NullSink, Sink
-from engine.graded_sampling import StageConfigMixin
 
-# stage -> ("module:ConfigClass", "module:runner"); runners take (config, sink, resume_from=...).
-STAGES: dict[str, tuple[str, str]] = {
-    "grpo": ("engine.config:GRPOConfig", "engine.grpo:run_grpo"),
-    "sft": ("engine.config:SFTConfig", "engine.sft:run_sft"),
-    "rejection": ("engine.rejection:RejectionConfig", "engine.rejection:run_rejection"),
-    "distill": ("engine.distill:DistillConfig", "engine.distill:run_distill"),
-    "eval": ("engine.evaluate:EvalConfig", "engine.evaluate:run_eval"),
-    "starter": ("engine.starter:PretrainConfig", "engine.starter:run_pretrain"),
-}
-ALIASES = {"pretrain": "starter"}
-PARALLEL_STAGES = ("grpo", "sft", "distill")  # the stages that can run under torchrun
 EXIT_BAD_CONFIG = 2
 EXIT_FAILED = 1
 EXIT_CANCELLED = 130  # 128 + SIGINT, as shells report an interrupted command
-
-
-@dataclass
-class StarterConfig(StageConfigMixin):
-    """Building the offline starter model (used while engine.starter has no PretrainConfig)."""
-
-    arch: str = option("dense", "Starter architecture: dense (Qwen2-style) or moe (DeepSeek-V3-style).")
-    steps: int | None = option(None, "Pretraining steps (None: the recipe's default).")
-    data_dir: str | None = option(None, "Data folder; the model lands in <data_dir>/models/ "
-                                  "(None: PONDER_DATA_DIR, default var/).")
-    output_dir: str = option("var/runs/starter", "Folder for the build's metrics and result.")
-
-    def __post_init__(self) -> None:
-        require(self.arch in ("dense", "moe"), f"arch must be dense or moe, got {self.arch!r}.")
-        require(self.steps is None or self.steps >= 1, "steps must be at least 1 or None.")
-
-
-def build_starter(config: StarterConfig, sink: Any, resume_from: str | None = None) -> Any:
-    """Build (or find) the starter, reporting pretraining loss and progress."""
-    from engine.starter import ensure_starter
-    from engine.training import StageResult
-
-    def progress(step: int, total: int, values: dict[str, float]) -> None:
-        sink.progress(step, total)
-        if step % 10 == 0 or step == total:
-            sink.metrics(step, values)
-
-    path = ensure_starter(config.arch, config.data_dir, progress, steps=config.steps)
-    return StageResult(status="succeeded", step=config.steps or 0, checkpoint=str(path))
 
 
 class CliSink(JsonlSink):
@@ -120,20 +76,6 @@ class CliSink(JsonlSink):
         if self.stop_file is not None and self.stop_file.exists():
             self.stop_requested = True
         return self.stop_requested
-
-
-def _load(target: str) -> Any:
-    module_name, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module_name), attr, None)
-
-
-def stage_parts(stage: str) -> tuple[Any, Callable[..., Any]]:
-    """(config class, runner) of a stage."""
-    config_target, runner_target = STAGES[ALIASES.get(stage, stage)]
-    config_cls, runner = _load(config_target), _load(runner_target)
-    if config_cls is None or runner is None:  # engine.starter without a stage API: build it here
-        return StarterConfig, build_starter
-    return config_cls, runner
 
 
 def config_help(config_cls: Any) -> str:
@@ -182,7 +124,7 @@ def build_config(config_cls: Any, path: str | None, output_dir: str | None) -> A
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m engine", description="Run one stage of the R1 recipe.")
-    parser.add_argument("stage", choices=[*STAGES, *ALIASES])
+    parser.add_argument("stage", choices=stages.all_names())
     parser.add_argument("--config", help="JSON (or YAML) file with the stage's config fields")
     parser.add_argument("--output-dir", help="where results go (overrides output_dir in the config)")
     parser.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint (or, for eval "
@@ -197,26 +139,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = parse_args(argv)
-    config_cls, runner = stage_parts(args.stage)
+    spec = stages.get(args.stage)
     if args.help_config:
-        print(config_help(config_cls))
+        print(config_help(spec.config))
         return 0
     try:
-        config = build_config(config_cls, args.config, args.output_dir)
+        config = build_config(spec.config, args.config, args.output_dir)
     except ValueError as exc:
         print(f"python -m engine {args.stage}: bad config: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     if getattr(config, "launcher", "none") != "none" and not distributed.launched():
         return _launch(config.launcher, config.nproc_per_node, list(sys.argv[1:] if argv is None else argv))
-    if distributed.launched() and args.stage not in PARALLEL_STAGES:
-        print(f"python -m engine {args.stage}: only {', '.join(PARALLEL_STAGES)} run data-parallel.", file=sys.stderr)
+    if distributed.launched() and not spec.parallel:
+        parallel = [s.name for s in stages.STAGES.values() if s.parallel]
+        print(f"python -m engine {args.stage}: only {', '.join(parallel)} run data-parallel.", file=sys.stderr)
         return EXIT_BAD_CONFIG
     world = distributed.init(getattr(config, "device", "cpu"))
     out = Path(args.output_dir or getattr(config, "output_dir", None) or f"var/runs/{args.stage}")
     sink = _make_sink(args, out, world)
     restore = _catch_signals(sink)
     try:
-        result = runner(config, sink, resume_from=args.resume)
+        result = spec.run(config, sink, resume_from=args.resume)
     except ValueError as exc:  # data or setup problems the stage explains in a sentence
         print(f"python -m engine {args.stage}: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -60,8 +60,34 @@ def check_launch(launcher: str, nproc_per_node: int, sharding: str) -> None:
     require(sharding in SHARDINGS, f"sharding must be one of {', '.join(SHARDINGS)}, got {sharding!r}.")
 
 
+class StageConfigMixin:
+    """What every stage config has: `from_dict` naming unknown keys, `to_dict` and `help`."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Build a config from plain data (JSON, the web form), naming unknown keys."""
+        known = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - known)
+        if unknown:
+            hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, known, 1)) else k
+                     for k in unknown]
+            raise ValueError(f"Unknown {cls.__name__} keys: {', '.join(hints)}. "
+                             f"Valid keys: {', '.join(sorted(known))}.")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-friendly data; `from_dict(to_dict())` gives an equal config."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        """Field name → help text, for forms and `--help-config`."""
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        return {f.name: f.metadata.get("help", "") for f in fields if f.init}
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(StageConfigMixin):
     """Fields every training stage has: model, optimiser, schedule, bookkeeping."""
 
     model: str = option("starter", "Model to train: a Hugging Face name or local path, or `starter` / "
@@ -112,27 +138,6 @@ class TrainConfig:
         require(bool(self.model), "model must name a model: a Hugging Face name, a local path or `starter`.")
         require(self.num_threads is None or self.num_threads >= 1,
                 f"num_threads must be at least 1 or None, got {self.num_threads}.")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        """Build a config from plain data (JSON, the web form), naming unknown keys."""
-        known = {f.name for f in dataclasses.fields(cls) if f.init}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, known, 1)) else k
-                     for k in unknown]
-            raise ValueError(f"Unknown {cls.__name__} keys: {', '.join(hints)}. "
-                             f"Valid keys: {', '.join(sorted(known))}.")
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain, JSON-friendly data; `from_dict(to_dict())` gives an equal config."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def help(cls) -> dict[str, str]:
-        """Field name → help text, for forms and `--help`."""
-        return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls) if f.init}
 
 
 def require(condition: bool, sentence: str) -> None:

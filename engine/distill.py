@@ -24,6 +24,7 @@ from typing import Any
 from engine import distributed
 from engine.config import (
     SFTConfig,
+    StageConfigMixin,
     check_launch,
     launcher_option,
     nproc_option,
@@ -32,7 +33,7 @@ from engine.config import (
     sharding_option,
 )
 from engine.events import ForwardingSink, Sink
-from engine.graded_sampling import DatasetStageResult, StageConfigMixin
+from engine.graded_sampling import DatasetStageResult
 from engine.rejection import DATASET_FILE, RejectionConfig, run_rejection
 
 __all__ = ["DatasetStageResult", "DistillConfig", "STUDENT_PRESETS", "resolve_student", "run_distill"]

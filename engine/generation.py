@@ -1,6 +1,6 @@
 """Sampling completions behind one interface: a fast torch backend and an optional vLLM one.
 
-    gen = make_generator("torch", model, tokenizer)
+    gen = make_generator("torch", model, tokenizer)   # engine.backends
     samples = gen.generate(prompts, n=8, params=SamplingParams(max_new_tokens=64, seed=0))
     ...optimizer.step()...
     gen.update_weights(model)
@@ -88,17 +88,6 @@ class Generator(Protocol):
     def update_weights(self, model: torch.nn.Module) -> None:
         """Sample from `model`'s current weights from now on (call after optimizer steps)."""
         ...
-
-
-def make_generator(backend: str, model: Any, tokenizer: Any, **kw: Any) -> Generator:
-    """A generator for `backend` ("torch" or "vllm") over `model` and `tokenizer`."""
-    if backend == "torch":
-        return TorchGenerator(model, tokenizer, **kw)
-    if backend == "vllm":
-        from engine.generation_vllm import VLLMGenerator  # lazy: vLLM is an optional extra
-
-        return VLLMGenerator(model, tokenizer, **kw)
-    raise ValueError(f"Generation backend must be 'torch' or 'vllm', not {backend!r}.")
 
 
 def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:

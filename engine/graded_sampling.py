@@ -16,16 +16,14 @@ and `resume_from` (an earlier output directory of the same config) carries on.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
-from engine.config import DTYPES, option, require, require_generation_backend
+from engine.config import DTYPES, StageConfigMixin, option, require, require_generation_backend
 from engine.events import RolloutRecord
 from engine.scoring import RewardScorer
 from engine.tasks.base import extract_answer
@@ -44,33 +42,6 @@ class DatasetStageResult(StageResult):
     no rows)."""
 
     dataset: str | None = None
-
-
-class StageConfigMixin:
-    """`from_dict` naming unknown keys, `to_dict` and `help`, as `engine.config.TrainConfig`
-    has them, for stage configs that are not training configs."""
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        """Build a config from plain data (JSON, the web form), naming unknown keys."""
-        known = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - known)
-        if unknown:
-            hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, known, 1)) else k
-                     for k in unknown]
-            raise ValueError(f"Unknown {cls.__name__} keys: {', '.join(hints)}. "
-                             f"Valid keys: {', '.join(sorted(known))}.")
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain, JSON-friendly data; `from_dict(to_dict())` gives an equal config."""
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
-
-    @classmethod
-    def help(cls) -> dict[str, str]:
-        """Field name → help text, for forms and `--help-config`."""
-        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-        return {f.name: f.metadata.get("help", "") for f in fields if f.init}
 
 
 @dataclass
@@ -170,7 +141,8 @@ class GradedSampler:
     @classmethod
     def load(cls, config: SamplingConfig, log: Callable[[str], None]) -> GradedSampler:
         """Load the model and tokenizer, the prompts and the graders of `config`."""
-        from engine.generation import eos_ids, make_generator
+        from engine.backends import make_generator
+        from engine.generation import eos_ids
         from engine.models import load_model, load_tokenizer
 
         model = load_model(config.model, dtype=config.dtype, device=config.device)

@@ -158,7 +158,7 @@ def _setup(config: GRPOConfig, sink: Sink, resume_from: str | Path | None,
     data_state = state.get("data_state") or {}
     if resume_from is not None:
         restore_training_state(optimizer, scheduler, state, model)
-    from engine.generation import make_generator
+    from engine.backends import make_generator
 
     generator = make_generator(config.generation_backend, model, tokenizer)
     run = _Run(config, sink, model, tokenizer, optimizer, scheduler, generator, train, test,

@@ -9,7 +9,7 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from webapp.runs.routing import websocket_urlpatterns  # noqa: E402
+from webapp.live.routing import websocket_urlpatterns  # noqa: E402
 from webapp.wsauth import websocket_stack  # noqa: E402
 
 application = ProtocolTypeRouter({

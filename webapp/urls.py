@@ -22,6 +22,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("", include("webapp.projects.urls")),
+    path("", include("webapp.charts.urls")),  # before runs/<id>/: runs/overlay/ is not a run
     path("", include("webapp.runs.urls")),
     path("", include("webapp.datasets.urls")),
     path("", include("webapp.review.urls")),

@@ -1,25 +1,23 @@
-"""The Celery app. Queues: `gpu` for training and generation stages, `cpu` for light work."""
+"""The Celery app. Queues by kind (`settings.PONDER_QUEUES`): `gpu` for training and
+generation stages, `cpu` for light work. A worker consumes the queues given with `-Q`."""
 
 import os
 
 from celery import Celery
 from celery.signals import worker_ready
+from django.conf import settings
 from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
 app = Celery("ponder")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = tuple(
-    Queue(name, Exchange(name), routing_key=name)
-    for name in {os.environ.get("PONDER_CPU_QUEUE", "cpu"), os.environ.get("PONDER_GPU_QUEUE", "gpu")}
-)
+app.conf.task_queues = tuple(Queue(name, Exchange(name), routing_key=name) for name in set(settings.PONDER_QUEUES.values()))
 app.conf.imports = ("workers.tasks",)
 
 
 @worker_ready.connect
 def _on_ready(sender=None, **kwargs) -> None:
-    from django.conf import settings
     from django.utils import timezone
 
     from webapp.runs.services import runs_orphaned_fail

@@ -14,9 +14,9 @@ from typing import Any
 
 import redis
 
-KEY_PREFIX = "ponder:worker:"
+from webapp.runs.workers_status import KEY_PREFIX, TTL_S
+
 INTERVAL_S = 5.0
-TTL_S = 20
 
 
 def gpu_report() -> list[dict[str, Any]]:
@@ -54,10 +54,3 @@ def start(redis_url: str, info: dict[str, Any]) -> threading.Thread:
     thread = threading.Thread(target=loop, name="ponder-heartbeat", daemon=True)
     thread.start()
     return thread
-
-
-def alive(redis_url: str) -> list[dict[str, Any]]:
-    client = redis.Redis.from_url(redis_url)
-    keys = sorted(client.scan_iter(match=KEY_PREFIX + "*", count=500))
-    values = client.mget(keys) if keys else []
-    return [json.loads(v) for v in values if v]

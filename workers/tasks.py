@@ -1,29 +1,25 @@
-"""Celery tasks: thin. Each takes an id, loads nothing itself, and calls a service."""
+"""Celery tasks: thin. Each takes an id and calls what the worker does with it. Their
+names are the ones the web app sends (`webapp.queue`)."""
 
 from __future__ import annotations
 
 from celery import shared_task
 
+from webapp import queue
 
-@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, name="ponder.run_stage")
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, name=queue.RUN_STAGE)
 def run_stage(self, run_id: int) -> str:
-    from webapp.runs.execution import execute_run
+    from workers.execution import execute_run  # torch and the engine load with the first run
 
     return execute_run(run_id=run_id, task_id=self.request.id, worker=self.request.hostname or "")
 
 
-@shared_task(bind=True, acks_late=True, name="ponder.dataset_export")
+@shared_task(bind=True, acks_late=True, name=queue.DATASET_EXPORT)
 def dataset_export(self, export_id: int) -> str:
-    from webapp.datasets.services import export_run
+    from workers.exports import execute_export
 
-    return export_run(export_id=export_id)
-
-
-@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, name="ponder.compare_checkpoints")
-def compare_checkpoints(self, comparison_id: int) -> str:
-    from webapp.compare.execution import execute_comparison
-
-    return execute_comparison(comparison_id=comparison_id, task_id=self.request.id)
+    return execute_export(export_id=export_id)
 
 
 @shared_task(name="ponder.ping")

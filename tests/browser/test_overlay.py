@@ -4,7 +4,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import log_in
-from webapp.runs import ingest
+from webapp.ingest import store
 from webapp.runs.models import Run
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -17,7 +17,7 @@ def test_overlay_selected_runs_and_group_them(page, personas, artifacts_dir):
     for i, lr in enumerate([1e-6, 1e-6, 3e-6]):
         run = Run.objects.create(project=personas.project, name=f"sweep {i} {HOSTILE}", stage="grpo",
                                  status="succeeded", config={"lr": lr})
-        ingest.metrics_store(run=run, points=[(s, "reward", s * lr * 1e5 + i) for s in range(50)]
+        store.metrics_store(run=run, points=[(s, "reward", s * lr * 1e5 + i) for s in range(50)]
                              + [(s, "kl", 0.01) for s in range(50)])
         runs.append(run)
     log_in(page, "bob", "bob-pass-123")

@@ -35,7 +35,7 @@ def records(c: int, correct: list[int]) -> list[Any]:
 
     out = []
     for p, right in enumerate(correct):
-        question = f"Question {p}: what is {p} + {p}?" + (f" {HOSTILE}" if p == 0 else "")
+        question = f"Question {p}: what is {p} + {p}? {HOSTILE}"  # on every pair a judge may be handed
         for i in range(K):
             ok = i < right
             reasoning = f"I add {p} and {p} carefully, step {c}" + (f" {HOSTILE}" if i == 0 else "")
@@ -49,17 +49,22 @@ def records(c: int, correct: list[int]) -> list[Any]:
     return out
 
 
+def column_runs(comparison: Any) -> list[Any]:
+    """The eval runs sampling the comparison's checkpoints, in column order."""
+    return [e.run for e in comparison.entries.select_related("run").order_by("position")]
+
+
 def make_comparison(owner: Any, checkpoints: list[Any], correct: list[list[int]] = CORRECT) -> Any:
-    from webapp.compare.execution import ComparisonSink
-    from webapp.compare.services import SamplingSpec, comparison_create
+    """Created as a person creates one; each column's eval run reports its samples as the
+    worker's sink does, and ends (before any worker could claim it)."""
+    from webapp.compare.services import SamplingSpec, comparison_create, comparison_samples_store
+    from webapp.runs.models import Run
 
     comparison = comparison_create(user=owner, checkpoint_ids=[c.pk for c in checkpoints],
                                    spec=SamplingSpec(num_prompts=PROMPTS, k=K), name="grpo steps")
-    for n, ckpt in enumerate(checkpoints):
-        ComparisonSink(comparison, ckpt, done_before=n * PROMPTS).rollouts(records(n, correct[n]))
-    comparison.status = "succeeded"
-    comparison.done = comparison.total
-    comparison.save()
+    for n, run in enumerate(column_runs(comparison)):
+        comparison_samples_store(run=run, records=records(n, correct[n]))
+    Run.objects.filter(comparison_entry__comparison=comparison).update(status="succeeded", current_step=PROMPTS)
     return comparison
 
 

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 
-from tests.compare.conftest import CORRECT, PROMPTS, K, make_checkpoints
+from tests.compare.conftest import CORRECT, PROMPTS, K, column_runs, make_checkpoints
 from tests.compare.test_stats import brute_force_pass_at_k
 from webapp.compare import selectors
 from webapp.compare.models import Comparison, ComparisonSample, Judgment
@@ -18,6 +18,7 @@ from webapp.compare.services import (
     judgment_record,
     next_pair,
 )
+from webapp.runs.models import Run
 
 pytestmark = pytest.mark.django_db
 
@@ -26,11 +27,12 @@ pytestmark = pytest.mark.django_db
     ({"k": 0}, "k: must be between 1 and 16"),
     ({"num_prompts": 501}, "num_prompts: must be between 1 and 500"),
     ({"max_new_tokens": 0}, "max_new_tokens: must be between 1 and 4096"),
-    ({"temperature": 0.0}, "temperature: 0 (greedy) makes all k samples the same"),
-    ({"top_p": 0.0}, "top_p: must be above 0"),
+    ({"temperature": 0.0}, "temperature: Greedy decoding (temperature 0) makes all k samples identical"),
+    ({"temperature": 2.5}, "temperature: must be between 0 (greedy) and 2"),
+    ({"top_p": 0.0}, "top_p: top_p must be in (0, 1]"),
     ({"task": "chess"}, "prompts: the built-in tasks are arithmetic, countdown, python"),
     ({"task": None}, "prompts: choose a built-in task or a dataset"),
-    ({"split": "dev"}, "split: must be train or test"),
+    ({"split": "dev"}, "split: split must be train or test"),
     ({"rewards": ("format", "vibes")}, "rewards: unknown: vibes"),
     ({"accuracy_reward": "vibes"}, "accuracy_reward: must be task or one of"),
 ])
@@ -63,20 +65,23 @@ def test_a_comparison_is_queued_after_commit_in_column_order(personas, django_ca
     ids = [checkpoints[2].pk, checkpoints[0].pk]
     with django_capture_on_commit_callbacks() as callbacks:
         comparison = comparison_create(user=personas.owner, checkpoint_ids=ids, spec=SamplingSpec(num_prompts=5))
-    assert len(callbacks) == 1  # the Celery task is sent only once the row is committed
+    assert len(callbacks) == 2  # each column's eval run is sent only once the rows are committed
     assert [c.pk for c in selectors.columns(comparison)] == ids
     assert comparison.name == "alpha-grpo @ 30 vs alpha-grpo @ 10"
-    assert comparison.total == 10 and comparison.status == "queued" and comparison.rewards == {"format": 1.0}
+    job = comparison.job
+    assert job.total == 10 and job.status == "queued" and comparison.rewards == {"format": 1.0}
+    runs = column_runs(comparison)
+    assert [(r.stage, r.config["model"], r.config["num_prompts"]) for r in runs] == [
+        ("eval", f"checkpoint:{i}", 5) for i in ids]
 
 
 def test_cancel_ends_a_queued_comparison_and_only_owners_may(personas, compared):
     comparison = compared.comparison
-    Comparison.objects.filter(pk=comparison.pk).update(status="queued")
+    Run.objects.filter(comparison_entry__comparison=comparison).update(status="queued")
     with pytest.raises(PermissionDenied):
         comparison_cancel(user=personas.teammate, comparison=comparison)
     comparison_cancel(user=personas.owner, comparison=comparison)
-    comparison.refresh_from_db()
-    assert comparison.status == "cancelled"
+    assert selectors.with_jobs([comparison])[0].job.status == "cancelled"
 
 
 def test_figures_are_means_over_prompts_with_unbiased_pass_at_k(compared):
@@ -166,31 +171,33 @@ def test_ratings_follow_the_verdicts(personas, compared):
 
 def test_samples_are_stored_once_when_a_batch_is_reported_twice(compared):
     from tests.compare.conftest import records
-    from webapp.compare.execution import ComparisonSink
+    from webapp.compare.services import comparison_samples_store
 
     before = ComparisonSample.objects.count()
-    ComparisonSink(compared.comparison, compared.checkpoints[0], 0).rollouts(records(0, CORRECT[0]))
+    comparison_samples_store(run=column_runs(compared.comparison)[0], records=records(0, CORRECT[0]))
     assert ComparisonSample.objects.count() == before == 3 * PROMPTS * K
 
 
 def test_a_running_comparison_stops_after_its_batch_when_cancelled(personas, compared):
-    from webapp.compare.execution import ComparisonSink
+    from workers.sink import DbSink, stage_sink
 
     comparison = compared.comparison
-    Comparison.objects.filter(pk=comparison.pk).update(status="running")
-    sink = ComparisonSink(comparison, compared.checkpoints[0], done_before=0)
-    assert not sink.should_stop()
+    runs = column_runs(comparison)
+    Run.objects.filter(pk__in=[r.pk for r in runs]).update(status="running")
+    assert not stage_sink(DbSink(run=runs[0])).should_stop()
     comparison_cancel(user=personas.owner, comparison=comparison)
-    assert sink.should_stop()  # engine.evaluate checks between batches and ends "cancelled"
+    # engine.evaluate checks between batches and ends "cancelled"
+    assert all(stage_sink(DbSink(run=run)).should_stop() for run in runs)
 
 
 def test_a_missing_checkpoint_fails_the_comparison_with_the_reason(personas):
-    from webapp.compare.execution import execute_comparison
+    from workers.execution import execute_run
 
     checkpoints = make_checkpoints(personas.project, 2)
     comparison = comparison_create(user=personas.owner, checkpoint_ids=[c.pk for c in checkpoints],
                                    spec=SamplingSpec(num_prompts=2, k=2))
-    assert execute_comparison(comparison_id=comparison.pk, task_id="someone-else") == "not-claimed"
-    assert execute_comparison(comparison_id=comparison.pk, task_id=comparison.celery_task_id) == "failed"
-    comparison.refresh_from_db()
-    assert comparison.status == "failed" and "/nowhere/ckpt-0" in comparison.error and comparison.finished_at
+    runs = column_runs(comparison)
+    assert execute_run(run_id=runs[0].pk, task_id="someone-else", worker="w") == "not-claimed"
+    assert [execute_run(run_id=r.pk, task_id=r.celery_task_id, worker="w") for r in runs] == ["failed", "failed"]
+    job = selectors.with_jobs([comparison])[0].job
+    assert job.status == "failed" and "/nowhere/ckpt-0" in job.error and job.is_finished

@@ -7,10 +7,11 @@ import re
 import pytest
 from django.urls import reverse
 
-from tests.compare.conftest import PROMPTS, make_checkpoints
+from tests.compare.conftest import PROMPTS, column_runs, make_checkpoints
 from tests.review.conftest import assert_text_not_html
 from webapp.compare.models import Comparison, Judgment
 from webapp.compare.services import next_pair
+from webapp.runs.models import Run
 
 pytestmark = pytest.mark.django_db
 
@@ -100,7 +101,7 @@ def test_the_form_names_the_field_and_preselects_checkpoints(client, personas):
             "accuracy_reward": "task", "seed": "0"}
     response = client.post(reverse("compare-new"), data)
     assert response.status_code == 400
-    assert "0 (greedy) makes all k samples the same" in response.context["form"].errors["temperature"][0]
+    assert "makes all k samples identical" in response.context["form"].errors["temperature"][0]
     assert not Comparison.objects.exists()
 
 
@@ -121,9 +122,10 @@ def test_comparison_pages_pin_their_queries(client, personas, compared, django_a
         client.get(reverse("compare-judge", args=[comparison.pk]))
     with django_assert_num_queries(9):  # + the skipped pair's samples; no role, no count
         client.get(reverse("compare-pair", args=[comparison.pk]) + f"?skip={token}")
-    with django_assert_num_queries(6):  # session, user, project, judgments, their checkpoints, comparisons
+    # session, user, project, judgments, their checkpoints, comparisons, their runs
+    with django_assert_num_queries(7):
         client.get(reverse("compare-ratings", args=[personas.project.slug]))
-    with django_assert_num_queries(4):
+    with django_assert_num_queries(5):  # session, user, comparisons, their runs, projects
         client.get(reverse("compare-list"))
 
 
@@ -143,6 +145,8 @@ def test_model_text_is_text_on_every_compare_page(client, personas, compared):
 
 def test_progress_is_reported_as_json(client, personas, compared):
     client.force_login(personas.teammate)
-    Comparison.objects.filter(pk=compared.comparison.pk).update(status="running", done=4)
+    first, *others = column_runs(compared.comparison)
+    Run.objects.filter(pk=first.pk).update(status="running", current_step=4)
+    Run.objects.filter(pk__in=[r.pk for r in others]).update(status="queued", current_step=0)
     status = client.get(reverse("compare-status", args=[compared.comparison.pk])).json()
     assert status == {"status": "running", "done": 4, "total": 3 * PROMPTS, "finished": False, "error": ""}

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 import torch
 
+from engine.backends import make_generator
 from engine.config import GRPOConfig, SFTConfig
 from engine.events import RecordingSink
-from engine.generation import SamplingParams, make_generator
+from engine.generation import SamplingParams
 from engine.grpo import run_grpo
 from engine.sft import run_sft
 from engine.tasks.templates import r1_zero_prompt

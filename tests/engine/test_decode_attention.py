@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from engine.backends import make_generator
 from engine.decode_attention import grouped_decode_attention
-from engine.generation import SamplingParams, make_generator
+from engine.generation import SamplingParams
 
 
 @pytest.mark.parametrize("mask_kind", ["none", "bool", "float"])

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from engine.backends import make_generator
 from engine.checkpoint import load_checkpoint, restore_rng, save_checkpoint
-from engine.generation import SamplingParams, make_generator
+from engine.generation import SamplingParams
 from engine.models import load_model, load_tokenizer, model_summary
 from engine.starter import StarterRecipe, model_config
 

@@ -18,7 +18,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from engine.generation import Sample, SamplingParams, make_generator  # noqa: E402
+from engine.backends import make_generator  # noqa: E402
+from engine.generation import Sample, SamplingParams  # noqa: E402
 from engine.models import load_model, load_tokenizer  # noqa: E402
 from engine.tasks.templates import r1_zero_prompt  # noqa: E402
 

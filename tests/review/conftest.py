@@ -23,7 +23,7 @@ class Traces:
 
 
 def make_rollouts(steps: int = STEPS, prompts: int = PROMPTS, group: int = GROUP, hostile: bool = True) -> list[Any]:
-    from webapp.runs.ingest import RolloutIn
+    from webapp.ingest.store import RolloutIn
 
     out = []
     for step in range(1, steps + 1):
@@ -42,7 +42,7 @@ def make_rollouts(steps: int = STEPS, prompts: int = PROMPTS, group: int = GROUP
 
 def store_traces(personas) -> Traces:
     """Three runs stored through the real ingestion path (COPY + announcements after commit)."""
-    from webapp.runs.ingest import rollouts_store
+    from webapp.ingest.store import rollouts_store
     from webapp.runs.models import Run
 
     run = Run.objects.create(project=personas.project, name="alpha-grpo", stage="grpo", status="running")

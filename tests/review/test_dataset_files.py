@@ -120,7 +120,7 @@ def test_who_may_import_and_download(client, personas, sft, viewer):
 
 
 def test_large_exports_go_to_a_worker_with_progress(client, personas, sft, settings):
-    from webapp.datasets.services import export_run
+    from workers.exports import execute_export as export_run
 
     settings.PONDER_EXPORT_SYNC_MAX_ROWS = 2
     client.force_login(personas.owner)

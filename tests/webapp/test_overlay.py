@@ -9,7 +9,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from webapp.runs import ingest
+from webapp.ingest import store
 from webapp.runs.models import Run
 
 pytestmark = pytest.mark.django_db
@@ -17,7 +17,7 @@ DATA = "/runs/overlay/data.json"
 
 
 def log(run: Run, name: str, values: dict[int, float]) -> None:
-    ingest.metrics_store(run=run, points=[(step, name, value) for step, value in values.items()])
+    store.metrics_store(run=run, points=[(step, name, value) for step, value in values.items()])
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ from django.urls import reverse
 
 from webapp.datasets.models import Dataset
 from webapp.runs import services
+from webapp.runs.configs import engine_config
 from webapp.runs.models import Checkpoint, Pipeline, Run
 
 pytestmark = pytest.mark.django_db
@@ -33,11 +34,12 @@ def test_a_stage_that_succeeds_hands_its_checkpoint_and_dataset_on(client, perso
                                                                   django_capture_on_commit_callbacks):
     pipeline, _ = launch_r1(client, personas, django_capture_on_commit_callbacks)
     zero, rejection, sft = pipeline.runs.order_by("pipeline_index")[:3]
-    Checkpoint.objects.create(run=zero, step=5, path="/ckpt/zero-5")
+    checkpoint = Checkpoint.objects.create(run=zero, step=5, path="/ckpt/zero-5")
     with django_capture_on_commit_callbacks(execute=False) as queued:
         services.run_finish(run_id=zero.pk, status="succeeded")
     rejection.refresh_from_db()
-    assert rejection.config["model"] == "/ckpt/zero-5" and rejection.celery_task_id and len(queued) >= 1
+    assert rejection.config["model"] == f"checkpoint:{checkpoint.pk}" and rejection.base_checkpoint == checkpoint
+    assert engine_config(rejection).model == "/ckpt/zero-5" and rejection.celery_task_id and len(queued) >= 1
     dataset = Dataset.objects.create(project=personas.project, name="cold start", kind="sft")
     Run.objects.filter(pk=rejection.pk).update(output_dataset=dataset, status="running")
     services.run_finish(run_id=rejection.pk, status="succeeded")

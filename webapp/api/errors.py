@@ -14,6 +14,7 @@ from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.parser import Parser
 
+from webapp.ingest.schemas import field_path
 from webapp.runs.selectors import CursorError
 
 PydanticModel = TypeVar("PydanticModel", bound=pydantic.BaseModel)
@@ -33,15 +34,6 @@ class StrictJsonParser(Parser):
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise BodyError(f"body: must be valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-
-
-def field_path(loc: list[Any] | tuple[Any, ...]) -> str:
-    """('body', 'payload', 'rollouts', 3, 'step') -> 'rollouts[3].step'."""
-    parts = [p for p in loc if p not in ("body", "payload", "query", "path")]
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "body"
 
 
 def _rule(err: dict[str, Any]) -> str:

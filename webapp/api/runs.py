@@ -12,8 +12,6 @@ from webapp.api.schemas import (
     CheckpointIn,
     CheckpointOut,
     CreatedOut,
-    MetricBatch,
-    RolloutBatchIn,
     RolloutOut,
     RolloutPage,
     RunFinishIn,
@@ -22,10 +20,12 @@ from webapp.api.schemas import (
     RunPage,
     StoredOut,
 )
+from webapp.ingest import store
+from webapp.ingest.schemas import MetricBatch, RolloutBatchIn
 from webapp.projects.selectors import can_write, project_for
 from webapp.projects.services import personal_project
-from webapp.runs import ingest, services
-from webapp.runs.models import Rollout, Run, Stage
+from webapp.runs import services
+from webapp.runs.models import Rollout, Run
 from webapp.runs.selectors import RolloutFilter, rollouts_page, run_for, runs_page
 
 router = Router(tags=["runs"])
@@ -98,11 +98,11 @@ def post_rollouts(request: HttpRequest, run_id: int):
     run = _writable_run(request, run_id)
     payload = validated_body(request, RolloutBatchIn, nul_guard=True)  # the hot path: no dict between JSON and models
     rows = [
-        ingest.RolloutIn(step=r.step, prompt=r.prompt, completion=r.completion, rewards=r.rewards,
+        store.RolloutIn(step=r.step, prompt=r.prompt, completion=r.completion, rewards=r.rewards,
                          sample_index=r.sample_index, reference=r.answer, metadata=r.metadata)
         for r in payload.rollouts
     ]
-    return Status(201, {"created": ingest.rollouts_store(run=run, rollouts=rows)})
+    return Status(201, {"created": store.rollouts_store(run=run, rollouts=rows)})
 
 
 @router.get("/runs/{run_id}/rollouts", response=RolloutPage)
@@ -122,7 +122,7 @@ def post_metrics(request: HttpRequest, run_id: int):
     run = _writable_run(request, run_id)
     payload = validated_body(request, MetricBatch, nul_guard=True)
     points = [(p["step"], p["name"], p["value"]) for p in payload["points"]]
-    return Status(201, {"stored": ingest.metrics_store(run=run, points=points)})
+    return Status(201, {"stored": store.metrics_store(run=run, points=points)})
 
 
 @router.post("/runs/{run_id}/checkpoints", response={201: CheckpointOut})
@@ -133,5 +133,3 @@ def post_checkpoint(request: HttpRequest, run_id: int, payload: CheckpointIn):
                         parameter_count=ckpt.parameter_count, summary=ckpt.summary)
     return Status(201, out)
 
-
-__all__ = ["router", "Stage"]

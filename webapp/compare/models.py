@@ -1,5 +1,6 @@
 """Checkpoint comparisons: k samples per prompt from each checkpoint, scored with the same
-rewards, and blind pairwise judgments of those samples by people."""
+rewards, and blind pairwise judgments of those samples by people. The sampling is one
+eval run per checkpoint; a comparison's status and progress are its runs'."""
 
 from __future__ import annotations
 
@@ -7,9 +8,6 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F
 from django.db.models.functions import Greatest, Least
-
-# A comparison moves through the same states as a run.
-from webapp.runs.models import FINISHED, Status
 
 
 class Comparison(models.Model):
@@ -32,19 +30,8 @@ class Comparison(models.Model):
     rewards = models.JSONField(default=dict, blank=True, help_text="Reward name → weight, scored on every sample.")
     accuracy_reward = models.CharField(max_length=64, default="task")
     seed = models.IntegerField(default=0)
-    # The Celery job.
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    done = models.PositiveIntegerField(default=0, help_text="Prompts sampled, over all checkpoints.")
-    total = models.PositiveIntegerField(default=0, help_text="Prompts to sample, over all checkpoints.")
-    celery_task_id = models.CharField(max_length=64, blank=True)
-    error = models.TextField(blank=True)
-    stop_requested = models.BooleanField(default=False)
-    results = models.JSONField(default=dict, blank=True,
-                               help_text="Checkpoint id → the evaluation's figures (engine.evaluate metrics).")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -53,21 +40,17 @@ class Comparison(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    @property
-    def is_finished(self) -> bool:
-        return self.status in FINISHED
-
-    @property
-    def progress(self) -> float:
-        return min(1.0, self.done / self.total) if self.total else 0.0
-
 
 class ComparisonEntry(models.Model):
-    """A checkpoint's place (column) in a comparison; the first is the diff baseline."""
+    """A checkpoint's place (column) in a comparison; the first is the diff baseline. Its
+    samples come from an ordinary eval run of the checkpoint (`run`): queued, claimed,
+    cancelled, resumed and shown live like any run."""
 
     comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="entries")
     checkpoint = models.ForeignKey("runs.Checkpoint", on_delete=models.CASCADE, related_name="+")
     position = models.PositiveSmallIntegerField()
+    run = models.OneToOneField("runs.Run", null=True, blank=True, on_delete=models.SET_NULL,
+                               related_name="comparison_entry")
 
     class Meta:
         ordering = ["comparison", "position"]

@@ -23,7 +23,7 @@ from webapp.compare.models import (
 )
 from webapp.projects.models import Project
 from webapp.projects.selectors import User, projects_for
-from webapp.runs.models import Checkpoint
+from webapp.runs.models import FINISHED, Checkpoint, Run, Status
 
 PAGE_SIZE = 10
 SHOWN = ("all", "differ")  # every prompt, or those where the checkpoints' pass@1 differ
@@ -42,14 +42,63 @@ def comparison_for(user: User, comparison_id: int) -> Comparison:
 
 
 def comparison_list(user: User) -> list[Comparison]:
-    return list(comparisons_for(user).select_related("project").annotate(
+    """The newest comparisons, each with `columns`, `judged` and its runs' `job`."""
+    found = list(comparisons_for(user).select_related("project").annotate(
         columns=Count("entries", distinct=True), judged=Count("judgments", distinct=True))[:200])
+    return with_jobs(found)
+
+
+@dataclass
+class Job:
+    """A comparison's sampling, read off its eval runs (one per checkpoint)."""
+
+    status: str
+    done: int  # prompts sampled, over all checkpoints
+    total: int
+    error: str = ""
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def progress(self) -> float:
+        return min(1.0, self.done / self.total) if self.total else 0.0
+
+
+def job_of(runs: list[Run], num_prompts: int) -> Job:
+    """Running while any run is (or some are done and others wait); once all have ended,
+    failed if one failed, else cancelled if one was, else succeeded."""
+    statuses = {r.status for r in runs}
+    if not runs or statuses <= set(FINISHED):
+        status = next((s for s in (Status.FAILED, Status.CANCELLED) if s in statuses), Status.SUCCEEDED)
+    else:
+        status = Status.QUEUED if statuses == {Status.QUEUED} else Status.RUNNING
+    done = sum(num_prompts if r.status == Status.SUCCEEDED else r.current_step for r in runs)
+    error = next((r.error for r in runs if r.status == Status.FAILED and r.error), "")
+    return Job(status=status, done=done, total=num_prompts * len(runs), error=error)
+
+
+def with_jobs(comparisons: list[Comparison]) -> list[Comparison]:
+    """Set `job` on each comparison from its runs, in one query."""
+    runs: dict[int, list[Run]] = defaultdict(list)
+    entries = (ComparisonEntry.objects.filter(comparison__in=comparisons, run__isnull=False)
+               .select_related("run").order_by("position"))
+    for entry in entries.only("comparison_id", "run__status", "run__current_step", "run__error"):
+        runs[entry.comparison_id].append(entry.run)
+    for comparison in comparisons:
+        comparison.job = job_of(runs[comparison.pk], comparison.num_prompts)  # type: ignore[attr-defined]
+    return comparisons
 
 
 def columns(comparison: Comparison) -> list[Checkpoint]:
-    """The compared checkpoints in column order (with their runs)."""
-    entries = ComparisonEntry.objects.filter(comparison=comparison).select_related("checkpoint__run")
-    return [e.checkpoint for e in entries.order_by("position")]
+    """The compared checkpoints in column order (with their runs); sets `comparison.job`
+    from the eval runs sampling them, read in the same query."""
+    entries = list(ComparisonEntry.objects.filter(comparison=comparison)
+                   .select_related("checkpoint__run", "run").order_by("position"))
+    comparison.job = job_of([e.run for e in entries if e.run is not None],  # type: ignore[attr-defined]
+                            comparison.num_prompts)
+    return [e.checkpoint for e in entries]
 
 
 def checkpoint_choices(user: User) -> list[Checkpoint]:

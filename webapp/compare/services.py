@@ -1,39 +1,43 @@
-"""Writes for comparisons: create (validated, one field named per mistake) and queue one,
-cancel it, hand a person the next blind pair, and record their verdict."""
+"""Writes for comparisons: create one (validated, one field named per mistake; one eval run
+per checkpoint), cancel it (its runs), store what its runs sampled, hand a person the next
+blind pair, and record their verdict."""
 
 from __future__ import annotations
 
 import random
-import uuid
-from dataclasses import dataclass
+import re
+from collections import defaultdict
+from dataclasses import dataclass, fields
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core import signing
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
 from engine import rewards as engine_rewards
 from engine import tasks as engine_tasks
+from engine.events import RolloutRecord
 from webapp.compare.models import (
     Comparison,
     ComparisonEntry,
     ComparisonPrompt,
     ComparisonSample,
     Judgment,
-    Status,
+    PromptResult,
     Winner,
 )
 from webapp.projects.models import Project
 from webapp.projects.selectors import can_label, can_write, projects_for
-from webapp.runs.models import Checkpoint
+from webapp.runs.models import Checkpoint, Run
+from webapp.runs.services import run_cancel, run_create
 
 MAX_CHECKPOINTS = 8
 MAX_K = 16
 MAX_PROMPTS = 500
 MAX_NEW_TOKENS = 4096
+MAX_TEMPERATURE = 2.0
+PROMPTS_PER_BATCH = 8  # progress is reported, and a stop request honoured, after each batch
 PAIR_SALT = "ponder.compare.pair"
 
 
@@ -53,6 +57,8 @@ class SamplingSpec:
     accuracy_reward: str = "task"
     seed: int = 0
 
+
+SPEC_FIELDS = [f.name for f in fields(SamplingSpec) if f.name != "dataset_id"] + ["dataset"]
 
 # ---- creating -----------------------------------------------------------------------------
 
@@ -79,22 +85,18 @@ def _check_source(project: Project, spec: SamplingSpec) -> None:
         raise ValidationError({"prompts": f"the built-in tasks are {', '.join(engine_tasks.names())}"})
     if spec.dataset_id is not None and not project.datasets.filter(pk=spec.dataset_id).exists():
         raise ValidationError({"prompts": f"not a dataset of {project.name}"})
-    if spec.task is not None and spec.split not in ("train", "test"):
-        raise ValidationError({"split": "must be train or test"})
 
 
-def _check_sampling(spec: SamplingSpec) -> None:
+def _check_costs(spec: SamplingSpec) -> None:
+    """What a comparison may cost (it samples every checkpoint); the sampling rules
+    themselves are EvalConfig's, checked when its runs are created."""
     limits = (("num_prompts", spec.num_prompts, 1, MAX_PROMPTS), ("k", spec.k, 1, MAX_K),
               ("max_new_tokens", spec.max_new_tokens, 1, MAX_NEW_TOKENS))
     for field, value, low, high in limits:
         if not low <= value <= high:
             raise ValidationError({field: f"must be between {low} and {high}"})
-    if not 0 <= spec.temperature <= 2:
-        raise ValidationError({"temperature": "must be between 0 (greedy) and 2"})
-    if spec.temperature == 0 and spec.k > 1:
-        raise ValidationError({"temperature": "0 (greedy) makes all k samples the same: use k = 1 or sample"})
-    if not 0 < spec.top_p <= 1:
-        raise ValidationError({"top_p": "must be above 0 and at most 1"})
+    if not 0 <= spec.temperature <= MAX_TEMPERATURE:
+        raise ValidationError({"temperature": f"must be between 0 (greedy) and {MAX_TEMPERATURE:g}"})
 
 
 def _check_rewards(spec: SamplingSpec) -> None:
@@ -104,18 +106,26 @@ def _check_rewards(spec: SamplingSpec) -> None:
         raise ValidationError({"rewards": f"unknown: {', '.join(unknown)} (known: {', '.join(known)})"})
     if spec.accuracy_reward != "task" and spec.accuracy_reward not in known:
         raise ValidationError({"accuracy_reward": f"must be task or one of {', '.join(known)}"})
-    if spec.accuracy_reward == "task" and spec.task is None:
-        raise ValidationError({"accuracy_reward": "a dataset has no task grader: choose math or code"})
 
 
 def _default_name(checkpoints: list[Checkpoint]) -> str:
     return " vs ".join(f"{c.run.name} @ {c.step}" for c in checkpoints)[:200]
 
 
+def eval_config(spec: SamplingSpec, checkpoint: Checkpoint) -> dict[str, Any]:
+    """The eval run's config for one checkpoint: everything but the model is shared."""
+    source = {"task": spec.task} if spec.task is not None else {"task": None, "dataset": f"dataset:{spec.dataset_id}"}
+    return {"model": f"checkpoint:{checkpoint.pk}", **source, "split": spec.split, "num_prompts": spec.num_prompts,
+            "k": spec.k, "temperature": spec.temperature, "top_p": spec.top_p, "max_new_tokens": spec.max_new_tokens,
+            "rewards": {r: 1.0 for r in spec.rewards}, "accuracy_reward": spec.accuracy_reward, "seed": spec.seed,
+            "prompts_per_batch": PROMPTS_PER_BATCH}
+
+
 def comparison_create(*, user: AbstractBaseUser, checkpoint_ids: list[int], spec: SamplingSpec,
                       name: str = "") -> Comparison:
-    """A comparison of the checkpoints (in this column order), queued for a worker once
-    it commits. Only owners of the checkpoints' project start one (it takes a GPU)."""
+    """A comparison of the checkpoints (in this column order): one eval run per checkpoint,
+    each queued for a worker once it commits. Only owners of the checkpoints' project start
+    one (it takes a GPU)."""
     checkpoints = _checkpoints(user, checkpoint_ids)
     project = checkpoints[0].run.project
     if not can_write(user, project.pk):
@@ -124,35 +134,90 @@ def comparison_create(*, user: AbstractBaseUser, checkpoint_ids: list[int], spec
     if len(name) > 200:
         raise ValidationError({"name": "must be at most 200 characters"})
     _check_source(project, spec)
-    _check_sampling(spec)
+    _check_costs(spec)
     _check_rewards(spec)
     with transaction.atomic():
         comparison = Comparison.objects.create(
             project=project, name=name, task=spec.task or "", dataset_id=spec.dataset_id, split=spec.split,
             num_prompts=spec.num_prompts, k=spec.k, temperature=spec.temperature, top_p=spec.top_p,
             max_new_tokens=spec.max_new_tokens, rewards={r: 1.0 for r in spec.rewards},
-            accuracy_reward=spec.accuracy_reward, seed=spec.seed, created_by=user,
-            total=spec.num_prompts * len(checkpoints), celery_task_id=str(uuid.uuid4()))
-        ComparisonEntry.objects.bulk_create([ComparisonEntry(comparison=comparison, checkpoint=c, position=i)
-                                             for i, c in enumerate(checkpoints)])
-        transaction.on_commit(lambda: enqueue(comparison))
+            accuracy_reward=spec.accuracy_reward, seed=spec.seed, created_by=user)
+        for position, checkpoint in enumerate(checkpoints):
+            run = _eval_run(user, comparison, spec, checkpoint)
+            ComparisonEntry.objects.create(comparison=comparison, checkpoint=checkpoint, position=position, run=run)
     return comparison
 
 
-def enqueue(comparison: Comparison) -> None:
-    from workers.tasks import compare_checkpoints
+def _eval_run(user: AbstractBaseUser, comparison: Comparison, spec: SamplingSpec, checkpoint: Checkpoint) -> Run:
+    """The eval run sampling `checkpoint`; EvalConfig's rule, if broken, is named by field."""
+    try:
+        return run_create(project=comparison.project, user=user, stage="eval", config=eval_config(spec, checkpoint),
+                          name=f"{comparison.name} · {checkpoint.run.name} @ {checkpoint.step}"[:200])
+    except ValidationError as exc:
+        raise ValidationError({_field_named(message): message
+                               for messages in exc.message_dict.values() for message in messages}) from None
 
-    compare_checkpoints.apply_async(args=[comparison.pk], task_id=comparison.celery_task_id,
-                                    queue=settings.PONDER_QUEUES["gpu"])
+
+def _field_named(sentence: str) -> str:
+    """The first comparison field a sentence of EvalConfig's mentions (the form shows the
+    rule beside it); `prompts` when it names none."""
+    found = [(m.start(), name) for name in SPEC_FIELDS if (m := re.search(rf"\b{name}\b", sentence))]
+    return min(found)[1] if found else "prompts"
 
 
 def comparison_cancel(*, user: AbstractBaseUser, comparison: Comparison) -> None:
-    """A queued comparison ends now; a running one stops after its current batch."""
+    """A comparison's queued runs end now; running ones stop after their current batch."""
     if not can_write(user, comparison.project_id):
         raise PermissionDenied("only project owners cancel comparisons")
-    Comparison.objects.filter(pk=comparison.pk, status=Status.QUEUED).update(
-        status=Status.CANCELLED, finished_at=timezone.now())
-    Comparison.objects.filter(pk=comparison.pk, status=Status.RUNNING).update(stop_requested=True)
+    for entry in comparison.entries.select_related("run"):
+        if entry.run is not None:
+            run_cancel(run=entry.run, user=user)
+
+
+def comparison_samples_store(*, run: Run, records: list[RolloutRecord]) -> None:
+    """What the eval run of a comparison's column reported, stored as the comparison's
+    prompts, samples and per-prompt results (idempotent: a batch reported twice is kept
+    once). The worker calls this beside storing the run's own rollouts."""
+    entry = ComparisonEntry.objects.select_related("comparison").filter(run=run).first()
+    if entry is None:
+        return
+    comparison, checkpoint_id = entry.comparison, entry.checkpoint_id
+    by_prompt: dict[int, list[RolloutRecord]] = defaultdict(list)
+    for r in records:
+        by_prompt[int(r.metadata["question_index"])].append(r)
+    with transaction.atomic():
+        ComparisonPrompt.objects.bulk_create(
+            [ComparisonPrompt(comparison=comparison, index=i, question=_clean(rs[0].metadata["question"]),
+                              reference=_clean(rs[0].reference)) for i, rs in by_prompt.items()],
+            ignore_conflicts=True)
+        ComparisonSample.objects.bulk_create(
+            [_sample(comparison, checkpoint_id, i, r) for i, rs in by_prompt.items() for r in rs],
+            ignore_conflicts=True)
+        PromptResult.objects.bulk_create([_result(comparison, checkpoint_id, i, rs) for i, rs in by_prompt.items()],
+                                         ignore_conflicts=True)
+
+
+def _sample(comparison: Comparison, checkpoint_id: int, index: int, r: RolloutRecord) -> ComparisonSample:
+    rewards = {k: v for k, v in r.rewards.items() if k != "correct"}
+    return ComparisonSample(
+        comparison=comparison, checkpoint_id=checkpoint_id, prompt_index=index,
+        sample_index=r.sample_index, completion=_clean(r.completion), reasoning=_clean(r.reasoning),
+        answer=_clean(r.answer), rewards=rewards, correct=bool(r.metadata.get("correct")),
+        total=sum(comparison.rewards.get(k, 0.0) * v for k, v in rewards.items()),
+        token_count=r.token_count, finish_reason=r.finish_reason[:16])
+
+
+def _result(comparison: Comparison, checkpoint_id: int, index: int, rs: list[RolloutRecord]) -> PromptResult:
+    return PromptResult(
+        comparison=comparison, checkpoint_id=checkpoint_id, prompt_index=index, n=len(rs),
+        correct=sum(bool(r.metadata.get("correct")) for r in rs), cons=float(rs[0].metadata.get("cons", 0.0)),
+        majority=_clean(rs[0].metadata.get("majority") or ""),
+        length_mean=sum(r.token_count for r in rs) / len(rs))
+
+
+def _clean(text: Any) -> str:
+    """PostgreSQL text holds no NUL characters; a model may still write one."""
+    return str(text).replace("\x00", "\ufffd")
 
 
 # ---- blind pairs --------------------------------------------------------------------------

@@ -79,8 +79,9 @@ def compare_detail(request: HttpRequest, comparison_id: int) -> HttpResponse:
 @require_GET
 def compare_status(request: HttpRequest, comparison_id: int) -> JsonResponse:
     c = selectors.comparison_for(request.user, comparison_id)
-    return JsonResponse({"status": c.status, "done": c.done, "total": c.total, "finished": c.is_finished,
-                         "error": c.error.strip().splitlines()[-1] if c.error.strip() else ""})
+    job = selectors.with_jobs([c])[0].job
+    return JsonResponse({"status": job.status, "done": job.done, "total": job.total, "finished": job.is_finished,
+                         "error": job.error.strip().splitlines()[-1] if job.error.strip() else ""})
 
 
 @require_POST
@@ -143,4 +144,4 @@ def compare_ratings(request: HttpRequest, slug: str) -> HttpResponse:
     project = project_for(request.user, slug)
     return render(request, "compare/ratings.html", {
         "project": project, "ratings": selectors.project_ratings(project),
-        "comparisons": list(Comparison.objects.filter(project=project)[:50])})
+        "comparisons": selectors.with_jobs(list(Comparison.objects.filter(project=project)[:50]))})

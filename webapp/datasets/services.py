@@ -6,7 +6,6 @@ written under PONDER_DATA_DIR/datasets/<id>/, is reused as it is.
 
 from __future__ import annotations
 
-import logging
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -21,12 +20,12 @@ from django.db.models import Max
 from django.utils import timezone
 
 from engine.datasets import DatasetError
+from webapp import queue
 from webapp.datasets import files
 from webapp.datasets.models import Dataset, DatasetExport, Prompt
 from webapp.projects.models import Project
 from webapp.projects.selectors import can_write
 
-log = logging.getLogger(__name__)
 FILE_NAMES = {"jsonl": "data.jsonl", "parquet": "data.parquet", "datasets": "hf"}
 EXPORT_SUFFIXES = {"jsonl": ".jsonl", "parquet": ".parquet", "datasets": "-hf.zip"}
 MAX_NAME = 200
@@ -161,34 +160,20 @@ def export_start(*, dataset: Dataset, fmt: str, user: AbstractBaseUser) -> Datas
 
 
 def _enqueue_export(export_id: int) -> None:
-    from workers.tasks import dataset_export
-
-    dataset_export.apply_async(args=[export_id], queue="cpu")
+    queue.send(queue.DATASET_EXPORT, args=[export_id], queue_kind="cpu")
 
 
-def export_run(*, export_id: int) -> str:
-    """The Celery task's body: claim the job (conditional UPDATE), write the file, report."""
-    claimed = DatasetExport.objects.filter(pk=export_id, status=DatasetExport.Status.QUEUED).update(
-        status=DatasetExport.Status.RUNNING)
-    if not claimed:
-        return "not queued"
-    job = DatasetExport.objects.select_related("dataset").get(pk=export_id)
-    total = max(job.dataset.row_count, 1)
-
-    def progress(done: int) -> None:  # reading rows is 90% of the work; writing the rest
-        DatasetExport.objects.filter(pk=export_id).update(progress=min(0.9, 0.9 * done / total))
-
-    try:
-        path = dataset_download_path(job.dataset, job.fmt, progress)
-    except Exception as e:  # the job must end either way; the person sees the reason
-        log.exception("export %s failed", export_id)
-        _finish(export_id, DatasetExport.Status.FAILED, error=str(e)[:2000])
-        return "failed"
-    _finish(export_id, DatasetExport.Status.DONE, path=str(path))
-    return "done"
+def export_claim(*, export_id: int) -> bool:
+    """queued → running for exactly one worker (a conditional UPDATE)."""
+    return DatasetExport.objects.filter(pk=export_id, status=DatasetExport.Status.QUEUED).update(
+        status=DatasetExport.Status.RUNNING) == 1
 
 
-def _finish(export_id: int, status: str, *, path: str = "", error: str = "") -> None:
+def export_progress(*, export_id: int, share: float) -> None:
+    DatasetExport.objects.filter(pk=export_id).update(progress=share)
+
+
+def export_finish(*, export_id: int, status: str, path: str = "", error: str = "") -> None:
     DatasetExport.objects.filter(pk=export_id).update(
         status=status, path=path, error=error, finished_at=timezone.now(),
         progress=1.0 if status == DatasetExport.Status.DONE else 0.0)

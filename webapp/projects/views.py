@@ -3,7 +3,6 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from webapp.projects.selectors import project_for, projects_for, role_in
-from webapp.runs.models import Run
 
 
 def project_list(request: HttpRequest) -> HttpResponse:
@@ -13,7 +12,7 @@ def project_list(request: HttpRequest) -> HttpResponse:
 
 def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
     project = project_for(request.user, slug)
-    runs = Run.objects.filter(project=project).order_by("-created_at")[:200]
+    runs = project.runs.order_by("-created_at")[:200]
     members = project.memberships.select_related("user").order_by("user__username")
     return render(request, "projects/detail.html", {
         "project": project, "runs": runs, "members": members, "role": role_in(request.user, project.pk),

@@ -10,13 +10,12 @@ from django.http import Http404, QueryDict
 from webapp.datasets.models import Dataset
 from webapp.projects.models import Membership, Role
 from webapp.projects.selectors import User, projects_for
-from webapp.runs import services
+from webapp.runs import services, stages
 from webapp.runs.forms import LaunchForm
-from webapp.runs.models import Checkpoint, Run, Stage
+from webapp.runs.models import Checkpoint, Run
 from webapp.runs.selectors import run_for
-from webapp.runs.stages import config_class
 
-LAUNCHABLE = [Stage.GRPO, Stage.SFT, Stage.REJECTION, Stage.DISTILL, Stage.EVAL, Stage.PRETRAIN]
+DEFAULT_STAGE = "grpo"
 STARTER_MODELS = [("starter", "Starter base model (dense, offline)"), ("starter-moe", "Starter MoE (DeepSeek-V3 style)")]
 
 
@@ -61,19 +60,16 @@ def launch_context(user: User, params: QueryDict) -> dict[str, Any]:
     stage, initial_config, name = _prefill(user, params)
     if "name" not in params:  # links such as "launch SFT from this dataset" prefill ?cfg_<field>=value
         initial_config.update({k[4:]: v for k, v in params.items() if k.startswith("cfg_")})
-    stage = params.get("stage") or stage or Stage.GRPO
-    if stage not in LAUNCHABLE:
+    stage = params.get("stage") or stage or DEFAULT_STAGE
+    spec = stages.spec(stage)
+    if spec is None:
         raise Http404("No such stage.")
-    cls = config_class(stage)
     projects = owned_projects(user)
-    form = None
-    if cls is not None:
-        data = params if "name" in params else None
-        form = LaunchForm(data, config_cls=cls, initial_config=initial_config, initial={"name": name},
-                          model_choices=model_choices(user), dataset_choices=dataset_choices(user))
-    return {"stage": stage, "stages": [(s.value, s.label) for s in LAUNCHABLE], "form": form,
-            "projects": projects, "project": params.get("project") or (projects[0].slug if projects else ""),
-            "available": cls is not None}
+    data = params if "name" in params else None
+    form = LaunchForm(data, config_cls=spec.config, initial_config=initial_config, initial={"name": name},
+                      model_choices=model_choices(user), dataset_choices=dataset_choices(user))
+    return {"stage": stage, "stages": stages.launchable(), "form": form,
+            "projects": projects, "project": params.get("project") or (projects[0].slug if projects else "")}
 
 
 def launch_from_form(user: User, form: LaunchForm | None, ctx: dict[str, Any]) -> Run | None:

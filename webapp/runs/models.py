@@ -10,15 +10,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-
-class Stage(models.TextChoices):
-    PRETRAIN = "pretrain", "Pretrain (starter base model)"
-    GRPO = "grpo", "GRPO / R1-Zero"
-    SFT = "sft", "SFT"
-    REJECTION = "rejection", "Rejection sampling"
-    DISTILL = "distill", "Distillation"
-    EVAL = "eval", "Evaluation"
-    EXTERNAL = "external", "External (logged through the API)"
+from webapp.runs import stages
 
 
 class Status(models.TextChoices):
@@ -48,7 +40,7 @@ class Pipeline(models.Model):
 class Run(models.Model):
     project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="runs")
     name = models.CharField(max_length=200)
-    stage = models.CharField(max_length=16, choices=Stage.choices)
+    stage = models.CharField(max_length=16, choices=stages.choices)  # engine/stages.py, plus external
     config = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     created_at = models.DateTimeField(auto_now_add=True)

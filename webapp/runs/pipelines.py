@@ -1,4 +1,5 @@
-"""Pipelines: stages chained so each takes the previous stage's checkpoint or dataset.
+"""Pipelines: stages chained so each takes the previous stage's checkpoint or dataset; and
+the ready-made configs (the R1 recipe and its R1-Zero stage, scaled to the starter).
 
 A stage's config may say `"model": "@previous"` (the previous run's last checkpoint) or
 `"dataset": "@previous"` (the dataset the previous run produced). Only the first run is
@@ -8,25 +9,27 @@ queued at once; each later one is queued when the one before it succeeds.
 from __future__ import annotations
 
 import copy
-import uuid
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.utils import timezone
 
 from webapp.projects.models import Project
 from webapp.projects.selectors import can_write
 from webapp.runs import services
-from webapp.runs.models import Checkpoint, Pipeline, Run, Stage, Status
+from webapp.runs.configs import PREVIOUS
+from webapp.runs.models import Pipeline, Run
 
-PREVIOUS = "@previous"
+# R1-Zero on the starter (`make demo`): GRPOConfig's defaults are tuned for this run (learning
+# rate, batch, length limit; see docs/benchmarks.md), so the preset names only what it is about:
+# the base model, the task and R1-Zero's two rule-based rewards (format and the task's grader).
+R1_ZERO_DEMO: dict[str, Any] = {"model": "starter", "task": "arithmetic", "rewards": {"format": 0.5, "task": 1.0}}
 
 # The R1 recipe (R1-RECIPE.md) in miniature, on the starter model and the arithmetic task.
 R1_RECIPE: list[dict[str, Any]] = [
     {"stage": "grpo", "name": "R1-Zero: RL on the base model",
-     "config": {"model": "starter", "task": "arithmetic", "rewards": {"format": 0.5, "task": 1.0}}},
+     "config": R1_ZERO_DEMO},
     {"stage": "rejection", "name": "Cold-start data from R1-Zero samples",
      "config": {"model": PREVIOUS, "task": "arithmetic"}},
     {"stage": "sft", "name": "Cold-start SFT of the base model",
@@ -54,52 +57,16 @@ def pipeline_create(*, project: Project, user: AbstractBaseUser, name: str,
         pipeline = Pipeline.objects.create(project=project, name=name, spec=copy.deepcopy(stages), created_by=user)
         previous = None
         for index, spec in enumerate(stages):
-            run = services.run_create(
+            run = services.run_create(  # later stages wait for their parent: not sent to a worker yet
                 project=project, user=user, name=spec.get("name") or f"{name} · {spec['stage']}",
                 stage=spec["stage"], config=dict(spec.get("config", {})), parent=previous, queue=index == 0,
             )
             Run.objects.filter(pk=run.pk).update(pipeline=pipeline, pipeline_index=index)
-            if index > 0:  # waits for its parent: not in Celery yet
-                Run.objects.filter(pk=run.pk).update(celery_task_id="", queued_at=None)
             previous = run
     return pipeline
-
-
-def pipeline_advance(*, run_id: int) -> Run | None:
-    """Queue the stage after `run_id` in its pipeline, wiring in what `run_id` produced."""
-    run = Run.objects.select_related("output_dataset").get(pk=run_id)
-    child = Run.objects.filter(parent=run, pipeline=run.pipeline_id, status=Status.QUEUED, celery_task_id="").first()
-    if run.pipeline_id is None or child is None:
-        return None
-    config = dict(child.config)
-    fields: dict[str, Any] = {}
-    for key in ("model", "teacher"):
-        if config.get(key) == PREVIOUS:
-            checkpoint = Checkpoint.objects.filter(run=run).order_by("-step").first()
-            if checkpoint is None:
-                return _blocked(child, f"{key}: the previous stage (#{run.pk}) saved no checkpoint")
-            config[key] = checkpoint.path
-            fields["base_checkpoint"] = checkpoint
-    if config.get("dataset") == PREVIOUS:
-        if run.output_dataset is None:
-            return _blocked(child, f"dataset: the previous stage (#{run.pk}) produced no dataset")
-        config["dataset"] = f"dataset:{run.output_dataset_id}"
-        fields["input_dataset"] = run.output_dataset
-    with transaction.atomic():
-        Run.objects.filter(pk=child.pk).update(config=config, celery_task_id=str(uuid.uuid4()),
-                                               queued_at=timezone.now(), **fields)
-        child.refresh_from_db()
-        transaction.on_commit(lambda: services.enqueue(child))
-    return child
-
-
-def _blocked(child: Run, reason: str) -> None:
-    services.run_finish(run_id=child.pk, status=Status.FAILED, error=reason)
-    return None
 
 
 def pipeline_runs(pipeline: Pipeline) -> list[Run]:
     return list(pipeline.runs.order_by("pipeline_index"))
 
 
-__all__ = ["PRESETS", "R1_RECIPE", "Stage", "pipeline_advance", "pipeline_create", "pipeline_runs"]

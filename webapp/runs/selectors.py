@@ -15,7 +15,8 @@ from django.db.models.functions import Cast
 from django.http import Http404
 
 from webapp.projects.selectors import User, projects_for
-from webapp.runs.models import Checkpoint, MetricPoint, Rollout, Run, Stage, Status
+from webapp.runs import stages
+from webapp.runs.models import Checkpoint, MetricPoint, Rollout, Run, Status
 
 
 def runs_for(user: User) -> QuerySet[Run]:
@@ -151,7 +152,7 @@ def parse_run_list(params: Any) -> tuple[RunListFilter, list[str]]:
     flt, errors = RunListFilter(), []
     for name in ("project", "launched_by", "q"):
         setattr(flt, name, params.get(name, "").strip()[:200])
-    for name, allowed in (("stage", Stage.values), ("status", Status.values)):
+    for name, allowed in (("stage", stages.names()), ("status", Status.values)):
         value = params.get(name, "")
         if value and value not in allowed:
             errors.append(f"{name}: {value!r} is not one of {', '.join(allowed)}")

@@ -7,102 +7,73 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from webapp import broadcast, queue
 from webapp.projects.models import Project
-from webapp.projects.selectors import can_write, projects_for
-from webapp.runs import realtime
-from webapp.runs.models import FINISHED, Checkpoint, Run, Stage, Status
+from webapp.projects.selectors import can_write
+from webapp.runs import stages
+from webapp.runs.configs import CHECKPOINT_REF, DATASET_REF, PREVIOUS, References, config_check
+from webapp.runs.models import FINISHED, Checkpoint, Run, Status
 from webapp.runs.selectors import run_status
-
-# Which kind of Celery queue runs which stage: training and generation want a GPU.
-QUEUE_KIND_FOR_STAGE = {
-    Stage.PRETRAIN: "gpu", Stage.GRPO: "gpu", Stage.SFT: "gpu", Stage.DISTILL: "gpu",
-    Stage.REJECTION: "gpu", Stage.EVAL: "gpu",
-}
-
-
-def queue_for(stage: str) -> str:
-    """The queue name for a stage (settings.PONDER_QUEUES maps the kinds to real queue names)."""
-    return settings.PONDER_QUEUES[QUEUE_KIND_FOR_STAGE.get(stage, "cpu")]
 
 
 def run_create(
     *, project: Project, user: AbstractBaseUser, name: str, stage: str, config: dict[str, Any],
     parent: Run | None = None, queue: bool = True,
 ) -> Run:
-    """Create a run; engine stages are queued for a worker once the row commits."""
+    """Create a run; engine stages are queued for a worker once the row commits. With
+    `queue=False` the run waits, queued but not yet sent (a pipeline's later stages),
+    until `run_enqueue`."""
     if not can_write(user, project.pk):
         raise PermissionDenied("only project owners may launch runs")
-    config, base_checkpoint, input_dataset = _resolve_references(user, config)
-    _check_run_fields(name=name, stage=stage, config=config)
+    refs = _check_run_fields(user=user, name=name, stage=stage, config=config)
     now = timezone.now()
-    external = stage == Stage.EXTERNAL
+    external = stage == stages.EXTERNAL
+    sent = queue and not external
     with transaction.atomic():
         run = Run.objects.create(
             project=project, name=name.strip(), stage=stage, config=config, launched_by=user, parent=parent,
-            base_checkpoint=base_checkpoint, input_dataset=input_dataset,
+            base_checkpoint=refs.base_checkpoint, input_dataset=refs.input_dataset,
             status=Status.RUNNING if external else Status.QUEUED,
-            started_at=now if external else None, queued_at=None if external else now,
-            celery_task_id="" if external else str(uuid.uuid4()),
+            started_at=now if external else None, queued_at=now if sent else None,
+            celery_task_id=str(uuid.uuid4()) if sent else "",
         )
-        if queue and not external:
+        if sent:
             transaction.on_commit(lambda: enqueue(run))
     return run
 
 
-def _resolve_references(user: AbstractBaseUser, config: Any) -> tuple[Any, Checkpoint | None, Any]:
-    """`"model": "checkpoint:<id>"` and `"dataset": "dataset:<id>"` name stored objects the
-    caller may see; the model becomes the checkpoint's path."""
-    if not isinstance(config, dict):
-        return config, None, None
-    config = dict(config)
-    checkpoint = dataset = None
-    model = config.get("model")
-    if isinstance(model, str) and model.startswith("checkpoint:"):
-        checkpoint = _visible(Checkpoint.objects.filter(run__project__in=projects_for(user)), model, "model")
-        config["model"] = checkpoint.path
-    ref = config.get("dataset")
-    if isinstance(ref, str) and ref.startswith("dataset:"):
-        from webapp.datasets.models import Dataset
-
-        dataset = _visible(Dataset.objects.filter(project__in=projects_for(user)), ref, "dataset")
-    return config, checkpoint, dataset
-
-
-def _visible(qs: Any, ref: str, field: str) -> Any:
-    try:
-        obj = qs.filter(pk=int(ref.split(":", 1)[1])).first()
-    except ValueError:
-        obj = None
-    if obj is None:
-        raise ValidationError({field: f"{ref!r} is not a {field.replace('model', 'checkpoint')} you can see"})
-    return obj
-
-
-def _check_run_fields(*, name: str, stage: str, config: Any) -> None:
+def _check_run_fields(*, user: AbstractBaseUser, name: str, stage: str, config: Any) -> References:
     if not isinstance(name, str) or not name.strip():
         raise ValidationError({"name": "must be a non-empty string"})
     if len(name) > 200:
         raise ValidationError({"name": "must be at most 200 characters"})
-    if stage not in Stage.values:
-        raise ValidationError({"stage": f"must be one of {', '.join(Stage.values)}"})
+    if stage not in stages.names():
+        raise ValidationError({"stage": f"must be one of {', '.join(stages.names())}"})
     if not isinstance(config, dict):
         raise ValidationError({"config": "must be a JSON object"})
-    from webapp.runs.stages import validate_config
-
-    validate_config(stage, config)
+    return config_check(user, stage, config)
 
 
 def enqueue(run: Run) -> None:
-    from workers.tasks import run_stage
+    """Send a queued run to a worker of the kind its stage needs (after commit)."""
+    queue.send(queue.RUN_STAGE, args=[run.pk], task_id=run.celery_task_id, queue_kind=stages.queue_kind(run.stage))
 
-    run_stage.apply_async(args=[run.pk], task_id=run.celery_task_id, queue=queue_for(run.stage))
+
+def run_enqueue(*, run: Run, changes: dict[str, Any] | None = None) -> Run:
+    """Send a run that waits (a pipeline's next stage) to a worker, with `changes` to its
+    fields (its inputs) saved first."""
+    with transaction.atomic():
+        Run.objects.filter(pk=run.pk).update(celery_task_id=str(uuid.uuid4()), queued_at=timezone.now(),
+                                             **(changes or {}))
+        run.refresh_from_db()
+        transaction.on_commit(lambda: enqueue(run))
+    return run
 
 
 def run_claim(*, run_id: int, task_id: str, worker: str) -> bool:
@@ -123,7 +94,7 @@ def run_progress(*, run_id: int, step: int, total: int, eta_s: float | None) -> 
     Run.objects.filter(pk=run_id).update(
         current_step=step, total_steps=total, eta_s=eta_s, heartbeat_at=timezone.now()
     )
-    realtime.send_now(run_id, {"type": "progress", "status": "running", "step": step, "total": total, "eta_s": eta_s})
+    broadcast.send_now(run_id, {"type": "progress", "status": "running", "step": step, "total": total, "eta_s": eta_s})
     return Run.objects.filter(pk=run_id, stop_requested=True).exists()
 
 
@@ -137,9 +108,37 @@ def run_finish(*, run_id: int, status: str, error: str = "", summary: dict[str, 
         changed = Run.objects.filter(pk=run_id).exclude(status__in=FINISHED).update(**fields)
         transaction.on_commit(lambda: _announce_status(run_id))
         if changed and status == Status.SUCCEEDED:
-            from webapp.runs.pipelines import pipeline_advance
-
             pipeline_advance(run_id=run_id)
+
+
+def pipeline_advance(*, run_id: int) -> Run | None:
+    """Queue the stage after `run_id` in its pipeline, wiring in what `run_id` produced:
+    `@previous` as a model or teacher becomes its last checkpoint, as a dataset the
+    dataset it wrote. A stage whose input is missing fails with the reason."""
+    run = Run.objects.get(pk=run_id)
+    child = Run.objects.filter(parent=run, pipeline=run.pipeline_id, status=Status.QUEUED, celery_task_id="").first()
+    if run.pipeline_id is None or child is None:
+        return None
+    config = dict(child.config)
+    changes: dict[str, Any] = {}
+    for key in ("model", "teacher"):
+        if config.get(key) == PREVIOUS:
+            checkpoint = Checkpoint.objects.filter(run=run).order_by("-step").first()
+            if checkpoint is None:
+                return _blocked(child, f"{key}: the previous stage (#{run.pk}) saved no checkpoint")
+            config[key] = f"{CHECKPOINT_REF}{checkpoint.pk}"
+            changes["base_checkpoint"] = checkpoint
+    if config.get("dataset") == PREVIOUS:
+        if run.output_dataset_id is None:
+            return _blocked(child, f"dataset: the previous stage (#{run.pk}) produced no dataset")
+        config["dataset"] = f"{DATASET_REF}{run.output_dataset_id}"
+        changes["input_dataset_id"] = run.output_dataset_id
+    return run_enqueue(run=child, changes={"config": config, **changes})
+
+
+def _blocked(child: Run, reason: str) -> None:
+    run_finish(run_id=child.pk, status=Status.FAILED, error=reason)
+    return None
 
 
 def run_cancel(*, run: Run, user: AbstractBaseUser) -> Run:
@@ -159,7 +158,7 @@ def run_resume(*, run: Run, user: AbstractBaseUser) -> Run:
     """Queue a failed or cancelled run again; the worker continues from its last checkpoint."""
     if not can_write(user, run.project_id):
         raise PermissionDenied("only project owners may resume runs")
-    if run.stage == Stage.EXTERNAL:
+    if run.stage == stages.EXTERNAL:
         raise ValidationError({"stage": "external runs are trained elsewhere and cannot be resumed here"})
     task_id = str(uuid.uuid4())
     with transaction.atomic():
@@ -178,12 +177,12 @@ def run_resume(*, run: Run, user: AbstractBaseUser) -> Run:
 def _announce_status(run_id: int) -> None:
     run = run_status(run_id)
     if run:
-        realtime.send_now(run_id, {"type": "status", **run})
+        broadcast.send_now(run_id, {"type": "status", **run})
 
 
 def external_run_finish(*, run: Run, status: str, summary: dict[str, Any]) -> None:
     """An outside trainer says its run ended (the client's `finish()`)."""
-    if run.stage != Stage.EXTERNAL:
+    if run.stage != stages.EXTERNAL:
         raise ValidationError({"stage": "only external runs are finished through the API; Ponder ends its own"})
     if status not in FINISHED:
         raise ValidationError({"status": f"must be one of {', '.join(FINISHED)}"})
@@ -200,7 +199,7 @@ def checkpoint_record(*, run: Run, step: int, path: str, summary: dict[str, Any]
             "parameter_count": int(summary.get("parameters", 0) or 0),
         },
     )
-    realtime.send_on_commit(run.pk, [{"type": "checkpoint", "step": step, "id": checkpoint.pk}])
+    broadcast.send_on_commit(run.pk, [{"type": "checkpoint", "step": step, "id": checkpoint.pk}])
     return checkpoint
 
 

@@ -1,47 +1,51 @@
-"""The bridge between runs in the database and engine stages.
+"""The web app's view of the engine's stage table (`engine/stages.py`), plus `external`:
+runs trained elsewhere that log in through the API and are never queued.
 
-Each engine stage owns a config dataclass that validates itself; the web app never
-keeps a second copy of those rules, it asks the dataclass.
+The table imports every stage module (and with them torch), so it is imported on first
+use rather than when Django starts: commands and pages that never touch a stage do not
+pay for it.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from django.core.exceptions import ValidationError
+if TYPE_CHECKING:
+    from engine.stages import StageSpec
 
-# stage -> "module:ConfigClass" in the engine. Stages absent here take any JSON object.
-CONFIG_CLASSES: dict[str, str] = {
-    "grpo": "engine.config:GRPOConfig",
-    "sft": "engine.config:SFTConfig",
-    "rejection": "engine.rejection:RejectionConfig",
-    "distill": "engine.distill:DistillConfig",
-    "eval": "engine.evaluate:EvalConfig",
-    "pretrain": "engine.__main__:StarterConfig",
-}
+EXTERNAL = "external"
+EXTERNAL_LABEL = "External (logged through the API)"
 
 
-def config_class(stage: str) -> type | None:
-    target = CONFIG_CLASSES.get(stage)
-    if target is None:
-        return None
-    module_name, _, attr = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            return None
-        raise
-    return getattr(module, attr, None)
+def _table() -> Any:
+    from engine import stages  # torch loads here, once, on first use
+
+    return stages
 
 
-def validate_config(stage: str, config: dict[str, Any]) -> Any:
-    """Build the engine's config for `stage` from JSON, or raise ValidationError naming the rule."""
-    cls = config_class(stage)
-    if cls is None:
-        return None
-    try:
-        return cls.from_dict(config) if hasattr(cls, "from_dict") else cls(**config)
-    except (TypeError, ValueError) as exc:
-        raise ValidationError({"config": str(exc)}) from None
+def spec(stage: str) -> StageSpec | None:
+    """The engine's stage called `stage`; None for `external` and unknown names."""
+    return _table().STAGES.get(stage)
+
+
+def choices() -> list[tuple[str, str]]:
+    """(name, label) of every stage a run may have: `Run.stage`'s choices (a callable, so a
+    new engine stage needs no migration), the runs list's filter."""
+    return [(s.name, s.label) for s in _table().STAGES.values()] + [(EXTERNAL, EXTERNAL_LABEL)]
+
+
+def names() -> list[str]:
+    return [name for name, _ in choices()]
+
+
+def launchable() -> list[tuple[str, str]]:
+    """(name, label) of the stages a person launches from the browser: the engine's."""
+    return [(s.name, s.label) for s in _table().STAGES.values()]
+
+
+def queue_kind(stage: str) -> str:
+    """The kind of worker queue (`gpu`, `cpu`) a stage's runs go to."""
+    found = spec(stage)
+    if found is None:
+        raise ValueError(f"stage {stage!r} is not run by Ponder's workers")
+    return found.queue

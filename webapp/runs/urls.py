@@ -7,9 +7,6 @@ urlpatterns = [
     path("runs/<int:run_id>/", views.run_detail, name="run-detail"),
     path("runs/<int:run_id>/cancel/", views.run_cancel, name="run-cancel"),
     path("runs/<int:run_id>/resume/", views.run_resume, name="run-resume"),
-    path("runs/<int:run_id>/metrics.json", views.run_metrics, name="run-metrics"),
-    path("runs/overlay/", views.run_overlay, name="run-overlay"),
-    path("runs/overlay/data.json", views.run_overlay_data, name="run-overlay-data"),
     path("checkpoints/<int:checkpoint_id>/", views.checkpoint_detail, name="checkpoint-detail"),
 ]
 

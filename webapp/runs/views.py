@@ -1,14 +1,15 @@
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_POST
 
 from webapp.projects.selectors import can_write, projects_for
-from webapp.runs import launch, overlay, pipelines, selectors, services
+from webapp.runs import launch, pipelines, selectors, services, stages
 from webapp.runs.checkpoints import checkpoint_model
-from webapp.runs.models import Pipeline, Stage, Status
+from webapp.runs.models import Pipeline, Status
+from webapp.runs.workers_status import workers_overview
 
 # (sort key, header) of the runs list's sortable columns, in table order.
 RUN_COLUMNS = [("name", "Name"), ("stage", "Stage"), ("status", "Status"), ("steps", "Step"),
@@ -21,7 +22,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
     return render(request, "runs/list.html", {
         "runs": runs, "has_next": has_next, "flt": flt, "errors": errors,
         "projects": projects_for(request.user).order_by("name"), "launchers": selectors.run_launchers(request.user),
-        "stages": Stage.choices, "statuses": Status.choices, "columns": RUN_COLUMNS,
+        "stages": stages.choices(), "statuses": Status.choices, "columns": RUN_COLUMNS,
     })
 
 
@@ -34,40 +35,13 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     })
 
 
-def run_metrics(request: HttpRequest, run_id: int) -> JsonResponse:
-    run = selectors.run_for(request.user, run_id)
-    return JsonResponse({"series": overlay.run_curves(run)})
-
-
-def run_overlay(request: HttpRequest) -> HttpResponse:
-    """Several runs' curves on shared charts; the page fetches `run_overlay_data`."""
-    try:
-        query = overlay.parse_query(request.GET)
-    except ValidationError as exc:
-        return render(request, "runs/overlay.html", {"errors": _messages(exc), "runs": []}, status=400)
-    runs = overlay.visible_runs(request.user, query.run_ids)
-    return render(request, "runs/overlay.html", {"runs": runs, "query": query, "errors": []})
-
-
-def run_overlay_data(request: HttpRequest) -> JsonResponse:
-    try:
-        query = overlay.parse_query(request.GET)
-    except ValidationError as exc:
-        return JsonResponse({"errors": _messages(exc)}, status=400)
-    return JsonResponse(overlay.overlay_data(overlay.visible_runs(request.user, query.run_ids), query))
-
-
-def _messages(exc: ValidationError) -> list[str]:
-    return [f"{field}: {message}" for field, messages in exc.message_dict.items() for message in messages]
-
-
 def checkpoint_detail(request: HttpRequest, checkpoint_id: int) -> HttpResponse:
     checkpoint = selectors.checkpoint_for(request.user, checkpoint_id)
     run = checkpoint.run
     return render(request, "runs/checkpoint.html", {
         "checkpoint": checkpoint, "run": run, "model": checkpoint_model(checkpoint),
         "derived": selectors.checkpoint_derived_runs(request.user, checkpoint),
-        "continue_stage": run.stage if run.stage in launch.LAUNCHABLE and run.stage != Stage.EVAL else Stage.GRPO,
+        "continue_stage": run.stage if stages.spec(run.stage) and run.stage != "eval" else launch.DEFAULT_STAGE,
         "compare_url": _url_or_none("compare-new"),
     })
 
@@ -110,8 +84,6 @@ def run_new(request: HttpRequest) -> HttpResponse:
 
 
 def worker_list(request: HttpRequest) -> HttpResponse:
-    from webapp.runs.workers_status import workers_overview
-
     workers = workers_overview()
     visible = set(selectors.runs_for(request.user).filter(status="running").values_list("pk", flat=True))
     for worker in workers:  # a worker's run is named only to those who may see it

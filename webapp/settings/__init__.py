@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "webapp.projects",
     "webapp.datasets",
     "webapp.runs",
+    "webapp.ingest",
     "webapp.review",
     "webapp.compare",
 ]

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 from django.core.management.base import BaseCommand
 
 from webapp.accounts.services import demo_user_ensure
 from webapp.projects.services import personal_project
 from webapp.runs.management.commands.serve import start_services, stop_all, wait_then_stop
-from webapp.runs.presets import R1_ZERO_DEMO
+from webapp.runs.pipelines import R1_ZERO_DEMO
 from webapp.runs.services import run_create
-from webapp.runs.stages import config_class
 
 
 class Command(BaseCommand):
@@ -31,7 +29,7 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"\nPonder is up: http://{host}:{port}/\n  user: demo\n"
                                              f"  password: {password}\n"))
         try:
-            if not no_run and config_class("grpo") is not None:
+            if not no_run:
                 # Built here, in the setup, so the R1-Zero run is live as soon as it is launched
                 # (the worker would build it too, but then the run's first minutes are pretraining).
                 self._ensure_starter()
@@ -44,14 +42,12 @@ class Command(BaseCommand):
         sys.exit(wait_then_stop(children))
 
     def _ensure_starter(self) -> None:
+        from engine.events import NullSink
+        from engine.pretrain import progress_reporter
         from engine.starter import ensure_starter
 
-        started = time.monotonic()
+        class Terminal(NullSink):
+            def log(sink, line: str) -> None:  # noqa: N805 - `self` is the command
+                self.stdout.write(f"  {line} (once)")
 
-        def progress(step: int, total: int, values: dict[str, float]) -> None:
-            if step % 50 == 0 or step == total:
-                eta = (time.monotonic() - started) / max(step, 1) * (total - step)
-                self.stdout.write(f"  pretraining the offline starter model (once): step {step}/{total}, "
-                                  f"loss {values.get('loss', float('nan')):.3f}, about {eta:.0f} s left")
-
-        ensure_starter(R1_ZERO_DEMO["model"], progress=progress)
+        ensure_starter(R1_ZERO_DEMO["model"], progress=progress_reporter(Terminal(), R1_ZERO_DEMO["model"]))

@@ -26,10 +26,10 @@ from typing import Any, TextIO
 
 from engine.distributed import launch_command
 from engine.events import Sink, replay_event
+from engine.stages import STAGES, StageSpec
 
 POLL_SECONDS = 0.2
 PR_SET_PDEATHSIG = 1
-STAGES = {"grpo", "sft", "distill"}  # the stages that train data-parallel
 
 
 def wants_launcher(config: Any) -> bool:
@@ -67,12 +67,14 @@ class LaunchFiles:
             path.unlink(missing_ok=True)
 
 
-def run_launched(*, stage: str, config: Any, sink: Sink, output_dir: Path, resume_from: str | None) -> Any:
-    """Run `stage` under its launcher with `config.nproc_per_node` processes, relaying its
-    events to `sink`; returns its result (`status`, `step`, `checkpoint`, `metrics`, ...).
-    Raises RuntimeError with the end of its output when it fails."""
-    if stage not in STAGES:
-        raise ValueError(f"launcher {config.launcher} runs grpo, sft and distill, not {stage}.")
+def run_launched(*, spec: StageSpec, config: Any, sink: Sink, output_dir: Path, resume_from: str | None) -> Any:
+    """Run the stage `spec` under its launcher with `config.nproc_per_node` processes,
+    relaying its events to `sink`; returns its result (`status`, `step`, `checkpoint`,
+    `metrics`, ...). Raises RuntimeError with the end of its output when it fails."""
+    if not spec.parallel:
+        parallel = ", ".join(s.name for s in STAGES.values() if s.parallel)
+        raise ValueError(f"launcher {config.launcher} runs {parallel}, not {spec.name}.")
+    stage = spec.name
     files = LaunchFiles(output_dir / "launch")
     files.fresh(config)
     result_file = output_dir / "result.json"

@@ -10,7 +10,7 @@
 
 Two passes: the first checks every row against the API's rules (the same schema) and
 stops naming `file:line: field: rule`; the second stores rows in chunks through
-`ingest.rollouts_store`, so an import repeated stores nothing twice. A row's
+`store.rollouts_store`, so an import repeated stores nothing twice. A row's
 `sample_index` numbers the rows of the same (step, prompt) in file order.
 """
 
@@ -25,9 +25,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from webapp.api.errors import field_path
-from webapp.api.schemas import CheckedRolloutIn as RolloutSchema
-from webapp.runs import ingest
+from webapp.ingest import store
+from webapp.ingest.schemas import CheckedRolloutIn as RolloutSchema
+from webapp.ingest.schemas import field_path
 from webapp.runs.models import Run
 
 FORMATS = ("trl", "verl")
@@ -228,13 +228,13 @@ def _rows(files: list[Path], fmt: str, reward_columns: Sequence[str] | None) -> 
 
 def _numbered(row: Row, seen: dict[tuple[Any, int], int]) -> Row:
     if isinstance(row.fields.get("prompt"), str):
-        key = (row.fields.get("step"), ingest.prompt_hash(row.fields["prompt"]))
+        key = (row.fields.get("step"), store.prompt_hash(row.fields["prompt"]))
         row.fields["sample_index"] = seen.get(key, 0)
         seen[key] = row.fields["sample_index"] + 1
     return row
 
 
-def check(row: Row) -> ingest.RolloutIn:
+def check(row: Row) -> store.RolloutIn:
     """The row as the API would store it, or RowError naming the file's field and the rule."""
     if row.error:
         raise RowError(row.error)
@@ -247,7 +247,7 @@ def check(row: Row) -> ingest.RolloutIn:
             name = row.names.get(api_field) or row.names.get(api_field.split(".")[0]) or api_field
             problems.append(f"{name}: {str(error.get('msg', 'is invalid')).removeprefix('Value error, ')}")
         raise RowError("; ".join(problems)) from None
-    return ingest.RolloutIn(step=r.step, prompt=r.prompt, completion=r.completion, rewards=r.rewards,
+    return store.RolloutIn(step=r.step, prompt=r.prompt, completion=r.completion, rewards=r.rewards,
                             sample_index=r.sample_index, reference=r.answer, metadata=r.metadata)
 
 
@@ -278,7 +278,7 @@ def rollouts_import(*, run: Run, path: Path, fmt: str = "auto", reward_columns: 
     report = ImportReport(files=len(files), rows=_validate(files, fmt, reward_columns))
     if dry_run:
         return report
-    pending: list[ingest.RolloutIn] = []
+    pending: list[store.RolloutIn] = []
     done = 0
     for row in _rows(files, fmt, reward_columns):
         pending.append(check(row))
@@ -289,8 +289,8 @@ def rollouts_import(*, run: Run, path: Path, fmt: str = "auto", reward_columns: 
     return report
 
 
-def _store(run: Run, rows: list[ingest.RolloutIn], report: ImportReport, done: int, progress: Progress | None) -> int:
-    report.created += ingest.rollouts_store(run=run, rollouts=rows)
+def _store(run: Run, rows: list[store.RolloutIn], report: ImportReport, done: int, progress: Progress | None) -> int:
+    report.created += store.rollouts_store(run=run, rollouts=rows)
     done += len(rows)
     if progress is not None:
         progress(done, report.rows, report.created)

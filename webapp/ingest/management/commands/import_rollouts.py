@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from webapp.runs import importers
+from webapp.ingest import importers
 from webapp.runs.models import Run
 
 

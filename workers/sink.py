@@ -1,4 +1,4 @@
-"""The engine's Sink, implemented on PostgreSQL and Channels.
+"""The engine's Sink, implemented on PostgreSQL and Channels (the worker side).
 
 Rollouts and metric points are buffered and written in batches (COPY / one upsert);
 each batch is announced to the run's websocket group after it commits. Token streams
@@ -12,8 +12,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.events import CheckpointRecord, RolloutRecord
-from webapp.runs import ingest, realtime, services
+from engine.events import CheckpointRecord, ForwardingSink, RolloutRecord, Sink
+from webapp import broadcast
+from webapp.compare.models import ComparisonEntry
+from webapp.compare.services import comparison_samples_store
+from webapp.ingest import store
+from webapp.runs import services
 from webapp.runs.models import Run
 
 FLUSH_ROLLOUTS = 512
@@ -34,7 +38,7 @@ class _Stream:
 class DbSink:
     run: Run
     log_path: Path | None = None
-    _rollouts: list[ingest.RolloutIn] = field(default_factory=list)
+    _rollouts: list[store.RolloutIn] = field(default_factory=list)
     _metrics: list[tuple[int, str, float]] = field(default_factory=list)
     _streams: dict[str, _Stream] = field(default_factory=dict)
     _last_flush: float = field(default_factory=time.monotonic)
@@ -82,7 +86,7 @@ class DbSink:
         if final:
             self._streams.pop(str(final), None)
         if deltas:
-            realtime.send_now(self.run.pk, {"type": "tokens", "deltas": deltas})
+            broadcast.send_now(self.run.pk, {"type": "tokens", "deltas": deltas})
 
     def progress(self, step: int, total: int, *, eta_s: float | None = None) -> None:
         self.flush()
@@ -94,7 +98,7 @@ class DbSink:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log_path, "a", encoding="utf-8") as f:
                 f.write(line.rstrip("\n") + "\n")
-        realtime.send_now(self.run.pk, {"type": "log", "line": line[:2000]})
+        broadcast.send_now(self.run.pk, {"type": "log", "line": line[:2000]})
 
     def should_stop(self) -> bool:
         now = time.monotonic()
@@ -112,10 +116,10 @@ class DbSink:
         if self._rollouts:
             batch, self._rollouts = self._rollouts, []
             for i in range(0, len(batch), 5000):
-                ingest.rollouts_store(run=self.run, rollouts=batch[i:i + 5000])
+                store.rollouts_store(run=self.run, rollouts=batch[i:i + 5000])
         if self._metrics:
             points, self._metrics = self._metrics, []
-            ingest.metrics_store(run=self.run, points=points)
+            store.metrics_store(run=self.run, points=points)
         self._last_flush = time.monotonic()
 
     def close(self) -> None:
@@ -127,12 +131,30 @@ def _clean_text(text: str) -> str:
     return text.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL; model output may
 
 
-def _rollout_in(r: RolloutRecord, checkpoint_id: int | None) -> ingest.RolloutIn:
+def _rollout_in(r: RolloutRecord, checkpoint_id: int | None) -> store.RolloutIn:
     rewards = {k: (float(v) if math.isfinite(v) else 0.0) for k, v in r.rewards.items()}
-    return ingest.RolloutIn(
+    return store.RolloutIn(
         step=r.step, prompt=_clean_text(r.prompt), completion=_clean_text(r.completion), rewards=rewards,
         sample_index=r.sample_index, reference=_clean_text(r.reference), metadata=r.metadata,
         reward=r.reward if math.isfinite(r.reward) else 0.0, reasoning=_clean_text(r.reasoning),
         final_answer=_clean_text(r.answer), token_count=r.token_count, finish_reason=r.finish_reason,
         checkpoint_id=checkpoint_id,
     )
+
+
+class ComparisonColumnSink(ForwardingSink):
+    """The sink of an eval run that samples one checkpoint of a comparison: everything
+    goes to the run's own DbSink, and its samples are stored as the comparison's too."""
+
+    def __init__(self, inner: DbSink) -> None:
+        super().__init__(inner)
+        self.run = inner.run
+
+    def rollouts(self, records: list[RolloutRecord]) -> None:
+        self.inner.rollouts(records)
+        comparison_samples_store(run=self.run, records=records)
+
+
+def stage_sink(sink: DbSink) -> Sink:
+    """The sink a run's stage reports to: its DbSink, wrapped for a comparison's column."""
+    return ComparisonColumnSink(sink) if ComparisonEntry.objects.filter(run=sink.run).exists() else sink

@@ -12,7 +12,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.http import Http404
 
-from webapp.runs.realtime import group_name, watchers_key
+from webapp.broadcast import group_name, watchers_key
 from webapp.runs.selectors import run_for, run_status
 
 

@@ -25,7 +25,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from engine.text import split_reasoning
-from webapp.runs import realtime
+from webapp import broadcast
 from webapp.runs.models import Run
 
 try:  # about ten times faster than json.dumps on the small dicts of every row
@@ -130,7 +130,7 @@ def rollouts_store(*, run: Run, rollouts: list[RolloutIn]) -> int:
         created = _copy_new(cursor, rows, fresh, now) if fresh else []
         if created is None:  # someone stored some of these meanwhile
             created = _insert_via_temp(cursor, rows, now)
-        realtime.send_on_commit(run.pk, lambda: realtime.rollout_frames(_announced(rollouts, rows, created)))
+        broadcast.send_on_commit(run.pk, lambda: broadcast.rollout_frames(_announced(rollouts, rows, created)))
     return len(created)
 
 
@@ -206,7 +206,7 @@ def metrics_store(*, run: Run, points: list[tuple[int, str, float]]) -> int:
         stored = _copy_points(cursor, run.pk, points, now) if _all_new(cursor, run.pk, points) else None
         if stored is None:
             stored = _upsert_points(cursor, run.pk, points, now)
-        realtime.send_on_commit(run.pk, lambda: realtime.metric_frames(
+        broadcast.send_on_commit(run.pk, lambda: broadcast.metric_frames(
             [{"step": s, "name": n, "value": v} for s, n, v in stored]))
     return len(stored)
 

@@ -1,5 +1,5 @@
 from django.urls import path
 
-from webapp.runs.consumers import RunConsumer
+from webapp.live.consumers import RunConsumer
 
 websocket_urlpatterns = [path("ws/runs/<int:run_id>/", RunConsumer.as_asgi())]

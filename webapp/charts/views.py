@@ -1,0 +1,37 @@
+"""Charts: one run's curves and several runs overlaid, downsampled in SQL."""
+
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+
+from webapp.charts import selectors as charts
+from webapp.runs.selectors import run_for
+
+
+def run_metrics(request: HttpRequest, run_id: int) -> JsonResponse:
+    run = run_for(request.user, run_id)
+    return JsonResponse({"series": charts.run_curves(run)})
+
+
+def run_overlay(request: HttpRequest) -> HttpResponse:
+    """Several runs' curves on shared charts; the page fetches `run_overlay_data`."""
+    try:
+        query = charts.parse_query(request.GET)
+    except ValidationError as exc:
+        return render(request, "runs/overlay.html", {"errors": _messages(exc), "runs": []}, status=400)
+    runs = charts.visible_runs(request.user, query.run_ids)
+    return render(request, "runs/overlay.html", {"runs": runs, "query": query, "errors": []})
+
+
+def run_overlay_data(request: HttpRequest) -> JsonResponse:
+    try:
+        query = charts.parse_query(request.GET)
+    except ValidationError as exc:
+        return JsonResponse({"errors": _messages(exc)}, status=400)
+    return JsonResponse(charts.overlay_data(charts.visible_runs(request.user, query.run_ids), query))
+
+
+def _messages(exc: ValidationError) -> list[str]:
+    return [f"{field}: {message}" for field, messages in exc.message_dict.items() for message in messages]
+
+
