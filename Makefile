@@ -59,5 +59,9 @@ vllm-optional:
 bench: install system-deps
 	@$(SERVICES) && $(PY) benchmarks/run_all.py
 
+# Style (ruff), the architecture's import rules (import-linter, contracts in pyproject.toml)
+# and types (mypy with django-stubs); `.ci/run` runs it after the tests.
 lint: install
 	$(VENV)/bin/ruff check engine webapp workers client tests benchmarks
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy

@@ -2,7 +2,7 @@
 
 Seeds a scratch database `ponder_bench_overlay` (created and migrated here; kept between
 runs, `--reseed` rebuilds it) with one run of 1,000,000 `reward` points (one per step) and
-four runs of 250,000 points each, then times `webapp.runs.overlay.overlay_data` (metric
+four runs of 250,000 points each, then times `webapp.charts.selectors.overlay_data` (metric
 names, bucket query, grouping: what /runs/overlay/data.json runs) for 500 buckets, against
 the baseline of reading the same points raw (`selectors.metric_series`, what the run page
 did before) and against the JSON each produces.

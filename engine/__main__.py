@@ -6,11 +6,11 @@
     python -m engine distill --help-config
 
 Stages (engine/stages.py): grpo, sft, rejection, distill, eval, and pretrain (alias
-starter) to build the offline starter model. The config is a JSON (or, with PyYAML installed, YAML) object of
-the stage's config fields; `--help-config` lists them with defaults and help. A bad
-config exits with status 2 and the sentence that states the rule. Metrics, rollouts and
-checkpoints go to `<output-dir>/{metrics,rollouts,checkpoints}.jsonl`, progress to
-stderr, and the result to `<output-dir>/result.json` and stdout. Ctrl-C asks the stage
+starter) to build the offline starter model. The config is a JSON (or, with PyYAML
+installed, YAML) object of the stage's config fields; `--help-config` lists them with
+defaults and help. A bad config exits with status 2 and the sentence that states the
+rule. Metrics, rollouts and checkpoints go to
+`<output-dir>/{metrics,rollouts,checkpoints}.jsonl`, progress to stderr, and the result to `<output-dir>/result.json` and stdout. Ctrl-C asks the stage
 to stop at its next step boundary (a checkpoint is saved); a second Ctrl-C aborts.
 
 Data parallel: `torchrun --nproc_per_node 2 -m engine grpo --config F` (or `accelerate

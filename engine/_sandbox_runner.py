@@ -34,7 +34,7 @@ _LIMITS = {
     "nproc": resource.RLIMIT_NPROC,
     "core": resource.RLIMIT_CORE,
 }
-_sources = {}  # filename -> source, for tracebacks
+_sources: dict[str, str] = {}  # filename -> source, for tracebacks
 _exec_started = 0.0  # perf_counter() when the code started, for exec_s
 _runner_pid = 0  # forks of the runner that reach the end must not report
 

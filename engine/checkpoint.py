@@ -125,14 +125,13 @@ def _write(tmp: Path, model: Any, tokenizer: Any, step: int, state: tuple[Any, A
     _save_weights(tmp, model, weights)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
-    state = {
+    torch.save({
         "step": step,
         "optimizer": optimizer_state,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "rng": rng_state(),
         "data_state": data_state,
-    }
-    torch.save(state, tmp / STATE_FILE)
+    }, tmp / STATE_FILE)
     (tmp / CONFIG_FILE).write_text(json.dumps(config_dict(config), indent=2) + "\n")
     summary = model_summary(model.config if weights is not None else model)
     (tmp / META_FILE).write_text(json.dumps({"step": step, "summary": summary}, indent=2) + "\n")

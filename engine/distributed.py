@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -302,7 +302,7 @@ def is_sharded(model: torch.nn.Module | None) -> bool:
     return isinstance(model, FSDPModule)
 
 
-def lockstep(items: list[T], model: torch.nn.Module, world: World) -> list[T | None]:
+def lockstep(items: Sequence[T], model: torch.nn.Module, world: World) -> list[T | None]:
     """`items` padded with None up to the longest rank's count when `model` is sharded:
     every forward of a sharded model is a collective, so all ranks must run as many (a
     None stands for a dummy pass whose loss is multiplied by 0)."""
@@ -381,6 +381,7 @@ def load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimize
 
     names = {id(p): name for name, p in model.named_parameters()}
     order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+    by_name: dict[str, Any]  # the literal alone infers a type too narrow for set_optimizer_state_dict
     by_name = {"state": {order[int(i)]: s for i, s in state["state"].items()},
                "param_groups": [{**g, "params": [order[int(i)] for i in g["params"]]} for g in state["param_groups"]]}
     set_optimizer_state_dict(model, optimizer, by_name, options=StateDictOptions(full_state_dict=True))

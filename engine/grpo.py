@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -192,7 +192,8 @@ def _grpo_step(run: _Run, step: int) -> dict[str, float]:
     metrics = _optimize(run, [samples[i] for i in keep], advantages[keep])
     if cfg.ref_refresh_steps and run.ref_model is not None and step % cfg.ref_refresh_steps == 0:
         gathered = distributed.full_state(run.model, None, everywhere=True)  # a collective when sharded
-        run.ref_model.load_state_dict(gathered[0] if gathered else run.model.state_dict())
+        run.ref_model.load_state_dict(  # with everywhere=True every rank holds the weights
+            cast("dict[str, Any]", gathered[0]) if gathered else run.model.state_dict())
     records = _records(step, samples, examples, scores, advantages, correct, first)
     run.sink.rollouts(distributed.gather_lists(records, world))
     metrics.update(_reward_metrics(everyone, rewards))

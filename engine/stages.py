@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from engine.config import GRPOConfig, SFTConfig
+from engine.config import GRPOConfig, SFTConfig, StageConfigMixin
 from engine.distill import DistillConfig, run_distill
 from engine.evaluate import EvalConfig, run_eval
 from engine.grpo import run_grpo
@@ -33,7 +33,7 @@ class StageSpec:
 
     name: str
     label: str  # for people: the launch form, the runs list
-    config: type  # a config dataclass with from_dict / to_dict / help (engine.config.StageConfigMixin)
+    config: type[StageConfigMixin]  # a config dataclass with from_dict / to_dict / help
     run: Callable[..., Any]  # (config, sink, resume_from=None) -> a StageResult
     parallel: bool = False  # runs data-parallel under torchrun / accelerate launch
     queue: str = "gpu"  # the kind of worker queue it needs (QUEUE_KINDS)

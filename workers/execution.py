@@ -16,7 +16,7 @@ from engine import stages
 from engine.events import Sink
 from engine.pretrain import ensure_starters
 from webapp.datasets import files
-from webapp.datasets.services import dataset_create
+from webapp.datasets.services import dataset_store_output
 from webapp.runs import services
 from webapp.runs.configs import engine_config, run_dir
 from webapp.runs.models import Checkpoint, MetricPoint, Rollout, Run, Status
@@ -62,8 +62,9 @@ def _store_output_dataset(run: Run, path: Path) -> None:
     """A stage that wrote a dataset (rejection sampling, distillation traces) gets it stored
     as a new dataset version in the run's project, ready for the next stage."""
     kind = files.detect_kind(path)
-    dataset = dataset_create(project=run.project, user=run.launched_by, name=f"{run.name} (output)", kind=kind,
-                             prompts=files.read_prompts(path, kind), source={"type": "run", "run": run.pk})
+    dataset = dataset_store_output(project=run.project, created_by=run.launched_by, name=f"{run.name[:190]} (output)",
+                                   kind=kind, prompts=files.read_prompts(path, kind),
+                                   source={"type": "run", "run": run.pk})
     Run.objects.filter(pk=run.pk).update(output_dataset=dataset)
 
 
@@ -81,7 +82,8 @@ def _resume_point(run: Run) -> str | None:
 def _summary(result: Any) -> dict[str, Any]:
     """The figures a stage ended with (engine.training.StageResult.metrics), JSON-safe."""
     metrics = getattr(result, "metrics", None) or {}
-    summary = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+    summary: dict[str, Any] = {k: v for k, v in metrics.items()
+                               if isinstance(v, (int, float)) and math.isfinite(v)}
     if getattr(result, "checkpoint", None):
         summary["checkpoint"] = str(result.checkpoint)
     return summary

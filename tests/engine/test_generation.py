@@ -7,7 +7,8 @@ from collections import defaultdict
 import pytest
 import torch
 
-from engine.generation import SamplingParams, make_generator
+from engine.backends import make_generator
+from engine.generation import SamplingParams
 from engine.tasks.templates import r1_zero_prompt
 
 PROMPTS = [r1_zero_prompt("Tom has 3 apples. Tom buys 5 more. How many apples does Tom have now?"),

@@ -63,7 +63,7 @@ def test_a_failure_mid_call_leaves_nothing(run, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("lost the connection to Redis")
 
-    monkeypatch.setattr(store.publish, "send_on_commit", broken)  # runs after the COPY, before the commit
+    monkeypatch.setattr(store.broadcast, "send_on_commit", broken)  # runs after the COPY, before the commit
     with pytest.raises(RuntimeError):
         store.metrics_store(run=run, points=points(range(2, 50)))
     with pytest.raises(RuntimeError):

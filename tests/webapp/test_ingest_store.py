@@ -35,8 +35,8 @@ def test_a_writer_that_raced_us_sends_the_batch_the_safe_way(run, monkeypatch, d
     everything = lambda cursor, run_id, rows: list(range(len(rows)))  # noqa: E731 (blind to what is stored)
     monkeypatch.setattr(store, "_fresh", everything)
     sent = []
-    monkeypatch.setattr(store.publish, "watched", lambda run_id: True)  # as if a browser were watching
-    monkeypatch.setattr(store.publish, "rollout_frames", lambda rows: sent.extend(rows) or [])
+    monkeypatch.setattr(store.broadcast, "watched", lambda run_id: True)  # as if a browser were watching
+    monkeypatch.setattr(store.broadcast, "rollout_frames", lambda rows: sent.extend(rows) or [])
     with django_capture_on_commit_callbacks(execute=True):
         assert store.rollouts_store(run=run, rollouts=batch(10)) == 4
     assert Rollout.objects.filter(run=run).count() == 10

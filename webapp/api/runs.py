@@ -22,7 +22,7 @@ from webapp.api.schemas import (
 )
 from webapp.ingest import store
 from webapp.ingest.schemas import MetricBatch, RolloutBatchIn
-from webapp.projects.selectors import can_write, project_for
+from webapp.projects.selectors import AuthedRequest, can_write, project_for
 from webapp.projects.services import personal_project
 from webapp.runs import services
 from webapp.runs.models import Rollout, Run
@@ -56,7 +56,7 @@ def _writable_run(request: HttpRequest, run_id: int) -> Run:
 
 
 @router.post("/runs", response={201: RunOut})
-def create_run(request: HttpRequest, payload: RunIn):
+def create_run(request: AuthedRequest, payload: RunIn):
     project = project_for(request.user, payload.project) if payload.project else personal_project(user=request.user)
     run = services.run_create(
         project=project, user=request.user, name=payload.name, stage=payload.stage, config=payload.config
@@ -76,12 +76,12 @@ def get_run(request: HttpRequest, run_id: int):
 
 
 @router.post("/runs/{run_id}/cancel", response=RunOut)
-def cancel_run(request: HttpRequest, run_id: int):
+def cancel_run(request: AuthedRequest, run_id: int):
     return run_out(services.run_cancel(run=run_for(request.user, run_id), user=request.user))
 
 
 @router.post("/runs/{run_id}/resume", response=RunOut)
-def resume_run(request: HttpRequest, run_id: int):
+def resume_run(request: AuthedRequest, run_id: int):
     return run_out(services.run_resume(run=run_for(request.user, run_id), user=request.user))
 
 

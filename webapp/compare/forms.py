@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 
@@ -29,14 +29,15 @@ class ComparisonForm(forms.Form):
 
     def __init__(self, *args: Any, checkpoints: list[Any], datasets: list[Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["checkpoints"].choices = [(c.pk, f"{c.run.name} @ step {c.step} ({c.run.project.name})")
-                                              for c in checkpoints]
-        self.fields["prompts"].choices = (
+        fields = cast("dict[str, forms.ChoiceField]", self.fields)  # the four set here are choice fields
+        fields["checkpoints"].choices = [(c.pk, f"{c.run.name} @ step {c.step} ({c.run.project.name})")
+                                         for c in checkpoints]
+        fields["prompts"].choices = (
             [(f"task:{t}", f"task: {t}") for t in engine_tasks.names()]
             + [(f"dataset:{d.pk}", f"dataset: {d.name} v{d.version}") for d in datasets])
         names = engine_rewards.names()
-        self.fields["rewards"].choices = [(n, n) for n in names]
-        self.fields["accuracy_reward"].choices = [("task", "task (its own grader)")] + [(n, n) for n in names]
+        fields["rewards"].choices = [(n, n) for n in names]
+        fields["accuracy_reward"].choices = [("task", "task (its own grader)")] + [(n, n) for n in names]
 
     def spec(self) -> SamplingSpec:
         data = self.cleaned_data

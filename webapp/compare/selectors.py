@@ -43,7 +43,7 @@ def comparison_for(user: User, comparison_id: int) -> Comparison:
 
 def comparison_list(user: User) -> list[Comparison]:
     """The newest comparisons, each with `columns`, `judged` and its runs' `job`."""
-    found = list(comparisons_for(user).select_related("project").annotate(
+    found: list[Comparison] = list(comparisons_for(user).select_related("project").annotate(
         columns=Count("entries", distinct=True), judged=Count("judgments", distinct=True))[:200])
     return with_jobs(found)
 
@@ -85,6 +85,7 @@ def with_jobs(comparisons: list[Comparison]) -> list[Comparison]:
     entries = (ComparisonEntry.objects.filter(comparison__in=comparisons, run__isnull=False)
                .select_related("run").order_by("position"))
     for entry in entries.only("comparison_id", "run__status", "run__current_step", "run__error"):
+        assert entry.run is not None  # run__isnull=False
         runs[entry.comparison_id].append(entry.run)
     for comparison in comparisons:
         comparison.job = job_of(runs[comparison.pk], comparison.num_prompts)  # type: ignore[attr-defined]

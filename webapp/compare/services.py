@@ -10,7 +10,6 @@ from collections import defaultdict
 from dataclasses import dataclass, fields
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.core import signing
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
@@ -28,7 +27,7 @@ from webapp.compare.models import (
     Winner,
 )
 from webapp.projects.models import Project
-from webapp.projects.selectors import can_label, can_write, projects_for
+from webapp.projects.selectors import AuthUser, can_label, can_write, projects_for
 from webapp.runs.models import Checkpoint, Run
 from webapp.runs.services import run_cancel, run_create
 
@@ -63,7 +62,7 @@ SPEC_FIELDS = [f.name for f in fields(SamplingSpec) if f.name != "dataset_id"] +
 # ---- creating -----------------------------------------------------------------------------
 
 
-def _checkpoints(user: AbstractBaseUser, ids: list[int]) -> list[Checkpoint]:
+def _checkpoints(user: AuthUser, ids: list[int]) -> list[Checkpoint]:
     """The chosen checkpoints, in the order given; each must be one `user` may see."""
     ids = list(dict.fromkeys(ids))
     if not 2 <= len(ids) <= MAX_CHECKPOINTS:
@@ -121,7 +120,7 @@ def eval_config(spec: SamplingSpec, checkpoint: Checkpoint) -> dict[str, Any]:
             "prompts_per_batch": PROMPTS_PER_BATCH}
 
 
-def comparison_create(*, user: AbstractBaseUser, checkpoint_ids: list[int], spec: SamplingSpec,
+def comparison_create(*, user: AuthUser, checkpoint_ids: list[int], spec: SamplingSpec,
                       name: str = "") -> Comparison:
     """A comparison of the checkpoints (in this column order): one eval run per checkpoint,
     each queued for a worker once it commits. Only owners of the checkpoints' project start
@@ -148,7 +147,7 @@ def comparison_create(*, user: AbstractBaseUser, checkpoint_ids: list[int], spec
     return comparison
 
 
-def _eval_run(user: AbstractBaseUser, comparison: Comparison, spec: SamplingSpec, checkpoint: Checkpoint) -> Run:
+def _eval_run(user: AuthUser, comparison: Comparison, spec: SamplingSpec, checkpoint: Checkpoint) -> Run:
     """The eval run sampling `checkpoint`; EvalConfig's rule, if broken, is named by field."""
     try:
         return run_create(project=comparison.project, user=user, stage="eval", config=eval_config(spec, checkpoint),
@@ -165,7 +164,7 @@ def _field_named(sentence: str) -> str:
     return min(found)[1] if found else "prompts"
 
 
-def comparison_cancel(*, user: AbstractBaseUser, comparison: Comparison) -> None:
+def comparison_cancel(*, user: AuthUser, comparison: Comparison) -> None:
     """A comparison's queued runs end now; running ones stop after their current batch."""
     if not can_write(user, comparison.project_id):
         raise PermissionDenied("only project owners cancel comparisons")
@@ -235,13 +234,13 @@ class BlindPair:
     remaining: int  # open pairs, this one included (the skipped one not)
 
 
-def _judged_keys(comparison: Comparison, user: AbstractBaseUser) -> set[tuple[int, int, int]]:
+def _judged_keys(comparison: Comparison, user: AuthUser) -> set[tuple[int, int, int]]:
     rows = Judgment.objects.filter(comparison=comparison, user=user).values_list(
         "prompt_index", "left_checkpoint_id", "right_checkpoint_id")
     return {(p, min(a, b), max(a, b)) for p, a, b in rows}
 
 
-def _open_keys(comparison: Comparison, user: AbstractBaseUser) -> list[tuple[int, int, int]]:
+def _open_keys(comparison: Comparison, user: AuthUser) -> list[tuple[int, int, int]]:
     """(prompt index, lower checkpoint id, higher checkpoint id) the user has yet to judge,
     over the prompts every checkpoint has answered."""
     counts: dict[int, int] = {}
@@ -255,7 +254,7 @@ def _open_keys(comparison: Comparison, user: AbstractBaseUser) -> list[tuple[int
     return [(p, a, b) for p in ready for a, b in pairs if (p, a, b) not in judged]
 
 
-def next_pair(*, user: AbstractBaseUser, comparison: Comparison, skip: str = "",
+def next_pair(*, user: AuthUser, comparison: Comparison, skip: str = "",
               rng: random.Random | None = None) -> BlindPair | None:
     """A random pair `user` has not judged (nor the one in the `skip` token, the pair on
     screen, so that a prefetched next pair is a different one); None when none is left.
@@ -296,7 +295,7 @@ def _pair_key(comparison: Comparison, token: str) -> tuple[int, int, int] | None
     return left.prompt_index, a, b
 
 
-def judgment_record(*, user: AbstractBaseUser, comparison: Comparison, token: str, winner: Any) -> Judgment:
+def judgment_record(*, user: AuthUser, comparison: Comparison, token: str, winner: Any) -> Judgment:
     """Record `user`'s verdict on the pair in `token`: left, right or tie. Owners and
     annotators judge; each person judges a (prompt, pair of checkpoints) once."""
     if not can_label(user, comparison.project_id):

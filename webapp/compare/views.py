@@ -15,7 +15,7 @@ from webapp.compare import selectors, services
 from webapp.compare.forms import ComparisonForm
 from webapp.compare.models import Comparison
 from webapp.datasets.models import Dataset
-from webapp.projects.selectors import can_label, can_write, project_for, projects_for
+from webapp.projects.selectors import AuthedRequest, can_label, can_write, project_for, projects_for
 
 
 def _int(value: Any, default: int) -> int:
@@ -33,7 +33,7 @@ def compare_list(request: HttpRequest) -> HttpResponse:
 
 
 @require_http_methods(["GET", "POST"])
-def compare_new(request: HttpRequest) -> HttpResponse:
+def compare_new(request: AuthedRequest) -> HttpResponse:
     """GET `?checkpoints=<id>&checkpoints=<id>` preselects checkpoints (the checkpoint page links here)."""
     checkpoints = selectors.checkpoint_choices(request.user)
     datasets = list(Dataset.objects.filter(project__in={c.run.project_id for c in checkpoints},
@@ -79,13 +79,13 @@ def compare_detail(request: HttpRequest, comparison_id: int) -> HttpResponse:
 @require_GET
 def compare_status(request: HttpRequest, comparison_id: int) -> JsonResponse:
     c = selectors.comparison_for(request.user, comparison_id)
-    job = selectors.with_jobs([c])[0].job
+    job = selectors.with_jobs([c])[0].job  # type: ignore[attr-defined]  # set by with_jobs
     return JsonResponse({"status": job.status, "done": job.done, "total": job.total, "finished": job.is_finished,
                          "error": job.error.strip().splitlines()[-1] if job.error.strip() else ""})
 
 
 @require_POST
-def compare_cancel(request: HttpRequest, comparison_id: int) -> HttpResponse:
+def compare_cancel(request: AuthedRequest, comparison_id: int) -> HttpResponse:
     comparison = selectors.comparison_for(request.user, comparison_id)
     try:
         services.comparison_cancel(user=request.user, comparison=comparison)
@@ -95,7 +95,7 @@ def compare_cancel(request: HttpRequest, comparison_id: int) -> HttpResponse:
 
 
 @require_GET
-def compare_judge(request: HttpRequest, comparison_id: int) -> HttpResponse:
+def compare_judge(request: AuthedRequest, comparison_id: int) -> HttpResponse:
     comparison = selectors.comparison_for(request.user, comparison_id)
     pair = services.next_pair(user=request.user, comparison=comparison)
     return render(request, "compare/judge.html", {
@@ -105,7 +105,7 @@ def compare_judge(request: HttpRequest, comparison_id: int) -> HttpResponse:
 
 
 @require_GET
-def compare_pair(request: HttpRequest, comparison_id: int) -> JsonResponse:
+def compare_pair(request: AuthedRequest, comparison_id: int) -> JsonResponse:
     """The next blind pair, other than the one in `?skip=<token>` (the one on screen)."""
     comparison = selectors.comparison_for(request.user, comparison_id)
     pair = services.next_pair(user=request.user, comparison=comparison, skip=request.GET.get("skip", ""))
@@ -113,7 +113,7 @@ def compare_pair(request: HttpRequest, comparison_id: int) -> JsonResponse:
 
 
 @require_POST
-def compare_verdict(request: HttpRequest, comparison_id: int) -> JsonResponse:
+def compare_verdict(request: AuthedRequest, comparison_id: int) -> JsonResponse:
     """JSON in: {token, winner: left|right|tie}; out: which checkpoint was on which side."""
     comparison = selectors.comparison_for(request.user, comparison_id)
     try:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 
@@ -14,4 +14,4 @@ class ImportForm(forms.Form):
     def __init__(self, *args: Any, projects: list[Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.projects = {p.slug: p for p in projects}
-        self.fields["project"].choices = [(p.slug, p.name) for p in projects]
+        cast(forms.ChoiceField, self.fields["project"]).choices = [(p.slug, p.name) for p in projects]

@@ -5,7 +5,7 @@ from django.http import Http404
 
 from webapp.datasets.models import Dataset, DatasetExport, Prompt
 from webapp.projects.models import Project, Role
-from webapp.projects.selectors import User, projects_for
+from webapp.projects.selectors import AuthUser, User, projects_for
 
 
 def datasets_for(user: User) -> QuerySet[Dataset]:
@@ -19,7 +19,7 @@ def dataset_for(user: User, dataset_id: int) -> Dataset:
     return dataset
 
 
-def owned_projects(user: User) -> list[Project]:
+def owned_projects(user: AuthUser) -> list[Project]:
     return list(projects_for(user).filter(memberships__user=user, memberships__role=Role.OWNER).order_by("name"))
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Max
@@ -24,14 +23,14 @@ from webapp import queue
 from webapp.datasets import files
 from webapp.datasets.models import Dataset, DatasetExport, Prompt
 from webapp.projects.models import Project
-from webapp.projects.selectors import can_write
+from webapp.projects.selectors import AuthUser, can_write
 
 FILE_NAMES = {"jsonl": "data.jsonl", "parquet": "data.parquet", "datasets": "hf"}
 EXPORT_SUFFIXES = {"jsonl": ".jsonl", "parquet": ".parquet", "datasets": "-hf.zip"}
 MAX_NAME = 200
 
 
-def _check_owner(user: AbstractBaseUser, project: Project) -> None:
+def _check_owner(user: AuthUser, project: Project) -> None:
     if not can_write(user, project.pk):
         raise PermissionDenied("only project owners create datasets")
 
@@ -43,11 +42,22 @@ def _check_name(name: str) -> str:
     return name
 
 
-def dataset_create(*, project: Project, user: AbstractBaseUser, name: str, kind: str, prompts: list[Prompt],
+def dataset_create(*, project: Project, user: AuthUser, name: str, kind: str, prompts: list[Prompt],
                    source: dict[str, Any], description: str = "") -> Dataset:
     """A new version of dataset `name` (previous highest version + 1) holding `prompts`."""
     _check_owner(user, project)
-    name = _check_name(name)
+    return _new_version(project, user, _check_name(name), kind, prompts, source, description)
+
+
+def dataset_store_output(*, project: Project, created_by: AuthUser | None, name: str, kind: str,
+                         prompts: list[Prompt], source: dict[str, Any]) -> Dataset:
+    """The dataset a run produced, as a new version in its project. The run's launcher was
+    checked when it launched; the output is kept even if they have left since."""
+    return _new_version(project, created_by, _check_name(name), kind, prompts, source, "")
+
+
+def _new_version(project: Project, user: AuthUser | None, name: str, kind: str, prompts: list[Prompt],
+                 source: dict[str, Any], description: str) -> Dataset:
     if not prompts:
         raise ValidationError({"rows": "nothing to put in the dataset: no rows matched"})
     for attempt in range(3):
@@ -60,7 +70,7 @@ def dataset_create(*, project: Project, user: AbstractBaseUser, name: str, kind:
 
 
 @transaction.atomic
-def _create_version(project: Project, user: AbstractBaseUser, name: str, kind: str, prompts: list[Prompt],
+def _create_version(project: Project, user: AuthUser | None, name: str, kind: str, prompts: list[Prompt],
                     source: dict[str, Any], description: str) -> Dataset:
     latest = Dataset.objects.filter(project=project, name=name).aggregate(v=Max("version"))["v"] or 0
     dataset = Dataset.objects.create(project=project, name=name, version=latest + 1, kind=kind, source=source,
@@ -71,7 +81,7 @@ def _create_version(project: Project, user: AbstractBaseUser, name: str, kind: s
     return dataset
 
 
-def dataset_import(*, project: Project, user: AbstractBaseUser, name: str, upload: Any) -> Dataset:
+def dataset_import(*, project: Project, user: AuthUser, name: str, upload: Any) -> Dataset:
     """A dataset from an uploaded JSONL, Parquet or zipped `datasets` folder.
 
     Raises ValidationError({"file": ...}) with the engine's sentence naming the bad rows."""
@@ -145,7 +155,7 @@ def download_name(dataset: Dataset, fmt: str) -> str:
     return f"{stem}-v{dataset.version}{EXPORT_SUFFIXES[fmt]}"
 
 
-def export_start(*, dataset: Dataset, fmt: str, user: AbstractBaseUser) -> DatasetExport:
+def export_start(*, dataset: Dataset, fmt: str, user: AuthUser) -> DatasetExport:
     """An export job for a Celery worker (large datasets); an unfinished one is reused."""
     if fmt not in files.FORMATS:
         raise ValidationError({"fmt": f"format must be one of {', '.join(files.FORMATS)}"})

@@ -13,6 +13,7 @@ from webapp.datasets import selectors, services
 from webapp.datasets.files import FORMATS
 from webapp.datasets.forms import ImportForm
 from webapp.datasets.models import Dataset, DatasetExport
+from webapp.projects.selectors import AuthedRequest
 
 CONTENT_TYPES = {"jsonl": "application/x-ndjson", "parquet": "application/vnd.apache.parquet",
                  "datasets": "application/zip"}
@@ -36,7 +37,7 @@ def dataset_detail(request: HttpRequest, dataset_id: int) -> HttpResponse:
         "formats": FORMATS, "launch_url": f"{reverse('run-new')}?stage={stage}&cfg_dataset=dataset:{dataset.pk}"})
 
 
-def dataset_import(request: HttpRequest) -> HttpResponse:
+def dataset_import(request: AuthedRequest) -> HttpResponse:
     projects = selectors.owned_projects(request.user)
     form = ImportForm(request.POST or None, request.FILES or None, projects=projects)
     if request.method == "POST" and form.is_valid():
@@ -55,7 +56,7 @@ def dataset_import(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def dataset_download(request: HttpRequest, dataset_id: int, fmt: str) -> HttpResponse:
+def dataset_download(request: AuthedRequest, dataset_id: int, fmt: str) -> HttpResponse | FileResponse:
     """The file, written now when small; a large one is exported by a worker first."""
     dataset = selectors.dataset_for(request.user, dataset_id)
     if fmt not in FORMATS:

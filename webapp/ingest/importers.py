@@ -16,6 +16,7 @@ stops naming `file:line: field: rule`; the second stores rows in chunks through
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -144,7 +145,8 @@ def read_verl(path: Path) -> Iterator[Row]:
     with open(path, "rb") as lines:
         for number, data in enumerate(lines, 1):
             if data.strip():
-                yield _row(f"{path}:{number}", VERL_FIELDS, lambda data=data: _verl_row(data, step_from_name))
+                yield _row(f"{path}:{number}", VERL_FIELDS,
+                           functools.partial(_verl_row, data, step_from_name))
 
 
 def _verl_row(data: bytes, step_from_name: int | None) -> dict[str, Any]:
@@ -195,7 +197,7 @@ def read_trl(path: Path, reward_columns: Sequence[str] | None = None) -> Iterato
     for batch in pq.ParquetFile(path).iter_batches(batch_size=2048):
         for raw in batch.to_pylist():
             number += 1
-            yield _row(f"{path}:{number}", names, lambda raw=raw: _trl_row(raw, rewards))
+            yield _row(f"{path}:{number}", names, functools.partial(_trl_row, raw, rewards))
 
 
 def _trl_row(raw: dict[str, Any], reward_columns: Sequence[str]) -> dict[str, Any]:

@@ -87,14 +87,14 @@ class RolloutBatchIn(Hot):
 # Metric points are dicts, not models: 100,000 model instances cost ~4x the validation
 # itself (measured, docs/scaling.md). Same rules, same error locations.
 class MetricPointIn(TypedDict):
-    __pydantic_config__ = HOT
+    __pydantic_config__ = HOT  # type: ignore[misc]  # pydantic reads it; mypy allows only fields here
     step: Annotated[int, Field(ge=0, le=MAX_BIGINT)]
     name: RewardName
     value: float
 
 
 class MetricBatchIn(TypedDict):
-    __pydantic_config__ = HOT
+    __pydantic_config__ = HOT  # type: ignore[misc]  # pydantic reads it; mypy allows only fields here
     points: Annotated[list[MetricPointIn], Field(min_length=1, max_length=100_000)]
 
 

@@ -34,7 +34,9 @@ try:  # about ten times faster than json.dumps on the small dicts of every row
     def _json_text(value: Any) -> str:
         return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 except ImportError:  # pragma: no cover
-    _json_text = json.dumps
+
+    def _json_text(value: Any) -> str:
+        return json.dumps(value)
 
 _COLUMNS = (
     "run_id", "step", "sample_index", "prompt_hash", "prompt", "completion", "reasoning", "final_answer",

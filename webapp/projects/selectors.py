@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import User as AuthUser  # settings.AUTH_USER_MODEL is Django's own
 from django.db.models import QuerySet
-from django.http import Http404
+from django.http import Http404, HttpRequest
 
 from webapp.projects.models import Membership, Project, Role
 
-User = AbstractBaseUser | AnonymousUser
+User = AuthUser | AnonymousUser  # whoever asks: signed in or not
+
+
+class AuthedRequest(HttpRequest):
+    """For type checkers only: a request that got past LoginRequiredMiddleware (or the API's
+    auth), so its `user` is signed in."""
+
+    user: AuthUser
 
 # What each action needs. Reading is open to every member; changing data is not.
 WRITE_ROLES = frozenset({Role.OWNER})

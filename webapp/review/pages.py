@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 from django.http import QueryDict
 
 from webapp.projects.models import Membership, Role
-from webapp.projects.selectors import User, role_in
+from webapp.projects.selectors import AuthUser, User, role_in
 from webapp.review import selectors
 from webapp.review.filters import LABELS, SORTS, ExplorerFilter, FilterError, parse_filter
 from webapp.review.models import DEFAULT_TAGS, ReviewQueue
@@ -54,7 +54,7 @@ def explorer_context(user: User, runs: list[Run], params: QueryDict) -> dict[str
     }
 
 
-def label_page_context(user: User, queue: ReviewQueue, position: int | None) -> dict[str, Any]:
+def label_page_context(user: AuthUser, queue: ReviewQueue, position: int | None) -> dict[str, Any]:
     role = role_in(user, queue.project_id)
     assigned = queue.assignees.filter(pk=user.pk).exists()
     position = position or selectors.first_open_position(queue, user)

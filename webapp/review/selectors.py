@@ -12,9 +12,9 @@ import binascii
 import json
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from django.db import OperationalError, connection, transaction
 from django.db.models import Avg, BooleanField, Count, Exists, Max, OuterRef, QuerySet, Subquery
@@ -23,7 +23,7 @@ from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.urls import reverse
 
-from webapp.projects.selectors import User, projects_for
+from webapp.projects.selectors import AuthUser, User, projects_for
 from webapp.review.filters import ExplorerFilter, FilterError, apply_filter
 from webapp.review.models import Label, QueueItem, ReviewQueue
 from webapp.runs.models import Rollout, Run
@@ -252,7 +252,7 @@ def label_summaries(rollout_ids: list[int]) -> dict[int, LabelSummary]:
     labels = (Label.objects.filter(rollout_id__in=rollout_ids).order_by("rollout_id", "user__username")
               .values("rollout_id", "verdict", "tags", "rewritten", "note", "updated_at", "user__username"))
     for lab in labels:
-        out[lab["rollout_id"]].labels.append(lab)
+        out[lab["rollout_id"]].labels.append(cast("dict[str, Any]", lab))  # a values() row is a plain dict
     return out
 
 
@@ -282,18 +282,21 @@ def annotate_rows(rows: list[Rollout]) -> None:
     summaries = label_summaries([r.pk for r in rows])
     for r in rows:
         rewards = groups.get((r.run_id, r.step, r.prompt_hash)) or [r.reward]
-        r.advantage = group_advantage(r.reward, rewards)
-        r.group_size = len(rewards)
-        r.group_mean = statistics.fmean(rewards)
-        r.label_summary = summaries.get(r.pk) or LabelSummary()
-        r.reward_list = sorted((r.rewards or {}).items()) if isinstance(r.rewards, dict) else []
-        r.metadata_json = json.dumps(r.metadata, indent=1, ensure_ascii=False, sort_keys=True) if r.metadata else ""
+        # Attributes set on the instances for the pages (mypy knows only the model's fields):
+        r.advantage = group_advantage(r.reward, rewards)  # type: ignore[attr-defined]
+        r.group_size = len(rewards)  # type: ignore[attr-defined]
+        r.group_mean = statistics.fmean(rewards)  # type: ignore[attr-defined]
+        r.label_summary = summaries.get(r.pk) or LabelSummary()  # type: ignore[attr-defined]
+        r.reward_list = (  # type: ignore[attr-defined]
+            sorted((r.rewards or {}).items()) if isinstance(r.rewards, dict) else [])
+        r.metadata_json = (  # type: ignore[attr-defined]
+            json.dumps(r.metadata, indent=1, ensure_ascii=False, sort_keys=True) if r.metadata else "")
 
 
 # ---- one prompt across training -----------------------------------------------------------
 
 
-def prompt_steps(run: Run, prompt_hash: int, limit: int = 1000) -> list[dict[str, Any]]:
+def prompt_steps(run: Run, prompt_hash: int, limit: int = 1000) -> list[Mapping[str, Any]]:
     """Per step: samples, mean and best reward, mean tokens of one prompt (first `limit` steps)."""
     return list(Rollout.objects.filter(run=run, prompt_hash=prompt_hash).values("step")
                 .annotate(n=Count("id"), mean_reward=Avg("reward"), best=Max("reward"), mean_tokens=Avg("token_count"))
@@ -336,14 +339,14 @@ def queue_item(queue: ReviewQueue, position: int) -> QueueItem:
     return item
 
 
-def first_open_position(queue: ReviewQueue, user: User) -> int:
+def first_open_position(queue: ReviewQueue, user: AuthUser) -> int:
     """The first item `user` has not labelled yet, else 1."""
     mine = Label.objects.filter(user_id=user.pk, rollout_id=OuterRef("rollout_id"))
     position = queue.items.filter(~Exists(mine)).order_by("position").values_list("position", flat=True).first()
     return position or 1
 
 
-def labelled_by(queue: ReviewQueue, user: User) -> int:
+def labelled_by(queue: ReviewQueue, user: AuthUser) -> int:
     return Label.objects.filter(user_id=user.pk, rollout__queue_items__queue=queue).count()
 
 
@@ -354,8 +357,8 @@ def queue_items_page(queue: ReviewQueue, *, after: int = 0, limit: int = 100) ->
     more = len(items) > limit
     items = items[:limit]
     summaries = label_summaries([i.rollout_id for i in items])
-    for item in items:
-        item.label_summary = summaries.get(item.rollout_id) or LabelSummary()
+    for item in items:  # label_summary is set on the instance for the page
+        item.label_summary = summaries.get(item.rollout_id) or LabelSummary()  # type: ignore[attr-defined]
     return items, (items[-1].position if more else None)
 
 
@@ -412,12 +415,14 @@ def queue_item_json(queue: ReviewQueue, item: QueueItem, user: User) -> dict[str
     """What the labelling page shows for one item: the rollout, my label, the others'."""
     rollout = item.rollout
     annotate_rows([rollout])
-    summary: LabelSummary = rollout.label_summary
+    summary: LabelSummary = rollout.label_summary  # type: ignore[attr-defined]  # set by annotate_rows
     name = user.get_username()
     mine = next((lab for lab in summary.labels if lab["user__username"] == name), None)
     return {
         "queue": queue.pk, "position": item.position, "total": queue.item_count,
-        "rollout": {**rollout_json(rollout), "advantage": rollout.advantage, "group_size": rollout.group_size},
+        "rollout": {**rollout_json(rollout),  # advantage and group_size: set by annotate_rows
+                    "advantage": rollout.advantage,  # type: ignore[attr-defined]
+                    "group_size": rollout.group_size},  # type: ignore[attr-defined]
         "label": label_json(mine),
         "others": [label_json(lab) for lab in summary.labels if lab is not mine],
         "agreement": summary.agreement,
@@ -439,7 +444,7 @@ def queue_majorities(queue: ReviewQueue) -> dict[str, int]:
     return dict(out)
 
 
-def queues_with_progress(user: User, limit: int = 200) -> list[ReviewQueue]:
+def queues_with_progress(user: AuthUser, limit: int = 200) -> list[ReviewQueue]:
     """The caller's visible queues with `labelled` (items with any label) and `assigned`."""
     labelled = (QueueItem.objects.filter(queue=OuterRef("pk"))
                 .filter(Exists(Label.objects.filter(rollout_id=OuterRef("rollout_id"))))

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 
 from webapp.datasets.models import Dataset, Prompt
 from webapp.datasets.services import dataset_create
 from webapp.projects.models import Membership, Project, Role
-from webapp.projects.selectors import can_label, role_in
+from webapp.projects.selectors import AuthUser, can_label, role_in
 from webapp.review import selectors
 from webapp.review.filters import ExplorerFilter
 from webapp.review.models import MAX_TAGS, Label, QueueItem, ReviewQueue, Verdict
@@ -50,7 +49,7 @@ def _members(project: Project, usernames: list[str]) -> list[Any]:
     return list(found.values())
 
 
-def queue_create(*, user: AbstractBaseUser, runs: list[Run], flt: ExplorerFilter, name: str, tags: list[str],
+def queue_create(*, user: AuthUser, runs: list[Run], flt: ExplorerFilter, name: str, tags: list[str],
                  assignees: list[str], limit: int = 200, instructions: str = "") -> ReviewQueue:
     """A queue of up to `limit` rollouts matching `flt`, in the filter's order."""
     project = _one_project(runs)
@@ -76,7 +75,7 @@ def queue_create(*, user: AbstractBaseUser, runs: list[Run], flt: ExplorerFilter
     return queue
 
 
-def _check_labeller(user: AbstractBaseUser, queue: ReviewQueue) -> None:
+def _check_labeller(user: AuthUser, queue: ReviewQueue) -> None:
     role = role_in(user, queue.project_id)
     if role not in (Role.OWNER, Role.ANNOTATOR):
         raise PermissionDenied("only owners and annotators label")
@@ -97,7 +96,7 @@ def _check_label(queue: ReviewQueue, verdict: Any, tags: Any, rewritten: Any, no
             raise ValidationError({field: f"must be text of at most {limit} characters"})
 
 
-def label_save(*, user: AbstractBaseUser, queue: ReviewQueue, item: QueueItem, verdict: Any, tags: Any = (),
+def label_save(*, user: AuthUser, queue: ReviewQueue, item: QueueItem, verdict: Any, tags: Any = (),
                rewritten: Any = "", note: Any = "") -> Label:
     """Create or replace `user`'s label of the item's rollout."""
     _check_labeller(user, queue)
@@ -147,7 +146,7 @@ def accepted_rows(queue: ReviewQueue) -> list[tuple[Rollout, str, bool]]:
     return out
 
 
-def dataset_from_queue(*, user: AbstractBaseUser, queue: ReviewQueue, name: str,
+def dataset_from_queue(*, user: AuthUser, queue: ReviewQueue, name: str,
                        layout: str = "prompt_completion") -> Dataset:
     """A new SFT dataset version from the queue's accepted items (rewrites preferred)."""
     _check_layout(layout)
@@ -159,7 +158,7 @@ def dataset_from_queue(*, user: AbstractBaseUser, queue: ReviewQueue, name: str,
                           source=source, description=f"Accepted items of review queue {queue.name!r}.")
 
 
-def dataset_from_filter(*, user: AbstractBaseUser, runs: list[Run], flt: ExplorerFilter, name: str,
+def dataset_from_filter(*, user: AuthUser, runs: list[Run], flt: ExplorerFilter, name: str,
                         layout: str = "prompt_completion", limit: int = 1000) -> Dataset:
     """A new SFT dataset version from up to `limit` rollouts matching `flt`."""
     _check_layout(layout)

@@ -11,7 +11,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, QueryD
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from webapp.projects.selectors import can_write
+from webapp.projects.selectors import AuthedRequest, can_write
 from webapp.review import pages, selectors, services
 from webapp.review.filters import FilterError, parse_filter
 from webapp.runs.models import Run
@@ -67,13 +67,13 @@ def prompt_history(request: HttpRequest, run_id: int, prompt_hash: int) -> HttpR
 
 
 @require_GET
-def queue_list(request: HttpRequest) -> HttpResponse:
+def queue_list(request: AuthedRequest) -> HttpResponse:
     queues = selectors.queues_with_progress(request.user)
     return render(request, "review/queue_list.html", {"queues": queues})
 
 
 @require_POST
-def queue_new(request: HttpRequest) -> HttpResponse:
+def queue_new(request: AuthedRequest) -> HttpResponse:
     runs = selectors.explorer_runs(request.user, request.POST.get("runs", ""))
     back = _explorer_url(runs, request.POST.get("filter", ""))
     try:
@@ -109,7 +109,7 @@ def queue_detail(request: HttpRequest, queue_id: int) -> HttpResponse:
 
 
 @require_GET
-def queue_label(request: HttpRequest, queue_id: int) -> HttpResponse:
+def queue_label(request: AuthedRequest, queue_id: int) -> HttpResponse:
     queue = selectors.queue_for(request.user, queue_id)
     return render(request, "review/label.html", pages.label_page_context(request.user, queue, _int(request.GET.get("i"))))
 
@@ -122,7 +122,7 @@ def queue_item_json(request: HttpRequest, queue_id: int, position: int) -> JsonR
 
 
 @require_POST
-def queue_item_label(request: HttpRequest, queue_id: int, position: int) -> JsonResponse:
+def queue_item_label(request: AuthedRequest, queue_id: int, position: int) -> JsonResponse:
     """JSON in: {verdict, tags, rewritten, note}; out: the saved label and the progress."""
     queue = selectors.queue_for(request.user, queue_id)
     item = selectors.queue_item(queue, position)
@@ -147,7 +147,7 @@ def queue_item_label(request: HttpRequest, queue_id: int, position: int) -> Json
 
 
 @require_POST
-def queue_dataset(request: HttpRequest, queue_id: int) -> HttpResponse:
+def queue_dataset(request: AuthedRequest, queue_id: int) -> HttpResponse:
     queue = selectors.queue_for(request.user, queue_id)
     try:
         dataset = services.dataset_from_queue(user=request.user, queue=queue, name=request.POST.get("name", ""),
@@ -162,7 +162,7 @@ def queue_dataset(request: HttpRequest, queue_id: int) -> HttpResponse:
 
 
 @require_POST
-def filter_dataset(request: HttpRequest) -> HttpResponse:
+def filter_dataset(request: AuthedRequest) -> HttpResponse:
     runs = selectors.explorer_runs(request.user, request.POST.get("runs", ""))
     back = _explorer_url(runs, request.POST.get("filter", ""))
     try:

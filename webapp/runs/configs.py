@@ -14,15 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 
 from webapp.datasets.models import Dataset
 from webapp.datasets.services import dataset_export_path
-from webapp.projects.selectors import projects_for
+from webapp.projects.selectors import AuthUser, projects_for
 from webapp.runs import stages
 from webapp.runs.models import Checkpoint, Run
 
@@ -53,14 +52,14 @@ def validate_config(stage: str, config: dict[str, Any]) -> Any:
         raise ValidationError({"config": str(exc)}) from None
 
 
-def config_check(user: AbstractBaseUser, stage: str, config: dict[str, Any]) -> References:
+def config_check(user: AuthUser, stage: str, config: dict[str, Any]) -> References:
     """Check a new run's config and the objects it names; ValidationError names the field."""
     refs = _references(user, config)
     validate_config(stage, config)
     return refs
 
 
-def _references(user: AbstractBaseUser, config: dict[str, Any]) -> References:
+def _references(user: AuthUser, config: dict[str, Any]) -> References:
     refs = References()
     visible = projects_for(user)
     for key in CHECKPOINT_FIELDS:
@@ -102,13 +101,14 @@ def engine_config(run: Run) -> Any:
     """The engine config a worker runs `run` with: references resolved to paths (checked
     when the run was created), output_dir the run's folder."""
     data = dict(run.config)
+    # The references were checked when the run was created, so _ref_id() gives an int here.
     for key in CHECKPOINT_FIELDS:
         if _is_ref(data.get(key), CHECKPOINT_REF):
-            data[key] = Checkpoint.objects.get(pk=_ref_id(data[key])).path
+            data[key] = Checkpoint.objects.get(pk=cast(int, _ref_id(data[key]))).path
     for key in DATASET_FIELDS:
         if _is_ref(data.get(key), DATASET_REF):
             # Every engine loader reads the dataset exported as JSONL.
-            dataset = Dataset.objects.get(pk=_ref_id(data[key]), project=run.project_id)
+            dataset = Dataset.objects.get(pk=cast(int, _ref_id(data[key])), project=run.project_id)
             data[key] = str(dataset_export_path(dataset, "jsonl"))
     config = validate_config(run.stage, data)
     if "output_dir" in {f.name for f in fields(config)}:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Sequence
 from typing import Any
 
 from django import forms
@@ -76,8 +77,8 @@ class LaunchForm(forms.Form):
     name = forms.CharField(max_length=200, help_text="A name to find this run by.")
 
     def __init__(self, *args: Any, config_cls: type, initial_config: dict[str, Any] | None = None,
-                 model_choices: list[tuple[str, str]] = (), dataset_choices: list[tuple[str, str]] = (),
-                 **kwargs: Any) -> None:
+                 model_choices: Sequence[tuple[str, str]] = (),
+                 dataset_choices: Sequence[tuple[str, str]] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.config_cls = config_cls
         hints = typing.get_type_hints(config_cls)

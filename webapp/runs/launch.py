@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, QueryDict
 
 from webapp.datasets.models import Dataset
 from webapp.projects.models import Membership, Role
-from webapp.projects.selectors import User, projects_for
+from webapp.projects.selectors import AuthUser, User, projects_for
 from webapp.runs import services, stages
 from webapp.runs.forms import LaunchForm
 from webapp.runs.models import Checkpoint, Run
@@ -19,7 +19,7 @@ DEFAULT_STAGE = "grpo"
 STARTER_MODELS = [("starter", "Starter base model (dense, offline)"), ("starter-moe", "Starter MoE (DeepSeek-V3 style)")]
 
 
-def owned_projects(user: User) -> list[Any]:
+def owned_projects(user: AuthUser) -> list[Any]:
     ids = Membership.objects.filter(user=user, role=Role.OWNER).values("project_id")
     return list(projects_for(user).filter(pk__in=ids).order_by("name"))
 
@@ -37,11 +37,13 @@ def dataset_choices(user: User) -> list[tuple[str, str]]:
 
 def _prefill(user: User, params: QueryDict) -> tuple[str | None, dict[str, Any], str]:
     """(stage, config, name) from ?clone= or ?checkpoint=, else defaults."""
+    # params[key] is the key's last value, a str (the stubs also allow a list)
     if params.get("clone"):
-        source = run_for(user, _int(params["clone"]))
+        source = run_for(user, _int(cast(str, params["clone"])))
         return source.stage, dict(source.config), f"{source.name} (clone)"
     if params.get("checkpoint"):
-        ckpt = Checkpoint.objects.filter(run__project__in=projects_for(user), pk=_int(params["checkpoint"])).first()
+        ckpt = Checkpoint.objects.filter(run__project__in=projects_for(user),
+                                         pk=_int(cast(str, params["checkpoint"]))).first()
         if ckpt is None:
             raise Http404("No such checkpoint.")
         config = {**ckpt.run.config, "model": f"checkpoint:{ckpt.pk}"}
@@ -56,7 +58,7 @@ def _int(value: str) -> int:
         raise Http404("Not a number.") from None
 
 
-def launch_context(user: User, params: QueryDict) -> dict[str, Any]:
+def launch_context(user: AuthUser, params: QueryDict) -> dict[str, Any]:
     stage, initial_config, name = _prefill(user, params)
     if "name" not in params:  # links such as "launch SFT from this dataset" prefill ?cfg_<field>=value
         initial_config.update({k[4:]: v for k, v in params.items() if k.startswith("cfg_")})
@@ -72,7 +74,7 @@ def launch_context(user: User, params: QueryDict) -> dict[str, Any]:
             "projects": projects, "project": params.get("project") or (projects[0].slug if projects else "")}
 
 
-def launch_from_form(user: User, form: LaunchForm | None, ctx: dict[str, Any]) -> Run | None:
+def launch_from_form(user: AuthUser, form: LaunchForm | None, ctx: dict[str, Any]) -> Run | None:
     if form is None or not form.is_valid():
         return None
     project = next((p for p in ctx["projects"] if p.slug == ctx["project"]), None)

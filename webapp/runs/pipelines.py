@@ -11,12 +11,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 
 from webapp.projects.models import Project
-from webapp.projects.selectors import can_write
+from webapp.projects.selectors import AuthUser, can_write
 from webapp.runs import services
 from webapp.runs.configs import PREVIOUS
 from webapp.runs.models import Pipeline, Run
@@ -47,7 +46,7 @@ R1_RECIPE: list[dict[str, Any]] = [
 PRESETS = {"r1": ("The R1 recipe", R1_RECIPE)}
 
 
-def pipeline_create(*, project: Project, user: AbstractBaseUser, name: str,
+def pipeline_create(*, project: Project, user: AuthUser, name: str,
                     stages: list[dict[str, Any]]) -> Pipeline:
     if not can_write(user, project.pk):
         raise PermissionDenied("only project owners may launch pipelines")

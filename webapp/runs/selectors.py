@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,7 @@ class CursorError(ValueError):
     pass
 
 
-def run_status(run_id: int) -> dict[str, Any] | None:
+def run_status(run_id: int) -> Mapping[str, Any] | None:
     """What the live page's status line shows: status, current_step, total_steps, error."""
     return Run.objects.filter(pk=run_id).values("status", "current_step", "total_steps", "error").first()
 
@@ -200,7 +201,7 @@ def runs_list(user: User, flt: RunListFilter) -> tuple[list[Run], bool]:
         latest_checkpoint_step=Subquery(latest.values("step")[:1]),
     )
     start = (flt.page - 1) * RUNS_PER_PAGE
-    rows = list(qs.order_by(*_ordering(flt.sort))[start:start + RUNS_PER_PAGE + 1])
+    rows: list[Run] = list(qs.order_by(*_ordering(flt.sort))[start:start + RUNS_PER_PAGE + 1])
     return rows[:RUNS_PER_PAGE], len(rows) > RUNS_PER_PAGE
 
 

@@ -7,7 +7,6 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Q
@@ -15,7 +14,7 @@ from django.utils import timezone
 
 from webapp import broadcast, queue
 from webapp.projects.models import Project
-from webapp.projects.selectors import can_write
+from webapp.projects.selectors import AuthUser, can_write
 from webapp.runs import stages
 from webapp.runs.configs import CHECKPOINT_REF, DATASET_REF, PREVIOUS, References, config_check
 from webapp.runs.models import FINISHED, Checkpoint, Run, Status
@@ -23,7 +22,7 @@ from webapp.runs.selectors import run_status
 
 
 def run_create(
-    *, project: Project, user: AbstractBaseUser, name: str, stage: str, config: dict[str, Any],
+    *, project: Project, user: AuthUser, name: str, stage: str, config: dict[str, Any],
     parent: Run | None = None, queue: bool = True,
 ) -> Run:
     """Create a run; engine stages are queued for a worker once the row commits. With
@@ -48,7 +47,7 @@ def run_create(
     return run
 
 
-def _check_run_fields(*, user: AbstractBaseUser, name: str, stage: str, config: Any) -> References:
+def _check_run_fields(*, user: AuthUser, name: str, stage: str, config: Any) -> References:
     if not isinstance(name, str) or not name.strip():
         raise ValidationError({"name": "must be a non-empty string"})
     if len(name) > 200:
@@ -125,12 +124,14 @@ def pipeline_advance(*, run_id: int) -> Run | None:
         if config.get(key) == PREVIOUS:
             checkpoint = Checkpoint.objects.filter(run=run).order_by("-step").first()
             if checkpoint is None:
-                return _blocked(child, f"{key}: the previous stage (#{run.pk}) saved no checkpoint")
+                _blocked(child, f"{key}: the previous stage (#{run.pk}) saved no checkpoint")
+                return None
             config[key] = f"{CHECKPOINT_REF}{checkpoint.pk}"
             changes["base_checkpoint"] = checkpoint
     if config.get("dataset") == PREVIOUS:
         if run.output_dataset_id is None:
-            return _blocked(child, f"dataset: the previous stage (#{run.pk}) produced no dataset")
+            _blocked(child, f"dataset: the previous stage (#{run.pk}) produced no dataset")
+            return None
         config["dataset"] = f"{DATASET_REF}{run.output_dataset_id}"
         changes["input_dataset_id"] = run.output_dataset_id
     return run_enqueue(run=child, changes={"config": config, **changes})
@@ -141,7 +142,7 @@ def _blocked(child: Run, reason: str) -> None:
     return None
 
 
-def run_cancel(*, run: Run, user: AbstractBaseUser) -> Run:
+def run_cancel(*, run: Run, user: AuthUser) -> Run:
     """Queued runs end at once; running ones stop at the next step boundary."""
     if not can_write(user, run.project_id):
         raise PermissionDenied("only project owners may cancel runs")
@@ -154,7 +155,7 @@ def run_cancel(*, run: Run, user: AbstractBaseUser) -> Run:
     return run
 
 
-def run_resume(*, run: Run, user: AbstractBaseUser) -> Run:
+def run_resume(*, run: Run, user: AuthUser) -> Run:
     """Queue a failed or cancelled run again; the worker continues from its last checkpoint."""
     if not can_write(user, run.project_id):
         raise PermissionDenied("only project owners may resume runs")

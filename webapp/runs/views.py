@@ -5,7 +5,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_POST
 
-from webapp.projects.selectors import can_write, projects_for
+from webapp.projects.selectors import AuthedRequest, can_write, projects_for
 from webapp.runs import launch, pipelines, selectors, services, stages
 from webapp.runs.checkpoints import checkpoint_model
 from webapp.runs.models import Pipeline, Status
@@ -55,14 +55,14 @@ def _url_or_none(name: str) -> str | None:
 
 
 @require_POST
-def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
+def run_cancel(request: AuthedRequest, run_id: int) -> HttpResponse:
     run = selectors.run_for(request.user, run_id)
     services.run_cancel(run=run, user=request.user)
     return redirect("run-detail", run_id=run.pk)
 
 
 @require_POST
-def run_resume(request: HttpRequest, run_id: int) -> HttpResponse:
+def run_resume(request: AuthedRequest, run_id: int) -> HttpResponse:
     run = selectors.run_for(request.user, run_id)
     try:
         services.run_resume(run=run, user=request.user)
@@ -71,7 +71,7 @@ def run_resume(request: HttpRequest, run_id: int) -> HttpResponse:
     return redirect("run-detail", run_id=run.pk)
 
 
-def run_new(request: HttpRequest) -> HttpResponse:
+def run_new(request: AuthedRequest) -> HttpResponse:
     """The launch form for one stage; `?clone=<run>` and `?checkpoint=<id>` prefill it."""
     ctx = launch.launch_context(request.user, request.GET)
     if request.method == "POST":
@@ -92,7 +92,7 @@ def worker_list(request: HttpRequest) -> HttpResponse:
     return render(request, "runs/workers.html", {"workers": workers})
 
 
-def pipeline_new(request: HttpRequest) -> HttpResponse:
+def pipeline_new(request: AuthedRequest) -> HttpResponse:
     projects = launch.owned_projects(request.user)
     if request.method == "POST":
         preset = pipelines.PRESETS.get(request.POST.get("preset", ""))

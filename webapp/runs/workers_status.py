@@ -27,8 +27,8 @@ def workers_overview() -> list[dict[str, Any]]:
     workers = alive(settings.REDIS_URL)
     running = Run.objects.filter(status=Status.RUNNING, worker__in=[w["name"] for w in workers])
     held: dict[str, list[dict[str, Any]]] = {}
-    for run_id, worker, name in running.values_list("pk", "worker", "name"):
-        held.setdefault(worker, []).append({"run_id": run_id, "name": name})
+    for run_id, worker_name, name in running.values_list("pk", "worker", "name"):
+        held.setdefault(worker_name, []).append({"run_id": run_id, "name": name})
     for worker in workers:
         worker["active"] = held.get(worker["name"], [])
     return workers

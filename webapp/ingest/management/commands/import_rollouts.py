@@ -1,5 +1,5 @@
 """`manage.py import_rollouts RUN_ID PATH [--format trl|verl|auto]`: TRL completion Parquet
-files or verl rollout JSONL dumps into a run (logic in `webapp.runs.importers`)."""
+files or verl rollout JSONL dumps into a run (logic in `webapp.ingest.importers`)."""
 
 from __future__ import annotations
 
