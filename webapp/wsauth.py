@@ -22,29 +22,41 @@ def _bearer(scope: dict[str, Any]) -> str | None:
 
 
 class BearerTokenMiddleware:
+    """Authenticates a bearer token first, so the Origin check below knows whether one did."""
+
     def __init__(self, inner: Any) -> None:
         self.inner = inner
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         token = _bearer(scope)
-        if token:
-            user = await database_sync_to_async(user_for_token)(token)
-            if user is not None:
-                scope = {**scope, "user": user}
-        return await self.inner(scope, receive, send)
+        user = await database_sync_to_async(user_for_token)(token) if token else None
+        return await self.inner({**scope, "bearer_user": user}, receive, send)
 
 
 class OriginUnlessBearer:
-    """Apply the Origin check to every socket that does not carry a bearer token."""
+    """Apply the Origin check to every socket that did not authenticate with a bearer token
+    (a token sent but not valid counts as none)."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.checked = AllowedHostsOriginValidator(inner)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        app = self.inner if _bearer(scope) else self.checked
+        app = self.inner if scope.get("bearer_user") is not None else self.checked
         return await app(scope, receive, send)
 
 
+class BearerUserFirst:
+    """The token's user, when there is one, over the session cookie's."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        if scope.get("bearer_user") is not None:
+            scope = {**scope, "user": scope["bearer_user"]}
+        return await self.inner(scope, receive, send)
+
+
 def websocket_stack(inner: Any) -> Any:
-    return OriginUnlessBearer(AuthMiddlewareStack(BearerTokenMiddleware(inner)))
+    return BearerTokenMiddleware(OriginUnlessBearer(AuthMiddlewareStack(BearerUserFirst(inner))))

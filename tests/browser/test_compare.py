@@ -34,10 +34,14 @@ def perturbed_copy(src: Path, dst: Path) -> Path:
 
 
 @pytest.fixture
-def checkpoints(personas, starter_model, tmp_path):
+def checkpoints(personas, starter_model, server_env):
+    """The starter and a perturbed copy saved in the run's folder of the server's data
+    directory, as a worker saves checkpoints (Ponder trains only from its own)."""
     run = Run.objects.create(project=personas.project, name="starter-run", stage="pretrain", status="succeeded")
+    noisy = Path(server_env["PONDER_DATA_DIR"]) / "runs" / str(run.pk) / "checkpoint-1"
+    noisy.parent.mkdir(parents=True)
     return [Checkpoint.objects.create(run=run, step=0, path=str(starter_model)),
-            Checkpoint.objects.create(run=run, step=1, path=str(perturbed_copy(starter_model, tmp_path / "noisy")))]
+            Checkpoint.objects.create(run=run, step=1, path=str(perturbed_copy(starter_model, noisy)))]
 
 
 def hostile_comparison(personas):

@@ -23,10 +23,12 @@ class Compared:
 
 
 def make_checkpoints(project: Any, n: int, run_name: str = "alpha-grpo") -> list[Any]:
+    from webapp.runs.configs import run_dir
     from webapp.runs.models import Checkpoint, Run
 
     run = Run.objects.create(project=project, name=run_name, stage="grpo", status="succeeded")
-    return [Checkpoint.objects.create(run=run, step=10 * (i + 1), path=f"/nowhere/ckpt-{i}") for i in range(n)]
+    return [Checkpoint.objects.create(run=run, step=10 * (i + 1), path=str(run_dir(run) / f"checkpoint-{10 * (i + 1)}"))
+            for i in range(n)]  # where the worker saves them; not on disk
 
 
 def records(c: int, correct: list[int]) -> list[Any]:

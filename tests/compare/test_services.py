@@ -3,14 +3,16 @@ verdicts they record, and the figures computed from the stored samples."""
 
 import random
 from collections import Counter
+from datetime import timedelta
 
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.utils import timezone
 
 from tests.compare.conftest import CORRECT, PROMPTS, K, column_runs, make_checkpoints
 from tests.compare.test_stats import brute_force_pass_at_k
 from webapp.compare import selectors
-from webapp.compare.models import Comparison, ComparisonSample, Judgment
+from webapp.compare.models import Comparison, ComparisonSample, Judgment, PairTicket
 from webapp.compare.services import (
     SamplingSpec,
     comparison_cancel,
@@ -200,4 +202,34 @@ def test_a_missing_checkpoint_fails_the_comparison_with_the_reason(personas):
     assert execute_run(run_id=runs[0].pk, task_id="someone-else", worker="w") == "not-claimed"
     assert [execute_run(run_id=r.pk, task_id=r.celery_task_id, worker="w") for r in runs] == ["failed", "failed"]
     job = selectors.with_jobs([comparison])[0].job
-    assert job.status == "failed" and "/nowhere/ckpt-0" in job.error and job.is_finished
+    assert job.status == "failed" and checkpoints[0].path in job.error and job.is_finished
+
+
+def test_a_pair_token_is_opaque_bound_to_its_judge_and_expires(personas, compared):
+    comparison = compared.comparison
+    pair = next_pair(user=personas.owner, comparison=comparison, rng=random.Random(3))
+    again = next_pair(user=personas.owner, comparison=comparison, rng=random.Random(3))
+    assert {pair.left.pk, pair.right.pk} == {again.left.pk, again.right.pk} and pair.token != again.token  # random
+    ids = {str(i) for s in (pair.left, pair.right) for i in (s.pk, s.checkpoint_id)}
+    assert len(pair.token) >= 40 and not any(i in pair.token for i in ids if len(i) > 1)
+    with pytest.raises(ValidationError, match="not a pair this page was given"):  # someone else's ticket
+        judgment_record(user=personas.teammate, comparison=comparison, token=pair.token, winner="left")
+    PairTicket.objects.filter(token=pair.token).update(created_at=timezone.now() - timedelta(hours=5))
+    with pytest.raises(ValidationError, match="this pair expired"):
+        judgment_record(user=personas.owner, comparison=comparison, token=pair.token, winner="left")
+    judgment_record(user=personas.owner, comparison=comparison, token=again.token, winner="left")
+
+
+def test_sides_are_balanced_per_judge(personas):
+    from tests.compare.conftest import make_comparison
+
+    checkpoints = make_checkpoints(personas.project, 2)
+    comparison = make_comparison(personas.owner, checkpoints, correct=[[1, 2, 3], [3, 2, 1]])
+    lefts = Counter()
+    for seed in range(PROMPTS):
+        pair = next_pair(user=personas.owner, comparison=comparison, rng=random.Random(seed))
+        lefts[pair.left.checkpoint_id] += 1
+        judgment_record(user=personas.owner, comparison=comparison, token=pair.token, winner="left")
+    assert abs(lefts[checkpoints[0].pk] - lefts[checkpoints[1].pk]) <= 1  # 3 pairs: 2 and 1, never 3 and 0
+    bias = selectors.position_bias(comparison)
+    assert (bias.left, bias.right, bias.ties, bias.share) == (3, 0, 0, 1.0) and bias.low < 0.5

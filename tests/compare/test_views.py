@@ -10,7 +10,7 @@ from django.urls import reverse
 from tests.compare.conftest import PROMPTS, column_runs, make_checkpoints
 from tests.review.conftest import assert_text_not_html
 from webapp.compare.models import Comparison, Judgment
-from webapp.compare.services import next_pair
+from webapp.compare.services import judgment_record, next_pair
 from webapp.runs.models import Run
 
 pytestmark = pytest.mark.django_db
@@ -109,18 +109,20 @@ def test_comparison_pages_pin_their_queries(client, personas, compared, django_a
     comparison = compared.comparison
     client.force_login(personas.owner)
     client.get(reverse("compare-list"))  # warm the session
-    # session, user, comparison, columns, results, sample means, prompts, samples, judgments (rates),
-    # judgments (ratings), role x2, my judgments
-    with django_assert_num_queries(13):
+    # session, user, comparison, columns, results, my judgments, sample means, prompts, samples,
+    # judgments (rates), judgments (ratings), position bias, role x2
+    with django_assert_num_queries(14):
         assert client.get(reverse("compare-detail", args=[comparison.pk])).status_code == 200
-    token = next_pair(user=personas.owner, comparison=comparison).token
-    verdict(client, comparison, token)
-    with django_assert_num_queries(14):  # + the judged checkpoints of the ratings
+    teammate = next_pair(user=personas.teammate, comparison=comparison)  # someone else judges
+    judgment_record(user=personas.teammate, comparison=comparison, token=teammate.token, winner="left")
+    with django_assert_num_queries(15):  # + the judged checkpoints of the ratings
         client.get(reverse("compare-detail", args=[comparison.pk]) + "?shown=differ&sample=1")
-    # session, user, comparison, ready prompts, columns, my judgments, samples, prompt, role, count
-    with django_assert_num_queries(10):
+    # session, user, comparison, ready prompts, columns, my judgments, sides so far, samples, prompt,
+    # the ticket, role, count
+    with django_assert_num_queries(12):
         client.get(reverse("compare-judge", args=[comparison.pk]))
-    with django_assert_num_queries(9):  # + the skipped pair's samples; no role, no count
+    token = next_pair(user=personas.owner, comparison=comparison).token
+    with django_assert_num_queries(11):  # + the skipped pair's ticket; no role, no count
         client.get(reverse("compare-pair", args=[comparison.pk]) + f"?skip={token}")
     # session, user, project, judgments, their checkpoints, comparisons, their runs
     with django_assert_num_queries(7):
@@ -141,6 +143,19 @@ def test_model_text_is_text_on_every_compare_page(client, personas, compared):
     assert "\\u003Cscript\\u003Ewindow.pwned" in judge  # the pair travels as escaped JSON
     pair = json.loads(client.get(reverse("compare-pair", args=[comparison.pk])).content)
     assert pair["question"].startswith("Question")
+
+
+def test_a_judge_part_way_through_does_not_see_who_wrote_what(client, personas, compared):
+    comparison = compared.comparison
+    client.force_login(personas.teammate)
+    pair = json.loads(client.get(reverse("compare-pair", args=[comparison.pk])).content)
+    assert not {"left_checkpoint", "right_checkpoint", "checkpoint", "sample_id"} & (set(pair) | set(pair["left"]))
+    assert verdict(client, comparison, pair["token"]).status_code == 200
+    page = client.get(reverse("compare-detail", args=[comparison.pk])).content.decode()
+    assert 'id="judging-blind"' in page and "prompt-row" not in page  # the samples side by side are hidden
+    assert "Left side chosen in 1 of 1 decided verdicts" in page
+    client.force_login(personas.owner)  # who has not started judging reads them
+    assert "prompt-row" in client.get(reverse("compare-detail", args=[comparison.pk])).content.decode()
 
 
 def test_progress_is_reported_as_json(client, personas, compared):

@@ -108,6 +108,18 @@ def test_zips_that_escape_are_refused(client, personas):
     assert response.status_code == 400 and "points outside the archive" in response.content.decode()
 
 
+@pytest.mark.parametrize("filename", ["../../../../etc/passwd", "/etc/passwd", "train/../../x.arrow", ".."])
+def test_a_state_file_naming_data_outside_its_folder_is_refused(client, personas, filename):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("hf/dataset_info.json", "{}")
+        archive.writestr("hf/state.json", json.dumps({"_data_files": [{"filename": filename}]}))
+    client.force_login(personas.owner)
+    response = upload(client, personas, "traversal.zip", buffer.getvalue())
+    assert response.status_code == 400 and "is not a file name in its own folder" in response.content.decode()
+    assert not Dataset.objects.exists()
+
+
 def test_who_may_import_and_download(client, personas, sft, viewer):
     for user in (personas.teammate, viewer):
         client.force_login(user)

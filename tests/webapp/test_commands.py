@@ -24,4 +24,5 @@ def test_ensure_demo_user_prints_a_password_that_logs_in(db, client):
     out = io.StringIO()
     call_command("ensure_demo_user", stdout=out)
     password = out.getvalue().strip()
-    assert client.login(username="demo", password=password)
+    response = client.post("/accounts/login/", {"username": "demo", "password": password})
+    assert response.status_code == 302 and client.get("/runs/").status_code == 200

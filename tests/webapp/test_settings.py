@@ -45,6 +45,17 @@ def test_production_refuses_to_start_without_a_secret_key():
     assert "SECRET_KEY must be set" in result.stderr
 
 
+def test_without_a_secret_key_a_random_one_is_kept_in_the_data_folder(tmp_path):
+    show = ("shell", "-c", "from django.conf import settings; print(settings.SECRET_KEY)")
+    env = {"PONDER_DATA_DIR": str(tmp_path), "SECRET_KEY": "", "PONDER_HTTPS": "false"}
+    first, second = _manage(*show, **env), _manage(*show, **env)
+    key = first.stdout.strip()
+    assert first.returncode == 0 and len(key) >= 50 and second.stdout.strip() == key  # the same after a restart
+    assert "insecure" not in key and (tmp_path / "secret_key").stat().st_mode & 0o077 == 0  # owner only
+    other = _manage(*show, PONDER_DATA_DIR=str(tmp_path / "other"), SECRET_KEY="", PONDER_HTTPS="false")
+    assert other.stdout.strip() != key  # each installation its own
+
+
 def test_a_bad_debug_value_stops_the_app():
     result = _manage("check", DEBUG="sure")
     assert result.returncode != 0 and "DEBUG must be true or false" in result.stderr

@@ -103,6 +103,15 @@ async def test_a_foreign_origin_is_refused(live_url, personas, client):
             pass
 
 
+async def test_a_bogus_bearer_token_does_not_skip_the_origin_check(live_url, personas, client):
+    run = await Run.objects.acreate(project=personas.project, name="x", stage="external", status="running")
+    cookie = await cookie_async(client, personas.owner)  # a foreign page riding on the session cookie
+    with pytest.raises(InvalidStatus):
+        async with websockets.connect(ws_url(live_url, run.pk), additional_headers={
+                "Cookie": cookie, "Origin": "http://evil.example", "Authorization": "Bearer pdr_not-a-token"}):
+            pass
+
+
 async def api_token_create_async(user):
     from asgiref.sync import sync_to_async
 

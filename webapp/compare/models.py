@@ -157,3 +157,18 @@ class Judgment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} judged prompt {self.prompt_index}: {self.winner}"
+
+
+class PairTicket(models.Model):
+    """A blind pair handed to one judge. The page holds only `token`, random and opaque;
+    which sample is on which side stays here, for that judge, until it expires."""
+
+    token = models.CharField(max_length=64, unique=True)
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    left = models.ForeignKey(ComparisonSample, on_delete=models.CASCADE, related_name="+")
+    right = models.ForeignKey(ComparisonSample, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"pair ticket of {self.user} in comparison {self.comparison_id}"

@@ -3,7 +3,7 @@ prompts side by side, win rates of the blind judgments and Bradley-Terry / Elo r
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -263,6 +263,32 @@ def pair_rates(comparison: Comparison, cols: list[Checkpoint]) -> list[PairRate]
             low, high = stats.wilson_interval(wins + ties / 2, games)
             out.append(PairRate(a, b, wins, losses, ties, rate, low, high))
     return out
+
+
+@dataclass
+class PositionBias:
+    """How often judges chose the left side of a pair: near half when sides do not matter."""
+
+    left: int
+    right: int
+    ties: int
+    share: float  # left wins among decided verdicts
+    low: float  # Wilson 95% interval of the share
+    high: float
+
+
+def position_bias(comparison: Comparison) -> PositionBias:
+    counts = Counter(Judgment.objects.filter(comparison=comparison).values_list("winner", flat=True))
+    left, right = counts["left"], counts["right"]
+    low, high = stats.wilson_interval(left, left + right)
+    return PositionBias(left, right, counts["tie"], left / (left + right) if left + right else 0.5, low, high)
+
+
+def judging_blind(results: Results, columns: int, mine: int) -> bool:
+    """True while a judge is part-way through the comparison's pairs: the samples side by side
+    (which say which checkpoint wrote what) stay hidden from them until they are done."""
+    ready = sum(1 for by in results.values() if len(by) == columns)
+    return 0 < mine < ready * columns * (columns - 1) // 2
 
 
 def ratings(judgments: QuerySet[Judgment]) -> list[Rating]:

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import random
 import re
-from collections import defaultdict
+import secrets
+from collections import Counter, defaultdict
 from dataclasses import dataclass, fields
+from datetime import timedelta
 from typing import Any
 
-from django.core import signing
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from engine import rewards as engine_rewards
 from engine import tasks as engine_tasks
@@ -23,6 +25,7 @@ from webapp.compare.models import (
     ComparisonPrompt,
     ComparisonSample,
     Judgment,
+    PairTicket,
     PromptResult,
     Winner,
 )
@@ -37,7 +40,7 @@ MAX_PROMPTS = 500
 MAX_NEW_TOKENS = 4096
 MAX_TEMPERATURE = 2.0
 PROMPTS_PER_BATCH = 8  # progress is reported, and a stop request honoured, after each batch
-PAIR_SALT = "ponder.compare.pair"
+PAIR_TTL = timedelta(hours=4)  # a blind pair handed out is judged within this, or drawn again
 
 
 @dataclass
@@ -224,8 +227,8 @@ def _clean(text: Any) -> str:
 
 @dataclass
 class BlindPair:
-    """Two samples of one prompt by two checkpoints, in a random order; `token` (signed)
-    says which samples they are without telling the page which checkpoint wrote which."""
+    """Two samples of one prompt by two checkpoints; `token` is an opaque ticket, bound to
+    the judge and expiring, so nothing the page holds tells which checkpoint wrote which."""
 
     token: str
     prompt: ComparisonPrompt
@@ -254,41 +257,54 @@ def _open_keys(comparison: Comparison, user: AuthUser) -> list[tuple[int, int, i
     return [(p, a, b) for p in ready for a, b in pairs if (p, a, b) not in judged]
 
 
+def _sides(comparison: Comparison, user: AuthUser, a: int, b: int, rng: random.Random) -> tuple[int, int]:
+    """(left, right) checkpoints: the one this judge has seen on the left less often goes
+    left (people favour one side), a coin decides between equals."""
+    lefts = Counter(Judgment.objects.filter(comparison=comparison, user=user, left_checkpoint__in=[a, b],
+                                            right_checkpoint__in=[a, b]).values_list("left_checkpoint_id", flat=True))
+    if lefts[a] != lefts[b]:
+        return (a, b) if lefts[a] < lefts[b] else (b, a)
+    return (a, b) if rng.random() < 0.5 else (b, a)
+
+
 def next_pair(*, user: AuthUser, comparison: Comparison, skip: str = "",
               rng: random.Random | None = None) -> BlindPair | None:
     """A random pair `user` has not judged (nor the one in the `skip` token, the pair on
     screen, so that a prefetched next pair is a different one); None when none is left.
-    The sides are shuffled, and each side shows one of its checkpoint's k samples at random."""
+    Sides are balanced per judge; each side shows one of its checkpoint's k samples at random."""
     rng = rng or random.SystemRandom()
-    skipped = _pair_key(comparison, skip) if skip else None
+    skipped = _pair_key(comparison, skip, user) if skip else None
     choices = [k for k in _open_keys(comparison, user) if k != skipped]
     if not choices:
         return None
     prompt_index, a, b = rng.choice(choices)
-    left_ckpt, right_ckpt = (a, b) if rng.random() < 0.5 else (b, a)
+    left_ckpt, right_ckpt = _sides(comparison, user, a, b, rng)
     samples = {(s.checkpoint_id, s.sample_index): s for s in ComparisonSample.objects.filter(
         comparison=comparison, prompt_index=prompt_index, checkpoint_id__in=[a, b])}
     left = rng.choice([s for (c, _), s in samples.items() if c == left_ckpt])
     right = rng.choice([s for (c, _), s in samples.items() if c == right_ckpt])
     prompt = ComparisonPrompt.objects.get(comparison=comparison, index=prompt_index)
-    token = signing.dumps([comparison.pk, left.pk, right.pk], salt=PAIR_SALT)
-    return BlindPair(token, prompt, left, right, remaining=len(choices))
+    ticket = PairTicket.objects.create(token=secrets.token_urlsafe(32), comparison=comparison, user=user,
+                                       left=left, right=right)
+    return BlindPair(ticket.token, prompt, left, right, remaining=len(choices))
 
 
-def _pair_samples(comparison: Comparison, token: str) -> tuple[ComparisonSample, ComparisonSample]:
-    try:
-        comparison_id, left_id, right_id = signing.loads(token, salt=PAIR_SALT)
-    except (signing.BadSignature, ValueError, TypeError):
-        raise ValidationError({"pair": "not a pair this page was given: reload the page"}) from None
-    samples = ComparisonSample.objects.filter(comparison=comparison).in_bulk([left_id, right_id])
-    if comparison_id != comparison.pk or len(samples) != 2:
+def _pair_samples(comparison: Comparison, token: str, user: AuthUser) -> tuple[ComparisonSample, ComparisonSample]:
+    """The (left, right) samples of `user`'s ticket `token`; another judge's ticket is
+    refused as unknown."""
+    ticket = PairTicket.objects.select_related("left", "right").filter(token=token, user=user).first()
+    if ticket is None:
+        raise ValidationError({"pair": "not a pair this page was given: reload the page"})
+    if ticket.comparison_id != comparison.pk:
         raise ValidationError({"pair": "not a pair of this comparison"})
-    return samples[left_id], samples[right_id]
+    if ticket.created_at < timezone.now() - PAIR_TTL:
+        raise ValidationError({"pair": "this pair expired: reload the page for a new one"})
+    return ticket.left, ticket.right
 
 
-def _pair_key(comparison: Comparison, token: str) -> tuple[int, int, int] | None:
+def _pair_key(comparison: Comparison, token: str, user: AuthUser) -> tuple[int, int, int] | None:
     try:
-        left, right = _pair_samples(comparison, token)
+        left, right = _pair_samples(comparison, token, user)
     except ValidationError:
         return None
     a, b = sorted((left.checkpoint_id, right.checkpoint_id))
@@ -302,7 +318,7 @@ def judgment_record(*, user: AuthUser, comparison: Comparison, token: str, winne
         raise PermissionDenied("only owners and annotators judge")
     if winner not in Winner.values:
         raise ValidationError({"winner": f"must be one of {', '.join(Winner.values)}"})
-    left, right = _pair_samples(comparison, token)
+    left, right = _pair_samples(comparison, token, user)
     try:
         with transaction.atomic():
             return Judgment.objects.create(

@@ -65,15 +65,17 @@ def compare_detail(request: HttpRequest, comparison_id: int) -> HttpResponse:
     if shown not in selectors.SHOWN:
         shown = "all"
     sample = min(max(_int(request.GET.get("sample"), 0), 0), comparison.k - 1)
-    rows, pages = selectors.prompt_page(comparison, cols, results, shown=shown, page=max(_int(request.GET.get(
-        "page"), 1), 1), sample=sample)
+    mine = selectors.my_judgments(comparison, request.user)
+    blind = selectors.judging_blind(results, len(cols), mine)
+    rows, pages = ([], 1) if blind else selectors.prompt_page(
+        comparison, cols, results, shown=shown, page=max(_int(request.GET.get("page"), 1), 1), sample=sample)
     return render(request, "compare/detail.html", {
         "comparison": comparison, "columns": cols, "figures": selectors.figures(comparison, cols, results),
         "rows": rows, "pages": pages, "page": _int(request.GET.get("page"), 1), "shown": shown, "sample": sample,
         "samples": range(comparison.k), "pair_rates": selectors.pair_rates(comparison, cols),
         "ratings": selectors.comparison_ratings(comparison), "can_write": can_write(request.user, comparison.project_id),
-        "can_label": can_label(request.user, comparison.project_id),
-        "mine": selectors.my_judgments(comparison, request.user)})
+        "can_label": can_label(request.user, comparison.project_id), "mine": mine, "blind": blind,
+        "bias": selectors.position_bias(comparison)})
 
 
 @require_GET

@@ -45,7 +45,9 @@ def stage_upload(upload: Any, workdir: Path) -> Path:
             f.write(chunk)
     if suffix != ".zip":
         return path
-    return _dataset_dir(_unzip(path, workdir / "unzipped"))
+    folder = _dataset_dir(_unzip(path, workdir / "unzipped"))
+    _check_state_files(folder)
+    return folder
 
 
 def _unzip(path: Path, dest: Path) -> Path:
@@ -72,6 +74,20 @@ def _dataset_dir(root: Path) -> Path:
         if any((candidate / m).exists() for m in markers):
             return candidate
     raise DatasetError("the zip holds no datasets save_to_disk folder (no dataset_info.json or dataset_dict.json).")
+
+
+def _check_state_files(folder: Path) -> None:
+    """Every Arrow file a `state.json` lists lies in its own folder: `datasets` joins those
+    names to the folder unchecked, so `../` would read any file the web process can."""
+    for state in folder.rglob("state.json"):
+        try:
+            names = [f.get("filename") for f in json.loads(state.read_text()).get("_data_files", [])]
+        except (ValueError, AttributeError, TypeError):
+            raise DatasetError(f"{state.relative_to(folder)}: not a datasets state file.") from None
+        for name in names:
+            if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+                raise DatasetError(f"{state.relative_to(folder)}: the data file {name!r} is not a file name "
+                                   "in its own folder.")
 
 
 def _raw_rows(path: Path) -> Iterator[tuple[str, Any]]:

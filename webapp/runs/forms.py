@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from django import forms
+from django.conf import settings
 
 # Fields the web app fills itself.
 HIDDEN_FIELDS = {"output_dir"}
@@ -52,10 +53,11 @@ def _form_field(name: str, tp: Any, default: Any, help_text: str) -> forms.Field
         from engine.tasks import names
 
         return forms.ChoiceField(choices=[("", "— (use a dataset)")] + [(t, t) for t in names()], **common)
-    if base is int:
-        return forms.IntegerField(**common)
-    if base is float:
-        return forms.FloatField(**common)
+    if base in (int, float):
+        top = settings.PONDER_LIMITS.get(name)  # the operator's maximum, shown and enforced
+        if top is not None:
+            common = {**common, "max_value": top, "help_text": f"{help_text} At most {top} on this server."}
+        return forms.IntegerField(**common) if base is int else forms.FloatField(**common)
     if origin in (dict, list):
         return forms.JSONField(**{**common, "widget": forms.Textarea(attrs={"rows": 2, "class": "mono"})})
     return forms.CharField(**common)

@@ -17,8 +17,8 @@ from django.db import transaction
 from webapp.projects.models import Project
 from webapp.projects.selectors import AuthUser, can_write
 from webapp.runs import services
-from webapp.runs.configs import PREVIOUS
 from webapp.runs.models import Pipeline, Run
+from webapp.runs.references import PREVIOUS
 
 # R1-Zero on the starter (`make demo`): GRPOConfig's defaults are tuned for this run (learning
 # rate, batch, length limit; see docs/benchmarks.md), so the preset names only what it is about:

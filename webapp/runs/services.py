@@ -16,8 +16,9 @@ from webapp import broadcast, queue
 from webapp.projects.models import Project
 from webapp.projects.selectors import AuthUser, can_write
 from webapp.runs import stages
-from webapp.runs.configs import CHECKPOINT_REF, DATASET_REF, PREVIOUS, References, config_check
+from webapp.runs.configs import config_check
 from webapp.runs.models import FINISHED, Checkpoint, Run, Status
+from webapp.runs.references import CHECKPOINT_REF, DATASET_REF, PREVIOUS, References
 from webapp.runs.selectors import run_status
 
 
@@ -30,7 +31,7 @@ def run_create(
     until `run_enqueue`."""
     if not can_write(user, project.pk):
         raise PermissionDenied("only project owners may launch runs")
-    refs = _check_run_fields(user=user, name=name, stage=stage, config=config)
+    refs = _check_run_fields(user=user, name=name, stage=stage, config=config, in_pipeline=parent is not None)
     now = timezone.now()
     external = stage == stages.EXTERNAL
     sent = queue and not external
@@ -47,7 +48,7 @@ def run_create(
     return run
 
 
-def _check_run_fields(*, user: AuthUser, name: str, stage: str, config: Any) -> References:
+def _check_run_fields(*, user: AuthUser, name: str, stage: str, config: Any, in_pipeline: bool) -> References:
     if not isinstance(name, str) or not name.strip():
         raise ValidationError({"name": "must be a non-empty string"})
     if len(name) > 200:
@@ -56,7 +57,7 @@ def _check_run_fields(*, user: AuthUser, name: str, stage: str, config: Any) -> 
         raise ValidationError({"stage": f"must be one of {', '.join(stages.names())}"})
     if not isinstance(config, dict):
         raise ValidationError({"config": "must be a JSON object"})
-    return config_check(user, stage, config)
+    return config_check(user, stage, config, in_pipeline=in_pipeline)
 
 
 def enqueue(run: Run) -> None:

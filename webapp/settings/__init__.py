@@ -6,7 +6,10 @@ PONDER_HTTPS (secure cookies, HSTS and SSL redirect behind a TLS proxy).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +22,27 @@ BASE_DIR = Path(__file__).resolve().parent.parent.parent
 DATA_DIR = Path(os.environ.get("PONDER_DATA_DIR") or BASE_DIR / "var").resolve()
 
 DEBUG = env_bool("DEBUG", False)
-_DEV_KEY = "ponder-insecure-development-key-change-me-in-production-0123456789"
-SECRET_KEY = os.environ.get("SECRET_KEY") or (_DEV_KEY if DEBUG or not env_bool("PONDER_HTTPS", False) else "")
-if not SECRET_KEY:
+
+
+def _persisted_secret_key(path: Path) -> str:
+    """A random key made once and kept in `path` (mode 0600), so that sessions and signed
+    values survive restarts and every process of this machine agrees on it."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(secrets.token_urlsafe(48))
+        tmp.chmod(0o600)
+        with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
+            os.link(tmp, path)
+        tmp.unlink()
+    return path.read_text().strip()
+
+
+# Production (PONDER_HTTPS) names its key; elsewhere a random one is kept in the data folder.
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY and env_bool("PONDER_HTTPS", False):
     raise ImproperlyConfigured("SECRET_KEY must be set when PONDER_HTTPS is on (production)")
+SECRET_KEY = SECRET_KEY or _persisted_secret_key(DATA_DIR / "secret_key")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
@@ -38,6 +58,7 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "channels",
     "ninja",
+    "axes",
     "webapp.accounts",
     "webapp.projects",
     "webapp.datasets",
@@ -57,7 +78,17 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: it answers a locked-out login with 429
 ]
+
+# Login throttling (django-axes): after PONDER_LOGIN_FAILURES wrong passwords for one username
+# from one address, that pair is locked out for PONDER_LOGIN_COOLOFF_MINUTES.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("PONDER_LOGIN_FAILURES", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("PONDER_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]  # a colleague's typos behind one NAT lock out only them
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
 
 ROOT_URLCONF = "webapp.urls"
 ASGI_APPLICATION = "webapp.asgi.application"
@@ -107,8 +138,10 @@ CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 
 AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
@@ -142,6 +175,18 @@ SESSION_COOKIE_HTTPONLY = True
 
 PONDER_DATA_DIR = DATA_DIR
 # Celery queue names for the two kinds of work (a deployment may split GPU pools further).
+# What a run launched from the browser or the API may name besides Ponder's own models and
+# datasets (webapp/runs/references.py): Hugging Face model names (glob patterns, e.g.
+# "Qwen/*,meta-llama/Llama-3.2-1B") and folders holding models or datasets.
+PONDER_ALLOWED_MODELS = env_list("PONDER_ALLOWED_MODELS", [])
+PONDER_MODEL_DIRS = env_list("PONDER_MODEL_DIRS", [])
+# The operator's maxima for a run's resource knobs (each PONDER_MAX_<NAME> overrides one).
+_LIMITS = {"nproc_per_node": 8, "steps": 100_000, "max_steps": 100_000, "group_size": 256,
+           "prompts_per_step": 1024, "max_new_tokens": 32_768, "k": 256, "num_prompts": 100_000,
+           "max_length": 131_072, "epochs": 100, "batch_size": 4096, "micro_batch_size": 4096,
+           "num_iterations": 16, "train_examples": 10_000_000, "eval_examples": 100_000, "eval_samples": 256,
+           "prompts_per_batch": 4096, "num_threads": 256, "stream_samples": 64, "max_per_prompt": 256}
+PONDER_LIMITS = {name: env_int(f"PONDER_MAX_{name.upper()}", default, minimum=1) for name, default in _LIMITS.items()}
 PONDER_QUEUES = {"gpu": os.environ.get("PONDER_GPU_QUEUE", "gpu"), "cpu": os.environ.get("PONDER_CPU_QUEUE", "cpu")}
 # Rollout rows accepted by one ingestion call (CONTRACTS: up to 5,000).
 PONDER_MAX_ROLLOUTS_PER_CALL = 5000

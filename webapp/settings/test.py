@@ -20,6 +20,9 @@ def _redis_db(url: str, db: str) -> str:
 
 
 DEBUG = False
+# One key for the test process and the servers it starts (their data folders differ), so a
+# session made in a test is valid on them.
+SECRET_KEY = "ponder-tests-only-key-never-used-outside-the-test-suite-0123456789"
 REDIS_URL = _redis_db(_BASE_REDIS_URL, os.environ.get("PONDER_TEST_REDIS_DB", "15"))
 CELERY_BROKER_URL = REDIS_URL
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed; never in production
