@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 def execute_run(*, run_id: int, task_id: str, worker: str) -> str:
     if not services.run_claim(run_id=run_id, task_id=task_id, worker=worker):
         return "not-claimed"
-    run = Run.objects.select_related("base_checkpoint").get(pk=run_id)
+    run = Run.objects.get(pk=run_id)
     sink = DbSink(run=run, log_path=run_dir(run) / "log.txt")
     try:
         result = _run_stage(run, stage_sink(sink))

@@ -165,3 +165,12 @@ def test_progress_is_reported_as_json(client, personas, compared):
     Run.objects.filter(pk__in=[r.pk for r in others]).update(status="queued", current_step=0)
     status = client.get(reverse("compare-status", args=[compared.comparison.pk])).json()
     assert status == {"status": "running", "done": 4, "total": 3 * PROMPTS, "finished": False, "error": ""}
+
+
+def test_a_column_run_links_to_its_comparison(client, personas, compared):
+    client.force_login(personas.teammate)
+    run = column_runs(compared.comparison)[0]
+    page = client.get(reverse("run-detail", args=[run.pk])).content.decode()
+    assert f'href="{reverse("compare-detail", args=[compared.comparison.pk])}" id="run-comparison"' in page
+    other = Run.objects.create(project=personas.project, name="plain", stage="grpo")
+    assert 'id="run-comparison"' not in client.get(reverse("run-detail", args=[other.pk])).content.decode()
