@@ -20,12 +20,13 @@ app.conf.imports = ("workers.tasks",)
 def _on_ready(sender=None, **kwargs) -> None:
     from django.utils import timezone
 
-    from webapp.runs.services import runs_orphaned_fail
-    from workers import heartbeat
+    from webapp.runs.leases import runs_requeue_held_by
+    from workers import heartbeat, leases
 
     name = sender.hostname
-    # Runs this worker held when it died are marked failed, so a person can resume them.
-    runs_orphaned_fail(worker=name, started_at=timezone.now())
+    # Runs this worker held when it died are requeued now; others' lapsed leases by the reaper.
+    runs_requeue_held_by(worker=name, started_at=timezone.now())
+    leases.start_reaper()
     queues = sorted(q.name for q in sender.task_consumer.queues) if sender.task_consumer else []
     heartbeat.start(settings.REDIS_URL, {"name": name, "queues": queues, "concurrency": sender.pool.limit,
                                          "pid": os.getpid()})

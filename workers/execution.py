@@ -21,6 +21,7 @@ from webapp.runs import services
 from webapp.runs.configs import engine_config, run_dir
 from webapp.runs.models import Checkpoint, MetricPoint, Rollout, Run, Status
 from workers import launcher
+from workers.leases import LeaseKeeper
 from workers.sink import DbSink, stage_sink
 
 log = logging.getLogger(__name__)
@@ -30,19 +31,35 @@ def execute_run(*, run_id: int, task_id: str, worker: str) -> str:
     if not services.run_claim(run_id=run_id, task_id=task_id, worker=worker):
         return "not-claimed"
     run = Run.objects.get(pk=run_id)
-    sink = DbSink(run=run, log_path=run_dir(run) / "log.txt")
+    lease = LeaseKeeper(run_id, task_id)
+    lease.start()
+    sink = DbSink(run=run, log_path=run_dir(run) / "log.txt", task_id=task_id, lease=lease)
+    try:
+        return _execute(run, sink, task_id)
+    except services.LeaseLost:  # requeued while this task stalled: the new holder carries on
+        log.warning("run %s: task %s lost its lease and stops without writing", run_id, task_id)
+        return "lease-lost"
+    finally:
+        lease.stop()
+
+
+def _execute(run: Run, sink: DbSink, task_id: str) -> str:
     try:
         result = _run_stage(run, stage_sink(sink))
+        if sink.lease.lost:  # the stage stopped because the run went to another worker
+            raise services.LeaseLost(f"run {run.pk} was requeued")
         sink.close()
         if getattr(result, "dataset", None):
             _store_output_dataset(run, Path(result.dataset))
+    except services.LeaseLost:
+        raise
     except Exception as exc:  # the run failed; the worker lives on
-        log.exception("run %s failed", run_id)
+        log.exception("run %s failed", run.pk)
         _close_quietly(sink)
-        services.run_finish(run_id=run_id, status=Status.FAILED, error=_error_text(exc))
+        services.run_finish(run_id=run.pk, status=Status.FAILED, error=_error_text(exc), task_id=task_id)
         return Status.FAILED
     status = Status.CANCELLED if getattr(result, "status", "") == "cancelled" else Status.SUCCEEDED
-    services.run_finish(run_id=run_id, status=status, summary=_summary(result))
+    services.run_finish(run_id=run.pk, status=status, summary=_summary(result), task_id=task_id)
     return status
 
 

@@ -7,10 +7,15 @@ are ephemeral: coalesced to a few frames a second and never stored.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from django.db import transaction
 
 from engine.events import CheckpointRecord, ForwardingSink, RolloutRecord, Sink
 from webapp import broadcast
@@ -36,8 +41,15 @@ class _Stream:
 
 @dataclass
 class DbSink:
+    """With `task_id`, every write happens only while that task holds the run's lease
+    (the run row locked for the write): a task that lost the run raises LeaseLost instead
+    of writing. `lease` (a workers.leases.LeaseKeeper) makes `should_stop` true once the
+    background renewal finds the run gone."""
+
     run: Run
     log_path: Path | None = None
+    task_id: str | None = None
+    lease: Any = None
     _rollouts: list[store.RolloutIn] = field(default_factory=list)
     _metrics: list[tuple[int, str, float]] = field(default_factory=list)
     _streams: dict[str, _Stream] = field(default_factory=dict)
@@ -60,7 +72,9 @@ class DbSink:
 
     def checkpoint(self, record: CheckpointRecord) -> None:
         self.flush()
-        ckpt = services.checkpoint_record(run=self.run, step=record.step, path=record.path, summary=record.summary)
+        with self._holding():
+            ckpt = services.checkpoint_record(run=self.run, step=record.step, path=record.path,
+                                              summary=record.summary)
         self._checkpoint_id = ckpt.pk
 
     # -- live only --------------------------------------------------------------------
@@ -90,7 +104,8 @@ class DbSink:
 
     def progress(self, step: int, total: int, *, eta_s: float | None = None) -> None:
         self.flush()
-        self._stop = services.run_progress(run_id=self.run.pk, step=step, total=total, eta_s=eta_s) or self._stop
+        self._stop = services.run_progress(run_id=self.run.pk, step=step, total=total, eta_s=eta_s,
+                                           task_id=self.task_id) or self._stop
         self._last_stop_poll = time.monotonic()
 
     def log(self, line: str) -> None:
@@ -101,6 +116,8 @@ class DbSink:
         broadcast.send_now(self.run.pk, {"type": "log", "line": line[:2000]})
 
     def should_stop(self) -> bool:
+        if self.lease is not None and self.lease.lost:
+            return True
         now = time.monotonic()
         if not self._stop and now - self._last_stop_poll >= STOP_POLL_SECONDS:
             self._stop = Run.objects.filter(pk=self.run.pk, stop_requested=True).exists()
@@ -113,14 +130,25 @@ class DbSink:
             self.flush()
 
     def flush(self) -> None:
-        if self._rollouts:
-            batch, self._rollouts = self._rollouts, []
-            for i in range(0, len(batch), 5000):
-                store.rollouts_store(run=self.run, rollouts=batch[i:i + 5000])
-        if self._metrics:
-            points, self._metrics = self._metrics, []
-            store.metrics_store(run=self.run, points=points)
+        if self._rollouts or self._metrics:
+            with self._holding():
+                batch, self._rollouts = self._rollouts, []
+                for i in range(0, len(batch), 5000):
+                    store.rollouts_store(run=self.run, rollouts=batch[i:i + 5000])
+                points, self._metrics = self._metrics, []
+                if points:
+                    store.metrics_store(run=self.run, points=points)
         self._last_flush = time.monotonic()
+
+    @contextlib.contextmanager
+    def _holding(self) -> Iterator[None]:
+        """One transaction for a write, with the run row locked while this task holds it, so
+        a reaper cannot requeue the run half-way through the write."""
+        with transaction.atomic():
+            if self.task_id is not None and not Run.objects.select_for_update().filter(
+                    services.held(run_id=self.run.pk, task_id=self.task_id)).exists():
+                raise services.LeaseLost(f"run {self.run.pk} is no longer held by task {self.task_id}")
+            yield
 
     def close(self) -> None:
         self.flush()

@@ -185,7 +185,7 @@ def test_a_running_comparison_stops_after_its_batch_when_cancelled(personas, com
 
     comparison = compared.comparison
     runs = column_runs(comparison)
-    Run.objects.filter(pk__in=[r.pk for r in runs]).update(status="running")
+    Run.objects.filter(pk__in=[r.pk for r in runs]).update(status="running", heartbeat_at=timezone.now())  # held
     assert not stage_sink(DbSink(run=runs[0])).should_stop()
     comparison_cancel(user=personas.owner, comparison=comparison)
     # engine.evaluate checks between batches and ends "cancelled"

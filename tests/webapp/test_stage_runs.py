@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -52,11 +53,12 @@ def test_a_bad_config_is_refused_before_anything_is_queued(personas, api_for):
     assert not Run.objects.exists()
 
 
-def test_a_worker_killed_mid_run_leaves_it_resumable_without_gaps_or_duplicates(
+def test_a_worker_killed_mid_run_is_requeued_and_finishes_by_itself_without_gaps_or_duplicates(
         personas, api_for, server_env, artifacts_dir, settings, starter_model):
     name, queue = "killme", "killme-queue"
-    settings.PONDER_QUEUES = {"gpu": queue, "cpu": queue}  # only this worker may take the run
-    worker = procs.start_worker(server_env, artifacts_dir / "logs", name=name, queues=queue)
+    settings.PONDER_QUEUES = {"gpu": queue, "cpu": queue}  # only these workers may take the run
+    env = {**server_env, "PONDER_GPU_QUEUE": queue, "PONDER_CPU_QUEUE": queue}  # and requeue it there
+    worker = procs.start_worker(env, artifacts_dir / "logs", name=name, queues=queue)
     api = api_for(personas.owner)
     config = {**TINY_GRPO, "steps": 6, "save_every": 1}
     run = Run.objects.get(pk=api.post("/api/v1/runs", {"name": "crash", "stage": "grpo", "project": "alpha",
@@ -69,13 +71,13 @@ def test_a_worker_killed_mid_run_leaves_it_resumable_without_gaps_or_duplicates(
     worker.stop()
     run.refresh_from_db()
     assert run.status == "running"  # nobody has noticed yet
-    worker = procs.start_worker(server_env, artifacts_dir / "logs", name=name, queues=queue)  # same host name
+    # Another worker, under another name (names carry the pid): its reaper sees the lease lapse.
+    worker = procs.start_worker(env, artifacts_dir / "logs", name=f"{name}-2", queues=queue)
     try:
-        wait_for(run, {"failed"}, timeout=60)
-        assert "Resume continues from the last checkpoint" in run.error
-        assert api.post(f"/api/v1/runs/{run.pk}/resume").status_code == 200
-        wait_for(run, {"succeeded", "failed"})
+        wait_for(run, {"succeeded", "failed"}, timeout=300)
         assert run.status == "succeeded", run.error
+        assert run.requeues == 1 and "requeued; it resumes from its last checkpoint" in (
+            Path(server_env["PONDER_DATA_DIR"]) / "runs" / str(run.pk) / "log.txt").read_text()
     finally:
         worker.stop()
     steps = list(Rollout.objects.filter(run=run).values_list("step", flat=True))

@@ -68,6 +68,7 @@ class Run(models.Model):
     current_step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)
     eta_s = models.FloatField(null=True, blank=True)
+    requeues = models.PositiveIntegerField(default=0, help_text="Times a lost worker's run was requeued.")
     summary = models.JSONField(default=dict, blank=True, help_text="Final figures, filled when the run ends.")
 
     class Meta:

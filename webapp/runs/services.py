@@ -4,9 +4,10 @@ state changes are conditional UPDATEs that check the row count."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Q
@@ -16,7 +17,7 @@ from webapp import broadcast, queue
 from webapp.projects.models import Project
 from webapp.projects.selectors import AuthUser, can_write
 from webapp.runs import stages
-from webapp.runs.configs import config_check
+from webapp.runs.configs import config_check, run_dir
 from webapp.runs.models import FINISHED, Checkpoint, Run, Status
 from webapp.runs.references import CHECKPOINT_REF, DATASET_REF, PREVIOUS, References
 from webapp.runs.selectors import run_status
@@ -85,28 +86,48 @@ def run_claim(*, run_id: int, task_id: str, worker: str) -> bool:
         celery_task_id=task_id,
     ).update(status=Status.RUNNING, started_at=now, heartbeat_at=now, worker=worker, error="")
     if claimed:
-        _announce_status(run_id)
+        announce_status(run_id)
     return claimed == 1
 
 
-def run_progress(*, run_id: int, step: int, total: int, eta_s: float | None) -> bool:
-    """Record progress; returns True when someone asked the run to stop."""
-    Run.objects.filter(pk=run_id).update(
+class LeaseLost(RuntimeError):
+    """The task no longer holds the run (its lease lapsed and it was requeued, or it ended):
+    it must stop without writing anything more."""
+
+
+def held(*, run_id: int, task_id: str) -> Q:
+    """Matches the run only while task `task_id` holds it (webapp/runs/leases.py)."""
+    return Q(pk=run_id, status=Status.RUNNING, celery_task_id=task_id)
+
+
+def _mine(run_id: int, task_id: str | None) -> Q:
+    return held(run_id=run_id, task_id=task_id) if task_id else Q(pk=run_id)
+
+
+def run_progress(*, run_id: int, step: int, total: int, eta_s: float | None, task_id: str | None = None) -> bool:
+    """Record progress (and renew the lease of `task_id`, which must hold the run: LeaseLost
+    otherwise); returns True when someone asked the run to stop."""
+    updated = Run.objects.filter(_mine(run_id, task_id)).update(
         current_step=step, total_steps=total, eta_s=eta_s, heartbeat_at=timezone.now()
     )
+    if task_id and not updated:
+        raise LeaseLost(f"run {run_id} is no longer held by task {task_id}")
     broadcast.send_now(run_id, {"type": "progress", "status": "running", "step": step, "total": total, "eta_s": eta_s})
     return Run.objects.filter(pk=run_id, stop_requested=True).exists()
 
 
-def run_finish(*, run_id: int, status: str, error: str = "", summary: dict[str, Any] | None = None) -> None:
+def run_finish(*, run_id: int, status: str, error: str = "", summary: dict[str, Any] | None = None,
+               task_id: str | None = None) -> None:
+    """End the run (with `task_id`: only while that task holds it; a run it lost stays
+    with whoever has it now)."""
     if status not in FINISHED:
         raise ValueError(f"a run finishes as one of {', '.join(FINISHED)}, not {status!r}")
     fields: dict[str, Any] = {"status": status, "finished_at": timezone.now(), "error": error[:20000]}
     if summary is not None:
         fields["summary"] = summary
     with transaction.atomic():
-        changed = Run.objects.filter(pk=run_id).exclude(status__in=FINISHED).update(**fields)
-        transaction.on_commit(lambda: _announce_status(run_id))
+        changed = Run.objects.filter(_mine(run_id, task_id)).exclude(status__in=FINISHED).update(**fields)
+        transaction.on_commit(lambda: announce_status(run_id))
         if changed and status == Status.SUCCEEDED:
             pipeline_advance(run_id=run_id)
 
@@ -144,14 +165,19 @@ def _blocked(child: Run, reason: str) -> None:
 
 
 def run_cancel(*, run: Run, user: AuthUser) -> Run:
-    """Queued runs end at once; running ones stop at the next step boundary."""
+    """Queued runs, and running ones whose worker is gone, end at once; held ones stop at the
+    next step boundary."""
     if not can_write(user, run.project_id):
         raise PermissionDenied("only project owners may cancel runs")
     with transaction.atomic():
         now = timezone.now()
         Run.objects.filter(pk=run.pk, status=Status.QUEUED).update(status=Status.CANCELLED, finished_at=now)
+        # A run whose holder is gone (its lease lapsed) ends now; a held one at its next step.
+        lapsed = Q(heartbeat_at__lt=now - timedelta(seconds=settings.PONDER_LEASE_SECONDS)) | Q(heartbeat_at=None)
+        Run.objects.filter(lapsed, pk=run.pk, status=Status.RUNNING).exclude(stage=stages.EXTERNAL).update(
+            status=Status.CANCELLED, finished_at=now, worker="", stop_requested=True)
         Run.objects.filter(pk=run.pk, status=Status.RUNNING).update(stop_requested=True)
-        transaction.on_commit(lambda: _announce_status(run.pk))
+        transaction.on_commit(lambda: announce_status(run.pk))
     run.refresh_from_db()
     return run
 
@@ -172,11 +198,12 @@ def run_resume(*, run: Run, user: AuthUser) -> Run:
             raise ValidationError({"status": "only failed or cancelled runs can be resumed"})
         run.refresh_from_db()
         transaction.on_commit(lambda: enqueue(run))
-        transaction.on_commit(lambda: _announce_status(run.pk))
+        transaction.on_commit(lambda: announce_status(run.pk))
     return run
 
 
-def _announce_status(run_id: int) -> None:
+def announce_status(run_id: int) -> None:
+    """The run's status line, to whoever watches it."""
     run = run_status(run_id)
     if run:
         broadcast.send_now(run_id, {"type": "status", **run})
@@ -205,14 +232,10 @@ def checkpoint_record(*, run: Run, step: int, path: str, summary: dict[str, Any]
     return checkpoint
 
 
-def runs_orphaned_fail(*, worker: str, started_at: datetime) -> int:
-    """A worker that starts again holds nothing: its runs still marked running, and not
-    touched since it started (a redelivered task may already have taken one back), were lost."""
-    if not worker:
-        return 0
-    untouched = Q(heartbeat_at__lt=started_at) | Q(heartbeat_at__isnull=True)
-    ids = list(Run.objects.filter(untouched, status=Status.RUNNING, worker=worker).values_list("pk", flat=True))
-    for run_id in ids:
-        run_finish(run_id=run_id, status=Status.FAILED,
-                   error=f"The worker {worker} stopped during this run. Resume continues from the last checkpoint.")
-    return len(ids)
+def run_log(run: Run, line: str) -> None:
+    """Append a line to the run's log (the run page's log pane shows it live)."""
+    path = run_dir(run) / "log.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line.rstrip("\n") + "\n")
+    broadcast.send_on_commit(run.pk, [{"type": "log", "line": line[:2000]}])

@@ -187,6 +187,9 @@ _LIMITS = {"nproc_per_node": 8, "steps": 100_000, "max_steps": 100_000, "group_s
            "num_iterations": 16, "train_examples": 10_000_000, "eval_examples": 100_000, "eval_samples": 256,
            "prompts_per_batch": 4096, "num_threads": 256, "stream_samples": 64, "max_per_prompt": 256}
 PONDER_LIMITS = {name: env_int(f"PONDER_MAX_{name.upper()}", default, minimum=1) for name, default in _LIMITS.items()}
+# A running run's worker renews its lease every PONDER_LEASE_SECONDS / 4; a run whose lease
+# lapsed is requeued (webapp/runs/leases.py). Far below the broker's visibility timeout.
+PONDER_LEASE_SECONDS = env_int("PONDER_LEASE_SECONDS", 60, minimum=4)
 PONDER_QUEUES = {"gpu": os.environ.get("PONDER_GPU_QUEUE", "gpu"), "cpu": os.environ.get("PONDER_CPU_QUEUE", "cpu")}
 # Rollout rows accepted by one ingestion call (CONTRACTS: up to 5,000).
 PONDER_MAX_ROLLOUTS_PER_CALL = 5000

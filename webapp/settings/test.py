@@ -8,6 +8,7 @@ load these settings too, with DATABASE_URL pointing at the test database.
 import os
 from urllib.parse import urlsplit, urlunsplit
 
+from webapp.env import env_int
 from webapp.settings import *  # noqa: F403
 from webapp.settings import REDIS_URL as _BASE_REDIS_URL
 
@@ -23,6 +24,8 @@ DEBUG = False
 # One key for the test process and the servers it starts (their data folders differ), so a
 # session made in a test is valid on them.
 SECRET_KEY = "ponder-tests-only-key-never-used-outside-the-test-suite-0123456789"
+# Short leases so the tests of lost workers wait seconds, not a minute.
+PONDER_LEASE_SECONDS = env_int("PONDER_LEASE_SECONDS", 20, minimum=4)
 REDIS_URL = _redis_db(_BASE_REDIS_URL, os.environ.get("PONDER_TEST_REDIS_DB", "15"))
 CELERY_BROKER_URL = REDIS_URL
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed; never in production

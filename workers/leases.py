@@ -1,0 +1,63 @@
+"""The worker's side of leases (webapp/runs/leases.py): a keeper thread per run that renews
+the run's lease while the stage works, and a reaper thread per worker that requeues runs
+whose lease lapsed. Both use their own database connection."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+
+from django.conf import settings
+from django.db import connection
+
+from webapp.runs.leases import lease_renew, runs_requeue_lapsed
+
+log = logging.getLogger(__name__)
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews the lease of task `task_id` on run `run_id` every quarter lease; `lost` turns
+    true once a renewal finds the run gone (requeued or ended): the sink then stops."""
+
+    def __init__(self, run_id: int, task_id: str) -> None:
+        super().__init__(name=f"ponder-lease-{run_id}", daemon=True)
+        self.run_id, self.task_id = run_id, task_id
+        self.lost = False
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._done.wait(settings.PONDER_LEASE_SECONDS / 4):
+                try:
+                    if not lease_renew(run_id=self.run_id, task_id=self.task_id):
+                        self.lost = True
+                        log.warning("run %s: lease lost (requeued or ended elsewhere)", self.run_id)
+                        return
+                except Exception:  # the database is away: keep trying; the lease may lapse meanwhile
+                    log.exception("run %s: could not renew the lease", self.run_id)
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(timeout=10)
+
+
+def start_reaper() -> threading.Thread:
+    """Every third of a lease (with jitter, so reapers of many workers spread out), requeue
+    the runs whose lease lapsed. Two reapers never requeue a run twice: an UPDATE decides."""
+
+    def loop() -> None:
+        while True:
+            threading.Event().wait(settings.PONDER_LEASE_SECONDS / 3 * random.uniform(0.8, 1.2))
+            try:
+                for run_id in runs_requeue_lapsed():
+                    log.warning("run %s: lease lapsed, requeued", run_id)
+            except Exception:  # the database is away: the next round tries again
+                log.exception("the reaper could not look for lapsed leases")
+                connection.close()
+
+    thread = threading.Thread(target=loop, name="ponder-reaper", daemon=True)
+    thread.start()
+    return thread
