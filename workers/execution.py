@@ -19,9 +19,10 @@ from webapp.datasets import files
 from webapp.datasets.services import dataset_store_output
 from webapp.runs import services
 from webapp.runs.configs import engine_config, run_dir
+from webapp.runs.leases import run_hand_back
 from webapp.runs.models import Checkpoint, MetricPoint, Rollout, Run, Status
 from workers import launcher
-from workers.leases import LeaseKeeper
+from workers.leases import HandBack, LeaseKeeper
 from workers.sink import DbSink, stage_sink
 
 log = logging.getLogger(__name__)
@@ -33,14 +34,15 @@ def execute_run(*, run_id: int, task_id: str, worker: str) -> str:
     run = Run.objects.get(pk=run_id)
     lease = LeaseKeeper(run_id, task_id)
     lease.start()
-    sink = DbSink(run=run, log_path=run_dir(run) / "log.txt", task_id=task_id, lease=lease)
-    try:
-        return _execute(run, sink, task_id)
-    except services.LeaseLost:  # requeued while this task stalled: the new holder carries on
-        log.warning("run %s: task %s lost its lease and stops without writing", run_id, task_id)
-        return "lease-lost"
-    finally:
-        lease.stop()
+    with HandBack() as hand_back:
+        sink = DbSink(run=run, log_path=run_dir(run) / "log.txt", task_id=task_id, lease=lease, hand_back=hand_back)
+        try:
+            return _execute(run, sink, task_id)
+        except services.LeaseLost:  # requeued while this task stalled: the new holder carries on
+            log.warning("run %s: task %s lost its lease and stops without writing", run_id, task_id)
+            return "lease-lost"
+        finally:
+            lease.stop()
 
 
 def _execute(run: Run, sink: DbSink, task_id: str) -> str:
@@ -58,7 +60,11 @@ def _execute(run: Run, sink: DbSink, task_id: str) -> str:
         _close_quietly(sink)
         services.run_finish(run_id=run.pk, status=Status.FAILED, error=_error_text(exc), task_id=task_id)
         return Status.FAILED
-    status = Status.CANCELLED if getattr(result, "status", "") == "cancelled" else Status.SUCCEEDED
+    stopped = getattr(result, "status", "") == "cancelled"
+    if stopped and sink.hand_back.requested:  # SIGTERM, not a person: the next worker continues
+        run_hand_back(run_id=run.pk, task_id=task_id, step=int(getattr(result, "step", 0) or 0))
+        return "handed-back"
+    status = Status.CANCELLED if stopped else Status.SUCCEEDED
     services.run_finish(run_id=run.pk, status=status, summary=_summary(result), task_id=task_id)
     return status
 

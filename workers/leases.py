@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
@@ -61,3 +64,30 @@ def start_reaper() -> threading.Thread:
     thread = threading.Thread(target=loop, name="ponder-reaper", daemon=True)
     thread.start()
     return thread
+
+
+class HandBack:
+    """SIGTERM (a deploy) or SIGINT (Ctrl-C of `make serve`) asks the run in this process to stop at its
+    next step boundary, where the stage saves a checkpoint; the worker then hands the run
+    back to the queue instead of ending it, and the next worker continues it. Installed for
+    the duration of one run, in the process's main thread (where Celery runs a task)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)  # SIGINT: Ctrl-C reaches the whole process group
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Callable[..., Any] | int | None] = {}
+
+    def __enter__(self) -> HandBack:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._request) for sig in self.SIGNALS}
+        return self
+
+    def _request(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        log.warning("%s: the run stops at its next step boundary and goes back to the queue",
+                    signal.Signals(signum).name)
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)

@@ -44,12 +44,13 @@ class DbSink:
     """With `task_id`, every write happens only while that task holds the run's lease
     (the run row locked for the write): a task that lost the run raises LeaseLost instead
     of writing. `lease` (a workers.leases.LeaseKeeper) makes `should_stop` true once the
-    background renewal finds the run gone."""
+    background renewal finds the run gone, `hand_back` once the worker got SIGTERM."""
 
     run: Run
     log_path: Path | None = None
     task_id: str | None = None
     lease: Any = None
+    hand_back: Any = None  # a workers.leases.HandBack: SIGTERM stops the stage too
     _rollouts: list[store.RolloutIn] = field(default_factory=list)
     _metrics: list[tuple[int, str, float]] = field(default_factory=list)
     _streams: dict[str, _Stream] = field(default_factory=dict)
@@ -116,7 +117,7 @@ class DbSink:
         broadcast.send_now(self.run.pk, {"type": "log", "line": line[:2000]})
 
     def should_stop(self) -> bool:
-        if self.lease is not None and self.lease.lost:
+        if (self.lease is not None and self.lease.lost) or (self.hand_back is not None and self.hand_back.requested):
             return True
         now = time.monotonic()
         if not self._stop and now - self._last_stop_poll >= STOP_POLL_SECONDS:

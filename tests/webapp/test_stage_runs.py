@@ -85,3 +85,65 @@ def test_a_worker_killed_mid_run_is_requeued_and_finishes_by_itself_without_gaps
     assert len(steps) == 6 * 2 * 4  # nothing duplicated, nothing missing
     per_step = {s: steps.count(s) for s in set(steps)}
     assert set(per_step.values()) == {8}
+
+
+def assert_each_step_once(run: Run, steps: int) -> None:
+    """Contiguous steps, one rollout per identity (2 prompts x 4 samples), each metric once."""
+    rollouts = list(Rollout.objects.filter(run=run).values_list("step", flat=True))
+    assert sorted(set(rollouts)) == list(range(1, steps + 1))
+    assert {s: rollouts.count(s) for s in set(rollouts)} == {s: 8 for s in range(1, steps + 1)}
+    rewards = list(MetricPoint.objects.filter(run=run, name="reward/mean").values_list("step", flat=True))
+    assert sorted(rewards) == list(range(1, steps + 1))
+
+
+def test_sigterm_hands_the_run_back_after_its_step_and_the_next_worker_finishes_it(
+        personas, api_for, server_env, artifacts_dir, settings, starter_model):
+    queue = "deploy-queue"
+    settings.PONDER_QUEUES = {"gpu": queue, "cpu": queue}
+    env = {**server_env, "PONDER_GPU_QUEUE": queue, "PONDER_CPU_QUEUE": queue}
+    worker = procs.start_worker(env, artifacts_dir / "logs", name="deploy-1", queues=queue)
+    run = Run.objects.get(pk=api_for(personas.owner).post("/api/v1/runs", {
+        "name": "deploy", "stage": "grpo", "project": "alpha",
+        "config": {**TINY_GRPO, "steps": 6, "save_every": 1}}).json()["id"])
+    deadline = time.monotonic() + 300
+    while not Checkpoint.objects.filter(run=run, step__gte=2).exists():
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.2)
+    os.killpg(worker.popen.pid, signal.SIGTERM)  # as a deploy or Ctrl-C does: the whole process group
+    assert worker.popen.wait(120) is not None  # it finishes its step first, then exits
+    worker.stop()
+    run.refresh_from_db()
+    assert run.status == "queued" and run.requeues == 1  # handed back at once, not after a lease
+    log = (Path(server_env["PONDER_DATA_DIR"]) / "runs" / str(run.pk) / "log.txt").read_text()
+    handed = int(log.split("is stopping (SIGTERM or Ctrl-C) after step ")[1].split(":")[0])
+    assert Checkpoint.objects.filter(run=run, step=handed).exists()  # the step's work was saved
+    worker = procs.start_worker(env, artifacts_dir / "logs", name="deploy-2", queues=queue)
+    try:
+        assert wait_for(run, {"succeeded", "failed"}).status == "succeeded", run.error
+    finally:
+        worker.stop()
+    assert_each_step_once(run, 6)
+
+
+def test_ctrl_c_of_make_serve_hands_the_run_back_after_its_step(
+        personas, api_for, server_env, artifacts_dir, settings, starter_model):
+    queue = "serve-queue"
+    settings.PONDER_QUEUES = {"gpu": queue, "cpu": queue}
+    env = {**server_env, "PONDER_GPU_QUEUE": queue, "PONDER_CPU_QUEUE": queue}
+    serve = procs.Proc("serve", [str(procs.BIN / "python"), "manage.py", "serve", "--port", str(procs.free_port())],
+                       env, artifacts_dir / "logs")
+    try:
+        run = Run.objects.get(pk=api_for(personas.owner).post("/api/v1/runs", {
+            "name": "ctrl-c", "stage": "grpo", "project": "alpha",
+            "config": {**TINY_GRPO, "steps": 40, "save_every": 1}}).json()["id"])
+        deadline = time.monotonic() + 300
+        while not Checkpoint.objects.filter(run=run, step__gte=2).exists():
+            assert time.monotonic() < deadline, "no checkpoint in time"
+            time.sleep(0.2)
+        os.killpg(serve.popen.pid, signal.SIGINT)  # Ctrl-C in the terminal reaches every process
+        assert serve.popen.wait(60) == 0
+    finally:
+        serve.stop()
+    run.refresh_from_db()
+    assert run.status == "queued" and run.requeues == 1, run.status  # to be continued by the next worker
+    assert run.current_step >= 2 and Checkpoint.objects.filter(run=run, step=run.current_step).exists()

@@ -57,6 +57,12 @@ def runs_requeue_held_by(*, worker: str, started_at: datetime) -> list[int]:
     return [run_id for run_id, task_id in rows if _requeue(run_id, task_id, f"worker {worker} restarted")]
 
 
+def run_hand_back(*, run_id: int, task_id: str, step: int) -> bool:
+    """The holder is stopping (SIGTERM, Ctrl-C) and saved its work: the run goes back to the queue
+    for the next worker (or ends, if someone asked to cancel it meanwhile)."""
+    return _requeue(run_id, task_id, f"the worker is stopping (SIGTERM or Ctrl-C) after step {step}")
+
+
 def _requeue(run_id: int, task_id: str, reason: str) -> bool:
     """running → queued under a new task id (or → cancelled when a stop was asked), if no one
     else changed the run first."""

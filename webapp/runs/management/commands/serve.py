@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 
 BIN = Path(sys.executable).parent
@@ -16,7 +17,8 @@ BIN = Path(sys.executable).parent
 
 def start_services(host: str, port: int) -> list[subprocess.Popen]:
     web = subprocess.Popen([str(BIN / "daphne"), "-b", host, "-p", str(port), "webapp.asgi:application"])
-    worker = subprocess.Popen([str(BIN / "celery"), "-A", "workers", "worker", "-Q", "cpu,gpu", "-c", "1",
+    queues = ",".join(dict.fromkeys(settings.PONDER_QUEUES.values()))  # as PONDER_GPU_QUEUE / _CPU_QUEUE name them
+    worker = subprocess.Popen([str(BIN / "celery"), "-A", "workers", "worker", "-Q", queues, "-c", "1",
                                "--loglevel=INFO", "-n", f"ponder-{os.getpid()}@%h"])
     return [web, worker]
 
