@@ -39,3 +39,22 @@ def test_it_shows_queues_runs_and_gpu_memory(client, personas, beats):
     assert "GPU 0 NVIDIA H100 80GB HBM3: 1024 / 81559 MB used" in body and "no GPU" in body
     assert "busy grpo" in body
     assert "their run" not in body and "a run in another project" in body
+
+
+def test_a_run_whose_worker_went_silent_shows_when_it_will_be_requeued(client, personas):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    lease = settings.PONDER_LEASE_SECONDS
+    Run.objects.create(project=personas.project, name="orphaned grpo", stage="grpo", status="running",
+                       worker="gone@host", heartbeat_at=timezone.now() - timedelta(seconds=lease * 0.75))
+    Run.objects.create(project=personas.project, name="healthy grpo", stage="grpo", status="running",
+                       worker="alive@host", heartbeat_at=timezone.now())
+    Run.objects.create(project=personas.other_project, name="their orphan", stage="grpo", status="running",
+                       worker="gone@host", heartbeat_at=timezone.now() - timedelta(seconds=lease * 2))
+    client.force_login(personas.teammate)
+    body = client.get(reverse("worker-list")).content.decode()
+    lost = body.split('id="lost-runs"')[1]
+    assert "orphaned grpo" in lost and "gone@host" in lost and "when its lease lapses" in lost
+    assert "healthy grpo" not in lost and "their orphan" not in lost  # only what the viewer may see

@@ -9,7 +9,7 @@ from webapp.projects.selectors import AuthedRequest, can_write, projects_for
 from webapp.runs import launch, pipelines, selectors, services, stages
 from webapp.runs.checkpoints import checkpoint_model
 from webapp.runs.models import Pipeline, Status
-from webapp.runs.workers_status import workers_overview
+from webapp.runs.workers_status import lost_runs, workers_overview
 
 # (sort key, header) of the runs list's sortable columns, in table order.
 RUN_COLUMNS = [("name", "Name"), ("stage", "Stage"), ("status", "Status"), ("steps", "Step"),
@@ -89,7 +89,7 @@ def worker_list(request: HttpRequest) -> HttpResponse:
     for worker in workers:  # a worker's run is named only to those who may see it
         for task in worker["active"]:
             task["visible"] = task["run_id"] in visible
-    return render(request, "runs/workers.html", {"workers": workers})
+    return render(request, "runs/workers.html", {"workers": workers, "lost": lost_runs(selectors.runs_for(request.user))})
 
 
 def pipeline_new(request: AuthedRequest) -> HttpResponse:
