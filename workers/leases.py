@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
-from webapp.runs.leases import lease_renew, runs_requeue_lapsed
+from webapp.runs.leases import external_runs_finish_idle, lease_renew, runs_requeue_lapsed
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,8 @@ def start_reaper() -> threading.Thread:
             try:
                 for run_id in runs_requeue_lapsed():
                     log.warning("run %s: lease lapsed, requeued", run_id)
+                for run_id in external_runs_finish_idle():
+                    log.info("external run %s: idle, marked finished", run_id)
             except Exception:  # the database is away: the next round tries again
                 log.exception("the reaper could not look for lapsed leases")
                 connection.close()

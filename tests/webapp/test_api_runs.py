@@ -99,3 +99,24 @@ def test_the_openapi_schema_is_served(client):
     assert response.status_code == 200
     paths = response.json()["paths"]
     assert "/api/v1/runs" in paths and "/api/v1/runs/{run_id}/rollouts" in paths
+
+
+def test_an_external_run_ends_by_cancel_or_when_it_goes_quiet(personas, api_for, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from webapp.runs.leases import external_runs_finish_idle
+
+    api = api_for(personas.owner)
+    cancelled = api.post("/api/v1/runs", {"name": "to cancel", "stage": "external"}).json()["id"]
+    assert api.post(f"/api/v1/runs/{cancelled}/cancel").json()["status"] == "cancelled"  # at once, visibly
+    quiet = api.post("/api/v1/runs", {"name": "gone quiet", "stage": "external"}).json()["id"]
+    talking = api.post("/api/v1/runs", {"name": "still logging", "stage": "external"}).json()["id"]
+    long_ago = timezone.now() - timedelta(seconds=settings.PONDER_EXTERNAL_IDLE_SECONDS + 60)
+    Run.objects.filter(pk__in=[quiet, talking]).update(heartbeat_at=long_ago, started_at=long_ago)
+    body = {"points": [{"step": 1, "name": "loss", "value": 0.5}]}
+    assert api.post(f"/api/v1/runs/{talking}/metrics", body).status_code == 201  # logging keeps it alive
+    assert external_runs_finish_idle() == [quiet]
+    statuses = dict(Run.objects.filter(pk__in=[quiet, talking]).values_list("pk", "status"))
+    assert statuses == {quiet: "succeeded", talking: "running"}

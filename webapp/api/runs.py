@@ -52,6 +52,7 @@ def _writable_run(request: HttpRequest, run_id: int) -> Run:
     run = run_for(request.user, run_id)
     if not can_write(request.user, run.project_id):
         raise PermissionDenied("only project owners may write to this run")
+    services.external_run_seen(run=run)
     return run
 
 

@@ -11,6 +11,7 @@ claim it either. A cancel asked of a run whose holder is gone ends it at once.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import datetime, timedelta
 
@@ -43,6 +44,24 @@ def runs_requeue_lapsed(*, now: datetime | None = None) -> list[int]:
         gone = int((now - beat).total_seconds()) if beat else 0
         if _requeue(run_id, task_id, f"worker {worker or '?'} lost {gone} s ago"):
             done.append(run_id)
+    return done
+
+
+def external_runs_finish_idle(*, now: datetime | None = None) -> list[int]:
+    """External runs that logged nothing for `PONDER_EXTERNAL_IDLE_SECONDS` are marked
+    succeeded: their trainer is gone without calling `finish`."""
+    now = now or timezone.now()
+    idle = timedelta(seconds=settings.PONDER_EXTERNAL_IDLE_SECONDS)
+    quiet = Q(heartbeat_at__lt=now - idle) | Q(heartbeat_at=None, started_at__lt=now - idle)
+    done = []
+    for run_id in Run.objects.filter(quiet, stage=stages.EXTERNAL, status=Status.RUNNING).values_list("pk", flat=True):
+        with transaction.atomic():
+            if Run.objects.filter(quiet, pk=run_id, status=Status.RUNNING).update(status=Status.SUCCEEDED,
+                                                                                   finished_at=now):
+                run = Run.objects.get(pk=run_id)
+                services.run_log(run, f"nothing logged for {idle.total_seconds() / 60:.0f} min: marked finished")
+                transaction.on_commit(functools.partial(services.announce_status, run_id))
+                done.append(run_id)
     return done
 
 

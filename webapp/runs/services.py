@@ -172,6 +172,10 @@ def run_cancel(*, run: Run, user: AuthUser) -> Run:
     with transaction.atomic():
         now = timezone.now()
         Run.objects.filter(pk=run.pk, status=Status.QUEUED).update(status=Status.CANCELLED, finished_at=now)
+        # Ponder cannot stop a trainer elsewhere: its external run ends here now (what it
+        # logs later is still stored).
+        Run.objects.filter(pk=run.pk, status=Status.RUNNING, stage=stages.EXTERNAL).update(
+            status=Status.CANCELLED, finished_at=now)
         # A run whose holder is gone (its lease lapsed) ends now; a held one at its next step.
         lapsed = Q(heartbeat_at__lt=now - timedelta(seconds=settings.PONDER_LEASE_SECONDS)) | Q(heartbeat_at=None)
         Run.objects.filter(lapsed, pk=run.pk, status=Status.RUNNING).exclude(stage=stages.EXTERNAL).update(
@@ -207,6 +211,12 @@ def announce_status(run_id: int) -> None:
     run = run_status(run_id)
     if run:
         broadcast.send_now(run_id, {"type": "status", **run})
+
+
+def external_run_seen(*, run: Run) -> None:
+    """An outside trainer logged into its run: it is alive (its idle clock starts again)."""
+    if run.stage == stages.EXTERNAL and run.status == Status.RUNNING:
+        Run.objects.filter(pk=run.pk, status=Status.RUNNING).update(heartbeat_at=timezone.now())
 
 
 def external_run_finish(*, run: Run, status: str, summary: dict[str, Any]) -> None:

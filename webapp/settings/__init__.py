@@ -190,6 +190,8 @@ PONDER_LIMITS = {name: env_int(f"PONDER_MAX_{name.upper()}", default, minimum=1)
 # A running run's worker renews its lease every PONDER_LEASE_SECONDS / 4; a run whose lease
 # lapsed is requeued (webapp/runs/leases.py). Far below the broker's visibility timeout.
 PONDER_LEASE_SECONDS = env_int("PONDER_LEASE_SECONDS", 60, minimum=4)
+# An external run (logged through the API) that sends nothing for this long is marked finished.
+PONDER_EXTERNAL_IDLE_SECONDS = env_int("PONDER_EXTERNAL_IDLE_SECONDS", 3600, minimum=60)
 PONDER_QUEUES = {"gpu": os.environ.get("PONDER_GPU_QUEUE", "gpu"), "cpu": os.environ.get("PONDER_CPU_QUEUE", "cpu")}
 # Rollout rows accepted by one ingestion call (CONTRACTS: up to 5,000).
 PONDER_MAX_ROLLOUTS_PER_CALL = 5000
