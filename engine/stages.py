@@ -25,6 +25,7 @@ from engine.rejection import RejectionConfig, run_rejection
 from engine.sft import run_sft
 
 QUEUE_KINDS = ("gpu", "cpu")  # worker queues by what they need; the web app maps kinds to queue names
+RESUME_KINDS = ("checkpoint", "results")
 
 
 @dataclass(frozen=True)
@@ -38,18 +39,24 @@ class StageSpec:
     parallel: bool = False  # runs data-parallel under torchrun / accelerate launch
     queue: str = "gpu"  # the kind of worker queue it needs (QUEUE_KINDS)
     aliases: tuple[str, ...] = ()  # other names the command line accepts
+    # How an interrupted run continues: from its last "checkpoint", or from the "results" it
+    # wrote so far in its output folder (sampling stages: `resume_from` is that folder).
+    resumes_from: str = "checkpoint"
 
     def __post_init__(self) -> None:
         if self.queue not in QUEUE_KINDS:
             raise ValueError(f"stage {self.name}: queue must be one of {', '.join(QUEUE_KINDS)}, got {self.queue!r}.")
+        if self.resumes_from not in RESUME_KINDS:
+            raise ValueError(f"stage {self.name}: resumes_from must be one of {', '.join(RESUME_KINDS)}, "
+                             f"got {self.resumes_from!r}.")
 
 
 STAGES: dict[str, StageSpec] = {spec.name: spec for spec in (
     StageSpec("grpo", "GRPO / R1-Zero", GRPOConfig, run_grpo, parallel=True),
     StageSpec("sft", "SFT", SFTConfig, run_sft, parallel=True),
-    StageSpec("rejection", "Rejection sampling", RejectionConfig, run_rejection),
+    StageSpec("rejection", "Rejection sampling", RejectionConfig, run_rejection, resumes_from="results"),
     StageSpec("distill", "Distillation", DistillConfig, run_distill, parallel=True),
-    StageSpec("eval", "Evaluation", EvalConfig, run_eval),
+    StageSpec("eval", "Evaluation", EvalConfig, run_eval, resumes_from="results"),
     StageSpec("pretrain", "Pretrain (starter base model)", PretrainConfig, run_pretrain, aliases=("starter",)),
 )}
 

@@ -14,6 +14,7 @@ from django.db import transaction
 
 from engine import stages
 from engine.events import Sink
+from engine.graded_sampling import CONFIG_FILE as RESULTS_CONFIG
 from engine.pretrain import ensure_starters
 from webapp.datasets import files
 from webapp.datasets.services import dataset_store_output
@@ -74,7 +75,7 @@ def _run_stage(run: Run, sink: Sink) -> Any:
     spec = stages.get(run.stage)
     config = engine_config(run)
     ensure_starters(config, sink)
-    resume_from = _resume_point(run)
+    resume_from = _resume_point(run, spec)
     if launcher.wants_launcher(config):  # data parallel: torchrun processes, events relayed to the sink
         return launcher.run_launched(spec=spec, config=config, sink=sink, output_dir=run_dir(run),
                                      resume_from=resume_from)
@@ -91,9 +92,14 @@ def _store_output_dataset(run: Run, path: Path) -> None:
     Run.objects.filter(pk=run.pk).update(output_dataset=dataset)
 
 
-def _resume_point(run: Run) -> str | None:
-    """The last checkpoint's path; data after its step is dropped so that the resumed
-    run writes each step exactly once."""
+def _resume_point(run: Run, spec: stages.StageSpec) -> str | None:
+    """Where an interrupted run continues. From its last checkpoint: data after that step
+    is dropped first, so the resumed run writes each step exactly once. From its results so
+    far (sampling stages): the run's folder, keeping what was stored (a batch redone is
+    stored once, by its rollouts' identity)."""
+    if spec.resumes_from == "results":
+        folder = run_dir(run)
+        return str(folder) if (folder / RESULTS_CONFIG).exists() else None
     last = Checkpoint.objects.filter(run=run).order_by("-step").first()
     with transaction.atomic():
         after = last.step if last else -1

@@ -147,3 +147,29 @@ def test_ctrl_c_of_make_serve_hands_the_run_back_after_its_step(
     run.refresh_from_db()
     assert run.status == "queued" and run.requeues == 1, run.status  # to be continued by the next worker
     assert run.current_step >= 2 and Checkpoint.objects.filter(run=run, step=run.current_step).exists()
+
+
+def test_an_eval_stopped_half_way_resumes_from_its_results(personas, api_for, server_env, starter_model,
+                                                            celery_worker):
+    api = api_for(personas.owner)
+    config = {"model": "starter", "task": "arithmetic", "num_prompts": 40, "k": 2, "prompts_per_batch": 2,
+              "max_new_tokens": 16}
+    run = Run.objects.get(pk=api.post("/api/v1/runs", {"name": "eval", "stage": "eval", "project": "alpha",
+                                                        "config": config}).json()["id"])
+    deadline = time.monotonic() + 300
+    while run.current_step < 6:
+        assert time.monotonic() < deadline, "no progress in time"
+        time.sleep(0.2)
+        run.refresh_from_db()
+    api.post(f"/api/v1/runs/{run.pk}/cancel")
+    done_before = wait_for(run, {"cancelled", "succeeded"}).current_step
+    assert run.status == "cancelled" and 6 <= done_before < 40
+    kept = Rollout.objects.filter(run=run).count()
+    assert kept == done_before * 2  # what it sampled stays
+    assert api.post(f"/api/v1/runs/{run.pk}/resume").status_code == 200
+    assert wait_for(run, {"succeeded", "failed"}).status == "succeeded", run.error
+    log = (Path(server_env["PONDER_DATA_DIR"]) / "runs" / str(run.pk) / "log.txt").read_text()
+    assert f"{done_before} done before" in log  # carried on rather than starting again
+    prompts = list(Rollout.objects.filter(run=run).values_list("prompt", "sample_index"))
+    assert len(prompts) == 40 * 2 and len(set(prompts)) == 80  # each sample once
+    assert run.summary["eval/pass@1"] >= 0
