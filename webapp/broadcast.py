@@ -8,6 +8,7 @@ ingestion at thousands of rollouts a second skips the serialising entirely.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -19,6 +20,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 
+log = logging.getLogger(__name__)
 # Keeps each channel-layer message small; a 5,000-row call becomes several frames.
 ROLLOUTS_PER_FRAME = 250
 # Completions longer than this are cut in the live stream (the API has the full text).
@@ -62,10 +64,19 @@ async def _send_all(run_id: int, frames: list[dict[str, Any]]) -> None:
         await layer.group_send(group_name(run_id), {"type": "run.event", "text": _text(frame)})
 
 
+def _deliver(run_id: int, frames: list[dict[str, Any]]) -> None:
+    """Send frames to the run's group. Frames are a live view of data already stored: when
+    Redis is away they are dropped (the pages read the database), never the data."""
+    try:
+        async_to_sync(_send_all)(run_id, frames)
+    except (redis.RedisError, OSError, TimeoutError) as exc:
+        log.warning("run %s: %d live frame(s) dropped, the channel layer is unavailable: %s", run_id, len(frames), exc)
+
+
 def send_now(run_id: int, *frames: dict[str, Any]) -> None:
     """Publish immediately (ephemeral events: token streams, progress)."""
     if frames and get_channel_layer() is not None and watched(run_id):
-        async_to_sync(_send_all)(run_id, list(frames))
+        _deliver(run_id, list(frames))
 
 
 def send_on_commit(run_id: int, frames: Iterable[dict[str, Any]] | Callable[[], Iterable[dict[str, Any]]]) -> None:
@@ -78,7 +89,7 @@ def send_on_commit(run_id: int, frames: Iterable[dict[str, Any]] | Callable[[], 
             return
         built = list(frames() if callable(frames) else frames)
         if built:
-            async_to_sync(_send_all)(run_id, built)
+            _deliver(run_id, built)
 
     transaction.on_commit(publish)
 

@@ -24,7 +24,7 @@ from webapp.runs.leases import run_hand_back
 from webapp.runs.models import Checkpoint, MetricPoint, Rollout, Run, Status
 from workers import launcher
 from workers.leases import HandBack, LeaseKeeper
-from workers.sink import DbSink, stage_sink
+from workers.sink import DbSink, stage_sink, with_db_retry
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +59,16 @@ def _execute(run: Run, sink: DbSink, task_id: str) -> str:
     except Exception as exc:  # the run failed; the worker lives on
         log.exception("run %s failed", run.pk)
         _close_quietly(sink)
-        services.run_finish(run_id=run.pk, status=Status.FAILED, error=_error_text(exc), task_id=task_id)
+        error = _error_text(exc)
+        with_db_retry(lambda: services.run_finish(run_id=run.pk, status=Status.FAILED, error=error, task_id=task_id))
         return Status.FAILED
     stopped = getattr(result, "status", "") == "cancelled"
     if stopped and sink.hand_back.requested:  # SIGTERM, not a person: the next worker continues
         run_hand_back(run_id=run.pk, task_id=task_id, step=int(getattr(result, "step", 0) or 0))
         return "handed-back"
     status = Status.CANCELLED if stopped else Status.SUCCEEDED
-    services.run_finish(run_id=run.pk, status=status, summary=_summary(result), task_id=task_id)
+    with_db_retry(lambda: services.run_finish(run_id=run.pk, status=status, summary=_summary(result),
+                                              task_id=task_id))
     return status
 
 

@@ -39,6 +39,7 @@ class LeaseKeeper(threading.Thread):
                         return
                 except Exception:  # the database is away: keep trying; the lease may lapse meanwhile
                     log.exception("run %s: could not renew the lease", self.run_id)
+                    connection.close()
         finally:
             connection.close()
 

@@ -8,14 +8,17 @@ are ephemeral: coalesced to a few frames a second and never stored.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from django.db import transaction
+import psycopg
+from django.db import InterfaceError, OperationalError, connection, transaction
 
 from engine.events import CheckpointRecord, ForwardingSink, RolloutRecord, Sink
 from webapp import broadcast
@@ -25,6 +28,8 @@ from webapp.ingest import store
 from webapp.runs import services
 from webapp.runs.models import Run
 
+log = logging.getLogger(__name__)
+DB_GONE = (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
 FLUSH_ROLLOUTS = 512
 FLUSH_SECONDS = 1.0
 TOKEN_FRAME_SECONDS = 0.1
@@ -73,10 +78,13 @@ class DbSink:
 
     def checkpoint(self, record: CheckpointRecord) -> None:
         self.flush()
-        with self._holding():
-            ckpt = services.checkpoint_record(run=self.run, step=record.step, path=record.path,
-                                              summary=record.summary)
-        self._checkpoint_id = ckpt.pk
+
+        def write() -> Any:
+            with self._holding():
+                return services.checkpoint_record(run=self.run, step=record.step, path=record.path,
+                                                  summary=record.summary)
+
+        self._checkpoint_id = with_db_retry(write).pk
 
     # -- live only --------------------------------------------------------------------
     def tokens(self, stream_id: str, text: str, *, step: int, prompt: str, done: bool = False) -> None:
@@ -105,8 +113,8 @@ class DbSink:
 
     def progress(self, step: int, total: int, *, eta_s: float | None = None) -> None:
         self.flush()
-        self._stop = services.run_progress(run_id=self.run.pk, step=step, total=total, eta_s=eta_s,
-                                           task_id=self.task_id) or self._stop
+        self._stop = with_db_retry(lambda: services.run_progress(
+            run_id=self.run.pk, step=step, total=total, eta_s=eta_s, task_id=self.task_id)) or self._stop
         self._last_stop_poll = time.monotonic()
 
     def log(self, line: str) -> None:
@@ -121,7 +129,7 @@ class DbSink:
             return True
         now = time.monotonic()
         if not self._stop and now - self._last_stop_poll >= STOP_POLL_SECONDS:
-            self._stop = Run.objects.filter(pk=self.run.pk, stop_requested=True).exists()
+            self._stop = with_db_retry(Run.objects.filter(pk=self.run.pk, stop_requested=True).exists)
             self._last_stop_poll = now
         return self._stop
 
@@ -132,14 +140,16 @@ class DbSink:
 
     def flush(self) -> None:
         if self._rollouts or self._metrics:
-            with self._holding():
-                batch, self._rollouts = self._rollouts, []
-                for i in range(0, len(batch), 5000):
-                    store.rollouts_store(run=self.run, rollouts=batch[i:i + 5000])
-                points, self._metrics = self._metrics, []
-                if points:
-                    store.metrics_store(run=self.run, points=points)
+            with_db_retry(self._write)
+            self._rollouts, self._metrics = [], []  # only once they are stored
         self._last_flush = time.monotonic()
+
+    def _write(self) -> None:
+        with self._holding():
+            for i in range(0, len(self._rollouts), 5000):
+                store.rollouts_store(run=self.run, rollouts=self._rollouts[i:i + 5000])
+            if self._metrics:
+                store.metrics_store(run=self.run, points=self._metrics)
 
     @contextlib.contextmanager
     def _holding(self) -> Iterator[None]:
@@ -154,6 +164,27 @@ class DbSink:
     def close(self) -> None:
         self.flush()
         self._send_tokens()
+
+
+DB_RETRY_SECONDS = 120  # how long a write waits for PostgreSQL to come back before the run fails
+T = TypeVar("T")
+
+
+def with_db_retry(write: Callable[[], T]) -> T:
+    """`write()`, tried again on a fresh connection while PostgreSQL is unreachable (a
+    restart, a killed connection), for up to DB_RETRY_SECONDS: the stage waits instead of
+    failing, and nothing it reported is lost."""
+    deadline = time.monotonic() + DB_RETRY_SECONDS
+    for attempt in itertools.count():
+        try:
+            return write()
+        except DB_GONE as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("database unavailable (%s); retrying", str(exc).strip()[:200])
+            connection.close()
+            time.sleep(min(0.5 * 2**attempt, 5.0))
+    raise AssertionError("unreachable")
 
 
 def _clean_text(text: str) -> str:

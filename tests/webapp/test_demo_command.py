@@ -28,6 +28,13 @@ def log_in(base_url: str, username: str, password: str) -> httpx.Client:
     return client
 
 
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 def test_demo_serves_and_launches_a_live_r1_zero_run(server_env, starter_model):
     port = procs.free_port()
     demo = procs.Proc("demo", [sys.executable, "manage.py", "demo", "--port", str(port)],
@@ -46,7 +53,8 @@ def test_demo_serves_and_launches_a_live_r1_zero_run(server_env, starter_model):
         assert run.status == "running" and run.current_step >= 1, (run.status, run.error, demo.text()[-3000:])
 
         base_url = f"http://127.0.0.1:{port}"
-        assert httpx.get(f"{base_url}/healthz", timeout=10).status_code == 200
+        # The run can step (on any worker) before daphne has finished starting on a busy machine.
+        demo.wait_for(lambda: _answers(f"{base_url}/healthz"), 120, "the web server answering")
         client = log_in(base_url, "demo", password)
         page = client.get(f"/runs/{run.pk}/")
         client.close()

@@ -173,3 +173,32 @@ def test_an_eval_stopped_half_way_resumes_from_its_results(personas, api_for, se
     prompts = list(Rollout.objects.filter(run=run).values_list("prompt", "sample_index"))
     assert len(prompts) == 40 * 2 and len(set(prompts)) == 80  # each sample once
     assert run.summary["eval/pass@1"] >= 0
+
+
+def test_database_connections_killed_mid_run_lose_nothing(personas, api_for, server_env, artifacts_dir, settings,
+                                                           starter_model):
+    from django.db import connection
+
+    queue = "pgkill-queue"
+    settings.PONDER_QUEUES = {"gpu": queue, "cpu": queue}
+    env = {**server_env, "PONDER_GPU_QUEUE": queue, "PONDER_CPU_QUEUE": queue}
+    worker = procs.start_worker(env, artifacts_dir / "logs", name="pgkill", queues=queue)
+    try:
+        run = Run.objects.get(pk=api_for(personas.owner).post("/api/v1/runs", {
+            "name": "pg kill", "stage": "grpo", "project": "alpha",
+            "config": {**TINY_GRPO, "steps": 8, "save_every": 2}}).json()["id"])
+        for at_step in (2, 5):  # twice in one run, as a PostgreSQL restart would
+            deadline = time.monotonic() + 300
+            while run.current_step < at_step:
+                assert time.monotonic() < deadline, "no progress in time"
+                time.sleep(0.2)
+                run.refresh_from_db()
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                               "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+                assert cursor.fetchone()[0] >= 1
+        assert wait_for(run, {"succeeded", "failed"}).status == "succeeded", run.error
+    finally:
+        worker.stop()
+    assert run.requeues == 0  # the worker carried on: nothing was lost, nothing redone
+    assert_each_step_once(run, 8)
