@@ -26,3 +26,20 @@ def test_ensure_demo_user_prints_a_password_that_logs_in(db, client):
     password = out.getvalue().strip()
     response = client.post("/accounts/login/", {"username": "demo", "password": password})
     assert response.status_code == 302 and client.get("/runs/").status_code == 200
+
+
+def test_commands_start_without_loading_the_engine_stages():
+    """`manage.py create_api_token` and friends run Django's system checks and import the
+    URLconf; neither may pull in the stage table (and with it torch, seconds per command)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.procs import ROOT
+
+    probe = ("import sys; from django.core.management import call_command; call_command('check', verbosity=0); "
+             "import webapp.urls, webapp.asgi; print(sorted({'torch', 'engine.stages'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "manage.py", "shell", "-c", probe], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "DJANGO_SETTINGS_MODULE": "webapp.settings"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -78,7 +78,7 @@ def test_the_launch_form_shows_it_and_the_worker_runs_it(count_stage, client, pe
     assert "steps must be at least 1, got 0." in refused.content.decode() and not Run.objects.exists()
     client.post(reverse("run-new"), {"stage": "count", "project": "alpha", "name": "count to 5", "cfg_steps": "5"})
     run = Run.objects.get(name="count to 5")
-    assert (run.stage, run.get_stage_display(), run.config) == ("count", "Counting (toy)", {"steps": 5})
+    assert (run.stage, run.stage_label, run.config) == ("count", "Counting (toy)", {"steps": 5})
 
     assert execute_run(run_id=run.pk, task_id=run.celery_task_id, worker="test-worker") == "succeeded"
     run.refresh_from_db()

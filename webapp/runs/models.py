@@ -40,7 +40,7 @@ class Pipeline(models.Model):
 class Run(models.Model):
     project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="runs")
     name = models.CharField(max_length=200)
-    stage = models.CharField(max_length=16, choices=stages.choices)  # engine/stages.py, plus external
+    stage = models.CharField(max_length=16, help_text="A stage of engine/stages.py, or external.")
     config = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -84,6 +84,10 @@ class Run(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED
+
+    @property
+    def stage_label(self) -> str:
+        return stages.label(self.stage)
 
 
 class Checkpoint(models.Model):

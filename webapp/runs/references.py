@@ -27,7 +27,6 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from engine import rewards as engine_rewards
-from engine.starter import STARTER_NAMES
 from webapp.datasets.models import Dataset
 from webapp.projects.models import Membership, Role
 from webapp.projects.selectors import AuthUser
@@ -91,6 +90,8 @@ def _model(user: AuthUser, field: str, value: Any, in_pipeline: bool) -> Checkpo
         return None  # the stage's own rule names what is missing
     if not isinstance(value, str):
         raise ValidationError({field: "must be a model name: starter, checkpoint:<id> or an allowed model"})
+    from engine.starter import STARTER_NAMES  # here, not at import: it loads torch
+
     if value in STARTER_NAMES or (value == PREVIOUS and in_pipeline) or _allowed_name(value):
         return None
     if value.startswith(CHECKPOINT_REF):

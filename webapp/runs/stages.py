@@ -3,7 +3,8 @@ runs trained elsewhere that log in through the API and are never queued.
 
 The table imports every stage module (and with them torch), so it is imported on first
 use rather than when Django starts: commands and pages that never touch a stage do not
-pay for it.
+pay for it. That is also why `Run.stage` has no `choices`: Django's system checks, run by
+every management command, would import the table to check them.
 """
 
 from __future__ import annotations
@@ -29,9 +30,14 @@ def spec(stage: str) -> StageSpec | None:
 
 
 def choices() -> list[tuple[str, str]]:
-    """(name, label) of every stage a run may have: `Run.stage`'s choices (a callable, so a
-    new engine stage needs no migration), the runs list's filter."""
+    """(name, label) of every stage a run may have: the runs list's filter."""
     return [(s.name, s.label) for s in _table().STAGES.values()] + [(EXTERNAL, EXTERNAL_LABEL)]
+
+
+def label(stage: str) -> str:
+    """What people read for a stage (`Run.stage_label`)."""
+    found = spec(stage)
+    return found.label if found is not None else EXTERNAL_LABEL if stage == EXTERNAL else stage
 
 
 def names() -> list[str]:

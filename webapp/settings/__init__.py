@@ -89,6 +89,7 @@ AXES_COOLOFF_TIME = timedelta(minutes=env_int("PONDER_LOGIN_COOLOFF_MINUTES", 15
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]  # a colleague's typos behind one NAT lock out only them
 AXES_RESET_ON_SUCCESS = True
 AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False  # its start-up banner on every command
 
 ROOT_URLCONF = "webapp.urls"
 ASGI_APPLICATION = "webapp.asgi.application"

@@ -2,8 +2,6 @@
 
 from django.db import migrations, models
 
-import webapp.runs.stages
-
 
 class Migration(migrations.Migration):
 
@@ -15,6 +13,6 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='run',
             name='stage',
-            field=models.CharField(choices=webapp.runs.stages.choices, max_length=16),
+            field=models.CharField(help_text='A stage of engine/stages.py, or external.', max_length=16),
         ),
     ]
