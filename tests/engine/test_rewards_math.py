@@ -81,7 +81,10 @@ GARBAGE = [
 
 
 @pytest.mark.parametrize(("completion", "answer"), EQUAL)
-def test_equal_answers_score_one(completion: str, answer: object) -> None:
+def test_equal_answers_score_one(completion: str, answer: object, monkeypatch) -> None:
+    # Equality, not speed: a loaded 2-core CI machine once took over the default 2 s to
+    # simplify 2*sqrt(3) = sqrt(12), which then scored 0.0 (the timeout's job, not a wrong grade).
+    monkeypatch.setenv("PONDER_MATH_TIMEOUT_S", "30")
     assert math_reward(completion, {"answer": answer}) == 1.0
 
 

@@ -28,6 +28,20 @@ def wait_for(run: Run, statuses: set[str], timeout: float = 300) -> Run:
     raise AssertionError(f"run {run.pk} is {run.status}, not {statuses} after {timeout}s: {run.error[-2000:]}")
 
 
+def private_queue(settings, server_env, queue: str) -> dict[str, str]:
+    """Route runs to `queue` only, from this test and from the workers it starts (their
+    requeues too); returns those workers' environment."""
+    settings.PONDER_QUEUES = {"gpu": queue, "cpu": queue}
+    return {**server_env, "PONDER_GPU_QUEUE": queue, "PONDER_CPU_QUEUE": queue}
+
+
+def wait_for_checkpoint(run: Run, step: int, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not Checkpoint.objects.filter(run=run, step__gte=step).exists():
+        assert time.monotonic() < deadline, f"no checkpoint at step {step} in time"
+        time.sleep(0.2)
+
+
 def test_a_run_queued_through_the_api_runs_in_a_real_worker(personas, api_for, starter_model, celery_worker):
     api = api_for(personas.owner)
     response = api.post("/api/v1/runs", {"name": "tiny r1-zero", "stage": "grpo", "project": "alpha",
@@ -56,17 +70,13 @@ def test_a_bad_config_is_refused_before_anything_is_queued(personas, api_for):
 def test_a_worker_killed_mid_run_is_requeued_and_finishes_by_itself_without_gaps_or_duplicates(
         personas, api_for, server_env, artifacts_dir, settings, starter_model):
     name, queue = "killme", "killme-queue"
-    settings.PONDER_QUEUES = {"gpu": queue, "cpu": queue}  # only these workers may take the run
-    env = {**server_env, "PONDER_GPU_QUEUE": queue, "PONDER_CPU_QUEUE": queue}  # and requeue it there
+    env = private_queue(settings, server_env, queue)  # only these workers may take the run
     worker = procs.start_worker(env, artifacts_dir / "logs", name=name, queues=queue)
     api = api_for(personas.owner)
     config = {**TINY_GRPO, "steps": 6, "save_every": 1}
     run = Run.objects.get(pk=api.post("/api/v1/runs", {"name": "crash", "stage": "grpo", "project": "alpha",
                                                         "config": config}).json()["id"])
-    deadline = time.monotonic() + 300
-    while not Checkpoint.objects.filter(run=run, step__gte=2).exists():
-        assert time.monotonic() < deadline, "no checkpoint in time"
-        time.sleep(0.3)
+    wait_for_checkpoint(run, 2)
     os.killpg(worker.popen.pid, signal.SIGKILL)  # the whole worker, main process and child
     worker.stop()
     run.refresh_from_db()
@@ -99,16 +109,12 @@ def assert_each_step_once(run: Run, steps: int) -> None:
 def test_sigterm_hands_the_run_back_after_its_step_and_the_next_worker_finishes_it(
         personas, api_for, server_env, artifacts_dir, settings, starter_model):
     queue = "deploy-queue"
-    settings.PONDER_QUEUES = {"gpu": queue, "cpu": queue}
-    env = {**server_env, "PONDER_GPU_QUEUE": queue, "PONDER_CPU_QUEUE": queue}
+    env = private_queue(settings, server_env, queue)  # only these workers may take the run
     worker = procs.start_worker(env, artifacts_dir / "logs", name="deploy-1", queues=queue)
     run = Run.objects.get(pk=api_for(personas.owner).post("/api/v1/runs", {
         "name": "deploy", "stage": "grpo", "project": "alpha",
         "config": {**TINY_GRPO, "steps": 6, "save_every": 1}}).json()["id"])
-    deadline = time.monotonic() + 300
-    while not Checkpoint.objects.filter(run=run, step__gte=2).exists():
-        assert time.monotonic() < deadline, "no checkpoint in time"
-        time.sleep(0.2)
+    wait_for_checkpoint(run, 2)
     os.killpg(worker.popen.pid, signal.SIGTERM)  # as a deploy or Ctrl-C does: the whole process group
     assert worker.popen.wait(120) is not None  # it finishes its step first, then exits
     worker.stop()
@@ -128,18 +134,14 @@ def test_sigterm_hands_the_run_back_after_its_step_and_the_next_worker_finishes_
 def test_ctrl_c_of_make_serve_hands_the_run_back_after_its_step(
         personas, api_for, server_env, artifacts_dir, settings, starter_model):
     queue = "serve-queue"
-    settings.PONDER_QUEUES = {"gpu": queue, "cpu": queue}
-    env = {**server_env, "PONDER_GPU_QUEUE": queue, "PONDER_CPU_QUEUE": queue}
+    env = private_queue(settings, server_env, queue)  # only these workers may take the run
     serve = procs.Proc("serve", [str(procs.BIN / "python"), "manage.py", "serve", "--port", str(procs.free_port())],
                        env, artifacts_dir / "logs")
     try:
         run = Run.objects.get(pk=api_for(personas.owner).post("/api/v1/runs", {
             "name": "ctrl-c", "stage": "grpo", "project": "alpha",
             "config": {**TINY_GRPO, "steps": 40, "save_every": 1}}).json()["id"])
-        deadline = time.monotonic() + 300
-        while not Checkpoint.objects.filter(run=run, step__gte=2).exists():
-            assert time.monotonic() < deadline, "no checkpoint in time"
-            time.sleep(0.2)
+        wait_for_checkpoint(run, 2)
         os.killpg(serve.popen.pid, signal.SIGINT)  # Ctrl-C in the terminal reaches every process
         assert serve.popen.wait(60) == 0
     finally:
@@ -180,8 +182,7 @@ def test_database_connections_killed_mid_run_lose_nothing(personas, api_for, ser
     from django.db import connection
 
     queue = "pgkill-queue"
-    settings.PONDER_QUEUES = {"gpu": queue, "cpu": queue}
-    env = {**server_env, "PONDER_GPU_QUEUE": queue, "PONDER_CPU_QUEUE": queue}
+    env = private_queue(settings, server_env, queue)  # only these workers may take the run
     worker = procs.start_worker(env, artifacts_dir / "logs", name="pgkill", queues=queue)
     try:
         run = Run.objects.get(pk=api_for(personas.owner).post("/api/v1/runs", {
