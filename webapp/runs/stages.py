@@ -31,7 +31,7 @@ def spec(stage: str) -> StageSpec | None:
 
 def choices() -> list[tuple[str, str]]:
     """(name, label) of every stage a run may have: the runs list's filter."""
-    return [(s.name, s.label) for s in _table().STAGES.values()] + [(EXTERNAL, EXTERNAL_LABEL)]
+    return [*launchable(), (EXTERNAL, EXTERNAL_LABEL)]
 
 
 def label(stage: str) -> str:
