@@ -1,5 +1,8 @@
+import json
+
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from webapp.datasets.models import Dataset
 from webapp.runs import services
@@ -48,16 +51,100 @@ def test_a_stage_that_succeeds_hands_its_checkpoint_and_dataset_on(client, perso
     assert sft.config["model"] == "starter"
 
 
-def test_a_stage_without_the_dataset_it_needs_fails_with_the_reason(client, personas,
-                                                                    django_capture_on_commit_callbacks):
+def test_a_stage_without_the_dataset_it_needs_is_blocked_with_the_reason(client, personas,
+                                                                        django_capture_on_commit_callbacks):
     pipeline, _ = launch_r1(client, personas, django_capture_on_commit_callbacks)
-    zero, rejection, sft = pipeline.runs.order_by("pipeline_index")[:3]
+    zero, rejection, sft, *later = pipeline.runs.order_by("pipeline_index")
     Checkpoint.objects.create(run=zero, step=5, path="/ckpt/zero-5")
     services.run_finish(run_id=zero.pk, status="succeeded")
     Run.objects.filter(pk=rejection.pk).update(status="running")
     services.run_finish(run_id=rejection.pk, status="succeeded")
     sft.refresh_from_db()
-    assert sft.status == "failed" and "produced no dataset" in sft.error
+    assert sft.shown_status == "blocked" and "produced no dataset" in sft.blocked_reason
+    assert all(status(r) == "blocked" and f"#{sft.pk}" in r.blocked_reason for r in later)
+    assert not Run.objects.filter(pipeline=pipeline, status="queued").exists()  # nothing waits for ever
+    body = client.get(reverse("pipeline-detail", args=[pipeline.pk])).content.decode()
+    assert "produced no dataset" in body and 'id="resume-pipeline"' in body
+
+
+def status(run):
+    run.refresh_from_db()
+    return run.shown_status
+
+
+def fail(run, error="CUDA out of memory"):
+    Run.objects.filter(pk=run.pk).update(status="running", started_at=timezone.now(), celery_task_id="t")
+    services.run_finish(run_id=run.pk, status="failed", error=error)
+
+
+def test_a_failed_stage_blocks_the_rest_and_the_pipeline_resumes_from_it_with_new_settings(
+        client, personas, django_capture_on_commit_callbacks):
+    pipeline, _ = launch_r1(client, personas, django_capture_on_commit_callbacks)
+    zero, rejection, *later = pipeline.runs.order_by("pipeline_index")
+    fail(zero)
+    assert [status(r) for r in later + [rejection]] == ["blocked"] * 6
+    assert rejection.blocked_reason == f"stage 1 ({zero.name}, #{zero.pk}) is failed"
+    page = client.get(reverse("pipeline-detail", args=[pipeline.pk])).content.decode()
+    assert "CUDA out of memory" in page and f'name="run" value="{zero.pk}"' in page
+
+    url = reverse("pipeline-resume", args=[pipeline.pk])
+    refused = client.post(url, {"run": zero.pk, "config": '{"model": "starter", "steps": "many"}'})
+    assert refused.status_code == 200 and "steps" in refused.content.decode()
+    assert status(zero) == "failed" and status(rejection) == "blocked"  # nothing half done
+    bad_json = client.post(url, {"run": zero.pk, "config": '{"model": '})
+    assert "config: is not valid JSON" in bad_json.content.decode()
+    not_first = client.post(url, {"run": rejection.pk, "config": ""})
+    assert f"stage 1 ({zero.name}, #{zero.pk}) has not succeeded" in not_first.content.decode()
+
+    new = {**zero.config, "learning_rate": 1e-4}
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        done = client.post(url, {"run": zero.pk, "config": json.dumps(new)})
+    assert done.status_code == 302 and len(queued) >= 1
+    zero.refresh_from_db()
+    assert zero.status == "queued" and zero.celery_task_id and zero.config["learning_rate"] == 1e-4
+    assert [status(r) for r in [rejection, *later]] == ["waiting"] * 6
+
+    # It runs on: the next stage gets its checkpoint as if nothing had happened.
+    Checkpoint.objects.create(run=zero, step=9, path="/ckpt/zero-9")
+    Run.objects.filter(pk=zero.pk).update(status="running")
+    services.run_finish(run_id=zero.pk, status="succeeded")
+    rejection.refresh_from_db()
+    assert rejection.celery_task_id and rejection.config["model"].startswith("checkpoint:")
+
+
+def test_a_blocked_stage_resumes_with_an_input_given_by_hand(client, personas, django_capture_on_commit_callbacks):
+    pipeline, _ = launch_r1(client, personas, django_capture_on_commit_callbacks)
+    zero, rejection, sft, *later = pipeline.runs.order_by("pipeline_index")
+    Checkpoint.objects.create(run=zero, step=5, path="/ckpt/zero-5")
+    services.run_finish(run_id=zero.pk, status="succeeded")
+    Run.objects.filter(pk=rejection.pk).update(status="running", started_at=timezone.now())
+    services.run_finish(run_id=rejection.pk, status="succeeded")  # but it stored no dataset
+    dataset = Dataset.objects.create(project=personas.project, name="hand-made cold start", kind="sft")
+    other = Dataset.objects.create(project=personas.other_project, name="someone else's", kind="sft")
+    url = reverse("pipeline-resume", args=[pipeline.pk])
+    refused = client.post(url, {"run": sft.pk, "config": json.dumps({"model": "starter", "dataset": f"dataset:{other.pk}"})})
+    assert "dataset" in refused.content.decode() and status(sft) == "blocked"
+    client.post(url, {"run": sft.pk, "config": json.dumps({"model": "starter", "dataset": f"dataset:{dataset.pk}"})})
+    sft.refresh_from_db()
+    assert sft.status == "queued" and sft.celery_task_id and sft.input_dataset == dataset
+    assert [status(r) for r in later] == ["waiting"] * len(later)
+
+
+def test_cancelling_a_waiting_stage_blocks_those_after_it_and_abandon_ends_everything(
+        client, personas, django_capture_on_commit_callbacks):
+    pipeline, _ = launch_r1(client, personas, django_capture_on_commit_callbacks)
+    zero, rejection, sft, *later = pipeline.runs.order_by("pipeline_index")
+    services.run_cancel(run=sft, user=personas.owner)
+    assert status(sft) == "cancelled" and all(status(r) == "blocked" for r in later)
+    client.force_login(personas.teammate)  # an annotator may look, not abandon
+    assert client.post(reverse("pipeline-abandon", args=[pipeline.pk])).status_code == 403
+    assert status(zero) == "queued"
+    client.force_login(personas.owner)
+    client.post(reverse("pipeline-abandon", args=[pipeline.pk]))
+    assert [status(r) for r in [zero, rejection, sft, *later]] == ["cancelled"] * 7
+    assert all("abandoned by alice" in r.error for r in later)
+    page = client.get(reverse("pipeline-detail", args=[pipeline.pk])).content.decode()
+    assert 'id="pipeline-state">ended' in page and "abandon-pipeline" not in page
 
 
 def test_outsiders_and_teammates(client, personas, django_capture_on_commit_callbacks):
@@ -68,3 +155,19 @@ def test_outsiders_and_teammates(client, personas, django_capture_on_commit_call
     assert client.get(reverse("pipeline-detail", args=[pipeline.pk])).status_code == 200
     client.post(reverse("pipeline-new"), {"preset": "r1", "project": "alpha"})
     assert Pipeline.objects.count() == 1
+
+
+def test_the_api_shows_why_a_stage_is_blocked_and_resumes_it_with_new_settings(
+        client, personas, api_for, django_capture_on_commit_callbacks):
+    pipeline, _ = launch_r1(client, personas, django_capture_on_commit_callbacks)
+    zero, rejection = pipeline.runs.order_by("pipeline_index")[:2]
+    fail(zero)
+    owner = api_for(personas.owner)
+    shown = owner.get(f"/api/v1/runs/{rejection.pk}").json()
+    assert shown["status"] == "cancelled" and shown["blocked_reason"].startswith("stage 1 (")
+    refused = owner.post(f"/api/v1/runs/{zero.pk}/resume", {"config": {"model": "/etc"}})
+    assert refused.status_code == 422 and "model" in refused.json()["detail"]
+    with django_capture_on_commit_callbacks(execute=True):
+        resumed = owner.post(f"/api/v1/runs/{zero.pk}/resume", {"config": {**zero.config, "steps": 3}})
+    assert resumed.status_code == 200 and resumed.json()["status"] == "queued"
+    assert resumed.json()["config"]["steps"] == 3 and status(rejection) == "waiting"

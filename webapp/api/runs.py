@@ -18,6 +18,7 @@ from webapp.api.schemas import (
     RunIn,
     RunOut,
     RunPage,
+    RunResumeIn,
     StoredOut,
 )
 from webapp.ingest import store
@@ -36,7 +37,7 @@ def run_out(run: Run) -> RunOut:
         id=run.pk, name=run.name, stage=run.stage, status=run.status, project=run.project.slug,
         config=run.config, created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,
         current_step=run.current_step, total_steps=run.total_steps, eta_s=run.eta_s, error=run.error,
-        parent_id=run.parent_id, url=reverse("run-detail", args=[run.pk]),
+        parent_id=run.parent_id, url=reverse("run-detail", args=[run.pk]), blocked_reason=run.blocked_reason,
     )
 
 
@@ -83,7 +84,9 @@ def cancel_run(request: AuthedRequest, run_id: int):
 
 @router.post("/runs/{run_id}/resume", response=RunOut)
 def resume_run(request: AuthedRequest, run_id: int):
-    return run_out(services.run_resume(run=run_for(request.user, run_id), user=request.user))
+    """An optional body `{"config": {...}}` gives the resumed run (or pipeline stage) new settings."""
+    config = validated_body(request, RunResumeIn).config if request.body.strip() else None
+    return run_out(services.run_resume(run=run_for(request.user, run_id), user=request.user, config=config))
 
 
 @router.post("/runs/{run_id}/finish", response=RunOut)

@@ -38,6 +38,11 @@ class RunOut(BaseModel):
     error: str
     parent_id: int | None
     url: str
+    blocked_reason: str = ""  # a pipeline stage that cannot start (status cancelled): why
+
+
+class RunResumeIn(Strict):
+    config: JsonObject | None = None
 
 
 class RunFinishIn(Strict):

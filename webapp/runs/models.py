@@ -70,6 +70,10 @@ class Run(models.Model):
     eta_s = models.FloatField(null=True, blank=True)
     requeues = models.PositiveIntegerField(default=0, help_text="Times a lost worker's run was requeued.")
     summary = models.JSONField(default=dict, blank=True, help_text="Final figures, filled when the run ends.")
+    blocked_reason = models.CharField(
+        max_length=500, blank=True,
+        help_text="Set on a pipeline stage that cannot start because one before it failed or was cancelled "
+                  "(its status is then cancelled, shown as blocked) until the pipeline is resumed or abandoned.")
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -88,6 +92,16 @@ class Run(models.Model):
     @property
     def stage_label(self) -> str:
         return stages.label(self.stage)
+
+    @property
+    def shown_status(self) -> str:
+        """The status as pages show it: a pipeline stage not yet sent to a worker is
+        `waiting`, one that cannot start is `blocked` (the API keeps the five statuses)."""
+        if self.status == Status.CANCELLED and self.blocked_reason:
+            return "blocked"
+        if self.status == Status.QUEUED and not self.celery_task_id:
+            return "waiting"
+        return self.status
 
 
 class Checkpoint(models.Model):

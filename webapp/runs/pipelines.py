@@ -9,6 +9,7 @@ queued at once; each later one is queued when the one before it succeeds.
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -17,7 +18,7 @@ from django.db import transaction
 from webapp.projects.models import Project
 from webapp.projects.selectors import AuthUser, can_write
 from webapp.runs import services
-from webapp.runs.models import Pipeline, Run
+from webapp.runs.models import Pipeline, Run, Status
 from webapp.runs.references import PREVIOUS
 
 # R1-Zero on the starter (`make demo`): GRPOConfig's defaults are tuned for this run (learning
@@ -69,3 +70,47 @@ def pipeline_runs(pipeline: Pipeline) -> list[Run]:
     return list(pipeline.runs.order_by("pipeline_index"))
 
 
+
+
+def pipeline_abandon(*, pipeline: Pipeline, user: AuthUser) -> None:
+    """Give up on a pipeline: the stage that runs is cancelled, waiting and blocked ones end
+    as cancelled, and what the finished stages produced stays."""
+    if not can_write(user, pipeline.project_id):
+        raise PermissionDenied("only project owners may abandon pipelines")
+    with transaction.atomic():
+        for run in pipeline.runs.filter(status__in=[Status.QUEUED, Status.RUNNING]).order_by("pipeline_index"):
+            services.run_cancel(run=run, user=user)
+        pipeline.runs.filter(status=Status.CANCELLED).exclude(blocked_reason="").update(
+            blocked_reason="", error=f"the pipeline was abandoned by {user.get_username()}")
+
+
+def pipeline_state(runs: list[Run]) -> str:
+    """One word for a pipeline, from its stages (in order)."""
+    shown = [run.shown_status for run in runs]
+    if any(s in ("queued", "running") for s in shown):
+        return "running"
+    if "blocked" in shown:
+        return "blocked"
+    if shown and all(s == Status.SUCCEEDED for s in shown):
+        return "succeeded"
+    return "waiting" if "waiting" in shown else "ended"
+
+
+def resumable_stage(runs: list[Run]) -> Run | None:
+    """The stage a pipeline can be resumed from: its first that did not succeed, when that
+    one failed, was cancelled or is blocked."""
+    first = next((run for run in runs if run.status != Status.SUCCEEDED), None)
+    return first if first is not None and first.status in (Status.FAILED, Status.CANCELLED) else None
+
+
+def parse_config(text: str) -> dict[str, Any] | None:
+    """The settings typed on the pipeline page: a JSON object, or nothing to keep the old ones."""
+    if not text.strip():
+        return None
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError({"config": f"is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"}) from None
+    if not isinstance(config, dict):
+        raise ValidationError({"config": "must be a JSON object"})
+    return config

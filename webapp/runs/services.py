@@ -130,6 +130,8 @@ def run_finish(*, run_id: int, status: str, error: str = "", summary: dict[str, 
         transaction.on_commit(lambda: announce_status(run_id))
         if changed and status == Status.SUCCEEDED:
             pipeline_advance(run_id=run_id)
+        elif changed:
+            _block_after(run_id)
 
 
 def pipeline_advance(*, run_id: int) -> Run | None:
@@ -160,8 +162,28 @@ def pipeline_advance(*, run_id: int) -> Run | None:
 
 
 def _blocked(child: Run, reason: str) -> None:
-    run_finish(run_id=child.pk, status=Status.FAILED, error=reason)
-    return None
+    """`child` cannot start: it shows `blocked` with the reason, and so do the stages after it."""
+    Run.objects.filter(pk=child.pk, status=Status.QUEUED).update(
+        status=Status.CANCELLED, finished_at=timezone.now(), blocked_reason=reason[:500])
+    transaction.on_commit(lambda: announce_status(child.pk))
+    _block_after(child.pk)
+
+
+def _block_after(run_id: int) -> None:
+    """The waiting stages after a pipeline stage that failed or was cancelled would wait in
+    `queued` for ever: they become blocked, naming the stage, until the pipeline is resumed
+    from it (`run_resume`) or abandoned."""
+    run = Run.objects.filter(pk=run_id).exclude(pipeline=None).first()
+    if run is None or run.pipeline_index is None:
+        return
+    shown = "blocked" if run.blocked_reason else run.status
+    reason = f"stage {run.pipeline_index + 1} ({run.name}, #{run.pk}) is {shown}"
+    later = Run.objects.filter(pipeline=run.pipeline_id, pipeline_index__gt=run.pipeline_index,
+                               status=Status.QUEUED, celery_task_id="")
+    ids = list(later.values_list("pk", flat=True))
+    later.update(status=Status.CANCELLED, finished_at=timezone.now(), blocked_reason=reason[:500])
+    for pk in ids:
+        transaction.on_commit(lambda pk=pk: announce_status(pk))
 
 
 def run_cancel(*, run: Run, user: AuthUser) -> Run:
@@ -182,28 +204,75 @@ def run_cancel(*, run: Run, user: AuthUser) -> Run:
             status=Status.CANCELLED, finished_at=now, worker="", stop_requested=True)
         Run.objects.filter(pk=run.pk, status=Status.RUNNING).update(stop_requested=True)
         transaction.on_commit(lambda: announce_status(run.pk))
+        if Run.objects.filter(pk=run.pk, status=Status.CANCELLED).exists():
+            _block_after(run.pk)
     run.refresh_from_db()
     return run
 
 
-def run_resume(*, run: Run, user: AuthUser) -> Run:
-    """Queue a failed or cancelled run again; the worker continues from its last checkpoint."""
+def run_resume(*, run: Run, user: AuthUser, config: dict[str, Any] | None = None) -> Run:
+    """Queue a failed or cancelled run again: the worker continues from its last checkpoint
+    (or its results so far), with `config` instead of the old settings when given. A pipeline
+    resumes from this stage: those before it must have succeeded, and the blocked ones after
+    it wait again for their turn."""
     if not can_write(user, run.project_id):
         raise PermissionDenied("only project owners may resume runs")
     if run.stage == stages.EXTERNAL:
         raise ValidationError({"stage": "external runs are trained elsewhere and cannot be resumed here"})
-    task_id = str(uuid.uuid4())
+    changes = _resume_changes(run, user, config)
+    if run.pipeline_id is not None:
+        _check_stages_before(run)
+    never_started = run.pipeline_id is not None and run.parent_id is not None and run.started_at is None
+    task_id = "" if never_started else str(uuid.uuid4())
     with transaction.atomic():
         updated = Run.objects.filter(
             pk=run.pk, status__in=[Status.FAILED, Status.CANCELLED]
         ).update(status=Status.QUEUED, queued_at=timezone.now(), finished_at=None, stop_requested=False,
-                 celery_task_id=task_id, error="")
+                 celery_task_id=task_id, error="", blocked_reason="", **changes)
         if not updated:
-            raise ValidationError({"status": "only failed or cancelled runs can be resumed"})
+            raise ValidationError({"status": "only failed, cancelled or blocked runs can be resumed"})
+        if run.pipeline_id is not None:
+            _unblock_after(run)
         run.refresh_from_db()
-        transaction.on_commit(lambda: enqueue(run))
+        if never_started:  # its inputs come from the stage before, as if that one had just finished
+            assert run.parent_id is not None
+            pipeline_advance(run_id=run.parent_id)
+        else:
+            transaction.on_commit(lambda: enqueue(run))
         transaction.on_commit(lambda: announce_status(run.pk))
+    run.refresh_from_db()
     return run
+
+
+def _resume_changes(run: Run, user: AuthUser, config: dict[str, Any] | None) -> dict[str, Any]:
+    """The new settings of a resumed run, checked like a new run's."""
+    if config is None:
+        return {}
+    refs = _check_run_fields(user=user, name=run.name, stage=run.stage, config=config,
+                             in_pipeline=run.pipeline_id is not None and run.parent_id is not None)
+    return {"config": config, "base_checkpoint": refs.base_checkpoint, "input_dataset": refs.input_dataset}
+
+
+def _check_stages_before(run: Run) -> None:
+    first = (Run.objects.filter(pipeline=run.pipeline_id, pipeline_index__lt=run.pipeline_index)
+             .exclude(status=Status.SUCCEEDED).order_by("pipeline_index").first())
+    if first is not None and first.pipeline_index is not None:
+        raise ValidationError({"status": f"stage {first.pipeline_index + 1} ({first.name}, #{first.pk}) has not "
+                                         "succeeded: resume the pipeline from that stage"})
+
+
+def _unblock_after(run: Run) -> None:
+    """The blocked stages after `run` wait again, up to one that ended by itself."""
+    ids = []
+    for later in Run.objects.filter(pipeline=run.pipeline_id, pipeline_index__gt=run.pipeline_index
+                                    ).order_by("pipeline_index"):
+        if later.shown_status != "blocked":
+            break
+        ids.append(later.pk)
+    Run.objects.filter(pk__in=ids).update(status=Status.QUEUED, finished_at=None, blocked_reason="",
+                                          celery_task_id="", queued_at=None)
+    for pk in ids:
+        transaction.on_commit(lambda pk=pk: announce_status(pk))
 
 
 def announce_status(run_id: int) -> None:

@@ -15,4 +15,6 @@ urlpatterns += [path("workers/", views.worker_list, name="worker-list")]
 urlpatterns += [
     path("pipelines/new/", views.pipeline_new, name="pipeline-new"),
     path("pipelines/<int:pipeline_id>/", views.pipeline_detail, name="pipeline-detail"),
+    path("pipelines/<int:pipeline_id>/resume/", views.pipeline_resume, name="pipeline-resume"),
+    path("pipelines/<int:pipeline_id>/abandon/", views.pipeline_abandon, name="pipeline-abandon"),
 ]

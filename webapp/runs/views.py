@@ -1,3 +1,5 @@
+import json
+
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
@@ -107,4 +109,36 @@ def pipeline_new(request: AuthedRequest) -> HttpResponse:
 
 def pipeline_detail(request: HttpRequest, pipeline_id: int) -> HttpResponse:
     pipeline = get_object_or_404(Pipeline, pk=pipeline_id, project__in=projects_for(request.user))
-    return render(request, "runs/pipeline_detail.html", {"pipeline": pipeline, "runs": pipelines.pipeline_runs(pipeline)})
+    runs = pipelines.pipeline_runs(pipeline)
+    resumable = pipelines.resumable_stage(runs)
+    typed = request.POST.get("config") if request.method == "POST" else None  # kept when refused
+    return render(request, "runs/pipeline_detail.html", {
+        "pipeline": pipeline, "runs": runs, "state": pipelines.pipeline_state(runs), "resumable": resumable,
+        "can_write": can_write(request.user, pipeline.project_id),
+        "config_text": typed if typed is not None else json.dumps(resumable.config if resumable else {}, indent=2),
+    })
+
+
+@require_POST
+def pipeline_resume(request: AuthedRequest, pipeline_id: int) -> HttpResponse:
+    """Resume the pipeline from its failed, cancelled or blocked stage, with the settings
+    typed into the page (a JSON object) instead of the old ones."""
+    pipeline = get_object_or_404(Pipeline, pk=pipeline_id, project__in=projects_for(request.user))
+    run = get_object_or_404(pipeline.runs, pk=request.POST.get("run") or 0)
+    try:
+        config = pipelines.parse_config(request.POST.get("config", ""))
+        services.run_resume(run=run, user=request.user, config=config)
+    except ValidationError as exc:
+        messages.error(request, "; ".join(f"{k}: {', '.join(v)}" for k, v in exc.message_dict.items())
+                       if hasattr(exc, "error_dict") else "; ".join(exc.messages))
+        return pipeline_detail(request, pipeline_id)
+    messages.success(request, f"Resumed from stage {(run.pipeline_index or 0) + 1}.")
+    return redirect("pipeline-detail", pipeline_id=pipeline.pk)
+
+
+@require_POST
+def pipeline_abandon(request: AuthedRequest, pipeline_id: int) -> HttpResponse:
+    pipeline = get_object_or_404(Pipeline, pk=pipeline_id, project__in=projects_for(request.user))
+    pipelines.pipeline_abandon(pipeline=pipeline, user=request.user)
+    messages.success(request, "Pipeline abandoned; what its stages produced is kept.")
+    return redirect("pipeline-detail", pipeline_id=pipeline.pk)
