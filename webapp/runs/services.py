@@ -3,6 +3,7 @@ state changes are conditional UPDATEs that check the row count."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -183,7 +184,7 @@ def _block_after(run_id: int) -> None:
     ids = list(later.values_list("pk", flat=True))
     later.update(status=Status.CANCELLED, finished_at=timezone.now(), blocked_reason=reason[:500])
     for pk in ids:
-        transaction.on_commit(lambda pk=pk: announce_status(pk))
+        transaction.on_commit(functools.partial(announce_status, pk))
 
 
 def run_cancel(*, run: Run, user: AuthUser) -> Run:
@@ -272,7 +273,7 @@ def _unblock_after(run: Run) -> None:
     Run.objects.filter(pk__in=ids).update(status=Status.QUEUED, finished_at=None, blocked_reason="",
                                           celery_task_id="", queued_at=None)
     for pk in ids:
-        transaction.on_commit(lambda pk=pk: announce_status(pk))
+        transaction.on_commit(functools.partial(announce_status, pk))
 
 
 def announce_status(run_id: int) -> None:
