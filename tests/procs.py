@@ -91,3 +91,18 @@ def start_server(env: dict[str, str], log_dir: Path, port: int | None = None) ->
 
     proc.wait_for(healthy, 60, "healthy /healthz")
     return proc, url
+
+
+def start_serve(env: dict[str, str], log_dir: Path, port: int, name: str = "serve") -> Proc:
+    """`manage.py serve` (daphne and a worker, as `make serve` runs them), once it answers."""
+    proc = Proc(name, [str(BIN / "python"), "manage.py", "serve", "--port", str(port)], env, log_dir)
+    url = f"http://127.0.0.1:{port}/healthz"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    proc.wait_for(healthy, 90, "healthy /healthz")
+    return proc

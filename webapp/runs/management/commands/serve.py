@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -18,8 +19,10 @@ BIN = Path(sys.executable).parent
 def start_services(host: str, port: int) -> list[subprocess.Popen]:
     web = subprocess.Popen([str(BIN / "daphne"), "-b", host, "-p", str(port), "webapp.asgi:application"])
     queues = ",".join(dict.fromkeys(settings.PONDER_QUEUES.values()))  # as PONDER_GPU_QUEUE / _CPU_QUEUE name them
+    # The worker's name outlives the process (one serve per port): a serve started again after
+    # a crash finds the runs its predecessor held and requeues them at once, not after a lease.
     worker = subprocess.Popen([str(BIN / "celery"), "-A", "workers", "worker", "-Q", queues, "-c", "1",
-                               "--loglevel=INFO", "-n", f"ponder-{os.getpid()}@%h"])
+                               "--loglevel=INFO", "-n", f"ponder-{port}@%h"])
     return [web, worker]
 
 
@@ -40,14 +43,31 @@ def wait_then_stop(children: list[subprocess.Popen]) -> int:
 
 
 def stop_all(children: list[subprocess.Popen]) -> None:
+    """SIGTERM to each child and to the worker's pool processes too: a run stops at its next
+    step boundary, saves, and goes back to the queue (Celery's warm shutdown alone would wait
+    for the whole run). A step may take a while at real sizes: `PONDER_STOP_SECONDS`."""
     for child in children:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
+        for pid in [child.pid, *_descendants(child.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + float(os.environ.get("PONDER_STOP_SECONDS", "120"))
     for child in children:
         try:
-            child.wait(20)
+            child.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            child.kill()
+            for pid in [*_descendants(child.pid), child.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            child.wait()
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes below `pid` (Linux /proc; none elsewhere)."""
+    try:
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return [d for c in children for d in (c, *_descendants(c))]
 
 
 class Command(BaseCommand):
