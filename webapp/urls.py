@@ -21,6 +21,7 @@ urlpatterns = [
     path("api/v1/", _api_urls()),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("", include("webapp.accounts.urls")),
     path("", include("webapp.projects.urls")),
     path("", include("webapp.charts.urls")),  # before runs/<id>/: runs/overlay/ is not a run
     path("", include("webapp.runs.urls")),

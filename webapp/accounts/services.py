@@ -2,39 +2,67 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from webapp.accounts.models import ApiToken
+from webapp.accounts.models import ApiToken, Scope
+from webapp.accounts.selectors import usable_tokens
 
 if TYPE_CHECKING:
     from webapp.projects.selectors import AuthUser
 
 TOKEN_PREFIX = "pdr_"
+MAX_EXPIRY_DAYS = 365
+TOUCH_EVERY_S = 60  # last_used_at is written at most this often: ingestion calls come many times a second
 
 
 def _digest(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def api_token_create(*, user: AuthUser, name: str = "") -> str:
-    """Create a token and return it in clear; only its digest is kept."""
+def api_token_create(
+    *, user: AuthUser, name: str = "", scope: str = Scope.FULL, expires_in_days: int | None = None,
+) -> str:
+    """Create a token and return it in clear, the one time it is ever seen; only its digest
+    is kept. Without `expires_in_days` it never expires."""
+    if scope not in Scope.values:
+        raise ValidationError({"scope": f"must be one of {', '.join(Scope.values)}"})
+    if expires_in_days is not None and not 1 <= expires_in_days <= MAX_EXPIRY_DAYS:
+        raise ValidationError({"expires_in_days": f"must be between 1 and {MAX_EXPIRY_DAYS} (or none: never)"})
+    expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days is not None else None
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    ApiToken.objects.create(user=user, name=name, prefix=raw[:12], digest=_digest(raw))
+    ApiToken.objects.create(user=user, name=name.strip(), prefix=raw[:12], digest=_digest(raw), scope=scope,
+                            expires_at=expires_at)
     return raw
 
 
-def user_for_token(raw: str) -> AuthUser | None:
-    token = ApiToken.objects.select_related("user").filter(digest=_digest(raw)).first()
-    if token is None or not token.user.is_active:
-        return None
+def api_token_revoke(*, token: ApiToken) -> ApiToken:
+    """Revoke a token; every later request with it is refused (lookups are never cached).
+    Revoking twice keeps the first time."""
+    ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    token.refresh_from_db(fields=["revoked_at"])
+    return token
+
+
+def token_for(raw: str) -> ApiToken | None:
+    """The token with this clear text, with its user, if it may be used now: not revoked,
+    not expired, its user active. Asked on every request, so a revocation counts at once."""
     now = timezone.now()
-    # Touch at most once a minute: ingestion calls arrive many times a second.
-    if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
+    token = usable_tokens(now).select_related("user").filter(digest=_digest(raw)).first()
+    if token is None:
+        return None
+    if token.last_used_at is None or (now - token.last_used_at).total_seconds() > TOUCH_EVERY_S:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-    return token.user
+    return token
+
+
+def user_for_token(raw: str) -> AuthUser | None:
+    token = token_for(raw)
+    return token.user if token is not None else None
 
 
 def demo_user_ensure(*, username: str = "demo", password: str | None = None) -> tuple[AuthUser, str]:
