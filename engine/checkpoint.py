@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import errno
 import json
 import os
 import random
@@ -114,9 +115,31 @@ def save_checkpoint(
         weights, optimizer_state = full_state or (None, optimizer.state_dict() if optimizer is not None else None)
         summary = _write(tmp, model, tokenizer, step, (weights, optimizer_state), scheduler, data_state, config)
         _swap_into_place(tmp, target)
+    except Exception as exc:
+        if _is_disk_full(exc):
+            raise DiskFull(_disk_full_message(step, target)) from exc
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return CheckpointRecord(step=step, path=str(target), summary=summary)
+
+
+class DiskFull(OSError):
+    """A checkpoint did not fit on its disk; nothing of it was left behind."""
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    # safetensors and torch.save report ENOSPC in their own exception types, with the OS text
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return any(text in str(exc) for text in (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT)))
+
+
+def _disk_full_message(step: int, target: Path) -> str:
+    free_mb = shutil.disk_usage(target.parent).free / 2**20
+    return (f"checkpoint at step {step}: no space left on the disk of {target.parent} ({free_mb:.0f} MB free); "
+            "the half-written checkpoint was removed and the earlier ones are intact. Free some space "
+            "(or set a larger save_every), then resume the run.")
 
 
 def _write(tmp: Path, model: Any, tokenizer: Any, step: int, state: tuple[Any, Any], scheduler: Any,
