@@ -218,7 +218,8 @@ def run_rejection(config: RejectionConfig, sink: Sink,
     stats = open_results(config, STATS_FILE, resume_from)
     kept = _kept_by_prompt(stats)
     todo = batches(sampler.examples, config.prompts_per_batch, start=len(stats))
-    sink.log(f"Rejection sampling: {len(sampler.examples)} prompts x {config.k} samples of {config.model}")
+    sink.log(f"Rejection sampling: {len(sampler.examples)} prompts x {config.k} samples of {config.model}"
+             + (f", {len(stats)} done before" if stats else ""))
     clock, status = StepClock(), "succeeded"
     for n, (start, examples) in enumerate(todo):
         if sink.should_stop():

@@ -151,12 +151,13 @@ def test_ctrl_c_of_make_serve_hands_the_run_back_after_its_step(
     assert run.current_step >= 2 and Checkpoint.objects.filter(run=run, step=run.current_step).exists()
 
 
-def test_an_eval_stopped_half_way_resumes_from_its_results(personas, api_for, server_env, starter_model,
-                                                            celery_worker):
+@pytest.mark.parametrize(("stage", "figure"), [("eval", "eval/pass@1"), ("rejection", "rejection/samples")])
+def test_a_sampling_stage_stopped_half_way_resumes_from_its_results(stage, figure, personas, api_for, server_env,
+                                                                     starter_model, celery_worker):
     api = api_for(personas.owner)
     config = {"model": "starter", "task": "arithmetic", "num_prompts": 40, "k": 2, "prompts_per_batch": 2,
               "max_new_tokens": 16}
-    run = Run.objects.get(pk=api.post("/api/v1/runs", {"name": "eval", "stage": "eval", "project": "alpha",
+    run = Run.objects.get(pk=api.post("/api/v1/runs", {"name": stage, "stage": stage, "project": "alpha",
                                                         "config": config}).json()["id"])
     deadline = time.monotonic() + 300
     while run.current_step < 6:
@@ -168,13 +169,15 @@ def test_an_eval_stopped_half_way_resumes_from_its_results(personas, api_for, se
     assert run.status == "cancelled" and 6 <= done_before < 40
     kept = Rollout.objects.filter(run=run).count()
     assert kept == done_before * 2  # what it sampled stays
+    changed = api.post(f"/api/v1/runs/{run.pk}/resume", {"config": {**config, "k": 4}})
+    assert changed.status_code == 422 and "resume it unchanged" in changed.json()["detail"]  # its results need them
     assert api.post(f"/api/v1/runs/{run.pk}/resume").status_code == 200
     assert wait_for(run, {"succeeded", "failed"}).status == "succeeded", run.error
     log = (Path(server_env["PONDER_DATA_DIR"]) / "runs" / str(run.pk) / "log.txt").read_text()
     assert f"{done_before} done before" in log  # carried on rather than starting again
     prompts = list(Rollout.objects.filter(run=run).values_list("prompt", "sample_index"))
     assert len(prompts) == 40 * 2 and len(set(prompts)) == 80  # each sample once
-    assert run.summary["eval/pass@1"] >= 0
+    assert run.summary[figure] >= 0
 
 
 def test_database_connections_killed_mid_run_lose_nothing(personas, api_for, server_env, artifacts_dir, settings,

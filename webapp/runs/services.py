@@ -247,8 +247,12 @@ def run_resume(*, run: Run, user: AuthUser, config: dict[str, Any] | None = None
 
 def _resume_changes(run: Run, user: AuthUser, config: dict[str, Any] | None) -> dict[str, Any]:
     """The new settings of a resumed run, checked like a new run's."""
-    if config is None:
+    if config is None or config == run.config:
         return {}
+    spec = stages.spec(run.stage)
+    if run.started_at is not None and spec is not None and spec.resumes_from == "results":
+        raise ValidationError({"config": f"{spec.label} resumes from its results so far, which were made with "
+                                         "the old settings: resume it unchanged, or launch a new run to change them"})
     refs = _check_run_fields(user=user, name=run.name, stage=run.stage, config=config,
                              in_pipeline=run.pipeline_id is not None and run.parent_id is not None)
     return {"config": config, "base_checkpoint": refs.base_checkpoint, "input_dataset": refs.input_dataset}
