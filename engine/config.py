@@ -187,6 +187,9 @@ class GRPOConfig(TrainConfig):
                                        "other names come from `engine.rewards` (format, math, code, language).")
     accuracy_reward: str = option("task", "Reward whose value 1.0 counts as a correct answer for the "
                                   "`accuracy` metric.")
+    custom_rewards: dict[str, str] = option({}, "Reward name → file of Python source defining "
+                                            "`reward(completion, example)`, run only in the sandbox, one "
+                                            "sandbox per batch; name it in `rewards` to weight it.")
     group_size: int = option(8, "G: completions sampled per prompt; advantages compare them.")
     prompts_per_step: int = option(8, "Prompts per step; the batch is prompts_per_step * group_size.")
     max_new_tokens: int = option(64, "Longest completion in tokens; longer ones are cut (finish "

@@ -25,7 +25,7 @@ from typing import Any
 
 from engine.config import DTYPES, StageConfigMixin, option, require, require_generation_backend
 from engine.events import RolloutRecord
-from engine.scoring import RewardScorer
+from engine.scoring import RewardScorer, sandboxed_rewards
 from engine.tasks.base import extract_answer
 from engine.tasks.templates import STYLES as PROMPT_STYLES
 from engine.tasks.templates import format_prompt
@@ -71,6 +71,9 @@ class SamplingConfig(StageConfigMixin):
                                   "task's own grader), a name from engine.rewards (math, code) or a dotted path.")
     rewards: dict[str, float] = option({"format": 1.0}, "Further rewards to score every completion with "
                                        "(name → weight), reported per sample and as means.")
+    custom_rewards: dict[str, str] = option({}, "Reward name → file of Python source defining "
+                                            "`reward(completion, example)`, run only in the sandbox, one "
+                                            "sandbox per batch.")
     prompts_per_batch: int = option(16, "Prompts sampled together; results are written, progress is "
                                     "reported and a stop request is honoured after each batch.")
     generation_backend: str = option("torch", "Sampler: torch (transformers) or vllm.")
@@ -150,7 +153,8 @@ class GradedSampler:
         task = load_task(config)
         weights = {config.accuracy_reward: 0.0, **config.rewards}  # the grader runs once per sample
         generator = make_generator(config.generation_backend, model, tokenizer)
-        return cls(config, model, tokenizer, generator, RewardScorer(weights, task, log),
+        scorer = RewardScorer(weights, task, log, sandboxed_rewards(config.custom_rewards))
+        return cls(config, model, tokenizer, generator, scorer,
                    load_prompts(config, tokenizer, task), eos_ids(model, tokenizer))
 
     def sample(self, examples: list[Example], start: int) -> list[list[GradedSample]]:

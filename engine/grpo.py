@@ -21,7 +21,7 @@ from engine import distributed
 from engine.config import GRPOConfig
 from engine.events import RolloutRecord, Sink
 from engine.grpo_math import group_advantages, policy_loss
-from engine.scoring import RewardFn, RewardScorer
+from engine.scoring import RewardFn, RewardScorer, sandboxed_rewards
 from engine.tasks.base import extract_answer
 from engine.tasks.templates import format_prompt
 from engine.text import split_reasoning
@@ -163,7 +163,8 @@ def _setup(config: GRPOConfig, sink: Sink, resume_from: str | Path | None,
     generator = make_generator(config.generation_backend, model, tokenizer)
     run = _Run(config, sink, model, tokenizer, optimizer, scheduler, generator, train, test,
                DataCursor.restore(len(train), config.seed, data_state.get("cursor")),
-               RewardScorer(config.rewards, _task(config), sink.log, reward_functions), world=world,
+               RewardScorer(config.rewards, _task(config), sink.log,
+                            {**sandboxed_rewards(config.custom_rewards), **reward_functions}), world=world,
                ref_model=ref_model, step=int(state.get("step", 0)))
     return run
 

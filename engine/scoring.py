@@ -57,19 +57,47 @@ class RewardScorer:
 
     def score_many(self, pairs: list[tuple[str, dict[str, Any]]]) -> list[tuple[float, dict[str, float]]]:
         """`score` for each (completion, example), in order, on a few threads: graders that
-        run code in the sandbox (or helper processes) then overlap."""
-        if len(pairs) <= 1:
-            return [self.score(c, ex) for c, ex in pairs]
+        run code in the sandbox (or helper processes) then overlap. A grader with a `batch`
+        method (a custom reward in the sandbox) scores all pairs in one call."""
+        batched = {name: self._call_batch(name, fn, pairs) for name, fn in self.functions.items()
+                   if hasattr(fn, "batch") and len(pairs) > 1}
+        rest = {name: fn for name, fn in self.functions.items() if name not in batched}
+
+        def one(index: int) -> tuple[float, dict[str, float]]:
+            completion, example = pairs[index]
+            components = {name: self._call(name, fn, completion, example) for name, fn in rest.items()}
+            components.update({name: values[index] for name, values in batched.items()})
+            components = {name: components[name] for name in self.functions}  # the weights' order
+            return float(sum(self.weights[n] * v for n, v in components.items())), components
+
+        if len(pairs) <= 1 or not rest:
+            return [one(i) for i in range(len(pairs))]
         with ThreadPoolExecutor(max_workers=min(len(pairs), _concurrency())) as pool:
-            return list(pool.map(lambda pair: self.score(*pair), pairs))
+            return list(pool.map(one, range(len(pairs))))
+
+    def _call_batch(self, name: str, fn: Any, pairs: list[tuple[str, dict[str, Any]]]) -> list[float]:
+        try:
+            results = fn.batch([c for c, _ in pairs], [ex for _, ex in pairs])
+        except Exception as exc:  # the whole batch failed (syntax, timeout): each scores 0
+            self._report(name, exc)
+            return [0.0] * len(pairs)
+        for _, error in results:
+            if error:
+                self._report(name, error)
+                break
+        return [value for value, _ in results]
+
+    def _report(self, name: str, error: Any) -> None:
+        if name not in self._reported:
+            self._reported.add(name)
+            text = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
+            self.log(f"reward {name!r} failed ({text}); scoring 0.0")
 
     def _call(self, name: str, fn: RewardFn, completion: str, example: dict[str, Any]) -> float:
         try:
             return float(fn(completion, example))
         except Exception as exc:  # a grader bug must not end the run; it scores 0
-            if name not in self._reported:
-                self._reported.add(name)
-                self.log(f"reward {name!r} failed ({type(exc).__name__}: {exc}); scoring 0.0")
+            self._report(name, exc)
             return 0.0
 
     def correct(self, completion: str, example: dict[str, Any], components: dict[str, float],
@@ -84,6 +112,13 @@ class RewardScorer:
             self._extra[accuracy_reward] = self._resolve(accuracy_reward)
         fn = self._extra[accuracy_reward]
         return self._call(accuracy_reward, fn, completion, example) >= 1.0
+
+
+def sandboxed_rewards(files: dict[str, str]) -> dict[str, RewardFn]:
+    """The custom rewards of a stage config (name → source file), each run in the sandbox."""
+    from engine.rewards.sandboxed import SandboxedReward
+
+    return {name: SandboxedReward.from_file(path) for name, path in files.items()}
 
 
 def _concurrency() -> int:

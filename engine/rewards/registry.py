@@ -12,6 +12,7 @@ True
 from __future__ import annotations
 
 import importlib
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -41,12 +42,38 @@ def register(name: str) -> Callable[[RewardFn], RewardFn]:
 
 
 def names() -> list[str]:
-    """The registered reward names, sorted."""
+    """The registered reward names (built-ins and `ponder.rewards` plugins), sorted."""
+    _load_plugins()
     return sorted(_REGISTRY)
+
+
+PLUGIN_GROUP = "ponder.rewards"
+_plugins_loaded = False
+
+
+def _load_plugins() -> None:
+    """Rewards an operator installed as packages: each entry point of the `ponder.rewards`
+    group (``brevity = "my_pkg.rewards:brevity"`` under ``[project.entry-points."ponder.rewards"]``)
+    registers under its name. A plugin that fails to import is reported, not fatal."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=PLUGIN_GROUP):
+        try:
+            fn = entry.load()
+        except Exception as exc:  # one broken plugin must not hide the others
+            warnings.warn(f"reward plugin {entry.name!r} ({entry.value}) failed to load: {exc}", stacklevel=2)
+            continue
+        if entry.name not in _REGISTRY and callable(fn):
+            _REGISTRY[entry.name] = fn
 
 
 def get(name: str) -> RewardFn:
     """The reward registered as `name`; `UnknownRewardError` lists the valid names."""
+    _load_plugins()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -65,6 +92,7 @@ def resolve(name_or_path: str) -> RewardFn:
     >>> resolve("engine.rewards.formats:format_think") is get("format")
     True
     """
+    _load_plugins()
     if name_or_path in _REGISTRY:
         return _REGISTRY[name_or_path]
     if ":" not in name_or_path and "." not in name_or_path:

@@ -7,8 +7,10 @@
 - a dataset (`dataset`, `eval_dataset`): `dataset:<id>` of a project the caller owns, or a
   file or folder inside `PONDER_MODEL_DIRS`;
 - `@previous` in either, for a pipeline's later stages (what the stage before produced);
-- rewards (`rewards`, `accuracy_reward`): registered names (`engine.rewards`) or `task`, the
-  task's own grader; never a dotted path to Python code;
+- rewards (`rewards`, `accuracy_reward`): registered names (`engine.rewards`, plugins
+  included), `task`, the task's own grader, or `custom:<name>[@<version>]`, a reward saved in
+  the run's project (run in the sandbox; pinned to its version when the run is created);
+  never a dotted path to Python code nor a file (`custom_rewards`);
 - where files go (`output_dir`, `data_dir`): nothing; every run writes into its own folder;
 - resource knobs: at most the operator's maxima (`settings.PONDER_LIMITS`).
 The same rules apply inside distillation's nested `sft` and `rejection` settings. The engine's
@@ -17,6 +19,7 @@ command line is the operator's own tool and keeps taking plain paths.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,11 +33,14 @@ from engine import rewards as engine_rewards
 from webapp.datasets.models import Dataset
 from webapp.projects.models import Membership, Role
 from webapp.projects.selectors import AuthUser
+from webapp.rewards import selectors as reward_selectors
+from webapp.rewards.models import CustomReward
 from webapp.runs.models import Checkpoint
 
 MODEL_FIELDS = ("model", "teacher", "student")  # as engine.pretrain.MODEL_FIELDS
 DATASET_FIELDS = ("dataset", "eval_dataset")
 PLACE_FIELDS = ("output_dir", "data_dir")  # settings that choose where files are written
+CUSTOM_FILES = "custom_rewards"  # engine setting: reward source files, filled in by the server
 NESTED_FIELDS = ("sft", "rejection")  # distillation's settings of its two phases
 CHECKPOINT_REF = "checkpoint:"
 DATASET_REF = "dataset:"
@@ -48,11 +54,14 @@ class References:
 
     base_checkpoint: Checkpoint | None = None
     input_dataset: Dataset | None = None
+    custom_rewards: dict[str, CustomReward] = dataclasses.field(default_factory=dict)  # as named -> the version
 
 
-def references_check(user: AuthUser, config: dict[str, Any], *, in_pipeline: bool = False) -> References:
+def references_check(user: AuthUser, config: dict[str, Any], *, in_pipeline: bool = False,
+                     project_id: int | None = None) -> References:
     """Check every value of `config` that names a model, a dataset, a reward, a place or a
-    resource; ValidationError({field: rule}) for the first one that breaks a rule."""
+    resource; ValidationError({field: rule}) for the first one that breaks a rule. Custom
+    rewards are those of `project_id`, the run's project."""
     refs = References()
     for field, key, value in _items(config):
         if key in MODEL_FIELDS:
@@ -63,10 +72,14 @@ def references_check(user: AuthUser, config: dict[str, Any], *, in_pipeline: boo
             refs.input_dataset = refs.input_dataset or dataset
         elif key in PLACE_FIELDS and value not in (None, ""):
             raise ValidationError({field: "a run writes only into its own folder: leave this setting out"})
-        elif key == "rewards":
-            _rewards(field, value)
+        elif key == CUSTOM_FILES and value not in (None, {}):
+            raise ValidationError({field: "name a project's saved rewards in rewards (custom:<name>@<version>) "
+                                          "instead of files"})
+        elif key == "rewards" and isinstance(value, dict):
+            for name in value:
+                _reward_name(f"{field}.{name}", name, project_id, refs)
         elif key == "accuracy_reward":
-            _reward_name(field, value)
+            _reward_name(field, value, project_id, refs)
         elif key in settings.PONDER_LIMITS:
             _limit(field, key, value)
     return refs
@@ -157,17 +170,36 @@ def _written_by_ponder(checkpoint: Checkpoint) -> bool:
             or _in_allowed_folder(checkpoint.path))
 
 
-def _rewards(field: str, value: Any) -> None:
-    if not isinstance(value, dict):
-        return  # the stage's dataclass says what a reward table is
-    for name in value:
-        _reward_name(f"{field}.{name}", name)
-
-
-def _reward_name(field: str, value: Any) -> None:
+def _reward_name(field: str, value: Any, project_id: int | None, refs: References) -> None:
+    if reward_selectors.is_ref(value):
+        reward = reward_selectors.reward_by_ref(project_id, value) if project_id is not None else None
+        if reward is None:
+            saved = [r.ref for r in reward_selectors.latest_versions(project_id)] if project_id is not None else []
+            raise ValidationError({field: f"{value!r} is not a reward saved in this project"
+                                          + (f": saved are {', '.join(saved)}" if saved else "")})
+        refs.custom_rewards[value] = reward
+        return
     known = engine_rewards.names()
     if value != TASK_REWARD and value not in known:
-        raise ValidationError({field: f"{value!r} is not a registered reward: use task or one of {', '.join(known)}"})
+        raise ValidationError({field: f"{value!r} is not a registered reward: use task, one of {', '.join(known)}, "
+                                      "or a project's saved reward (custom:<name>)"})
+
+
+def pin_custom_rewards(config: dict[str, Any], refs: References) -> dict[str, Any]:
+    """The config with each custom reward named by its exact version (`custom:brevity` becomes
+    `custom:brevity@3`), so a run keeps scoring with the code it started with."""
+    exact = {named: reward.ref for named, reward in refs.custom_rewards.items()}
+    if not exact:
+        return config
+    pinned = dict(config)
+    if isinstance(pinned.get("rewards"), dict):
+        pinned["rewards"] = {exact.get(k, k): v for k, v in pinned["rewards"].items()}
+    if pinned.get("accuracy_reward") in exact:
+        pinned["accuracy_reward"] = exact[pinned["accuracy_reward"]]
+    for key in NESTED_FIELDS:
+        if isinstance(pinned.get(key), dict):
+            pinned[key] = pin_custom_rewards(pinned[key], refs)
+    return pinned
 
 
 def _limit(field: str, key: str, value: Any) -> None:

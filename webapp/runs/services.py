@@ -20,7 +20,7 @@ from webapp.projects.selectors import AuthUser, can_write
 from webapp.runs import stages
 from webapp.runs.configs import config_check, run_dir
 from webapp.runs.models import FINISHED, Checkpoint, Run, Status
-from webapp.runs.references import CHECKPOINT_REF, DATASET_REF, PREVIOUS, References
+from webapp.runs.references import CHECKPOINT_REF, DATASET_REF, PREVIOUS, References, pin_custom_rewards
 from webapp.runs.selectors import run_status
 
 
@@ -33,7 +33,9 @@ def run_create(
     until `run_enqueue`."""
     if not can_write(user, project.pk):
         raise PermissionDenied("only project owners may launch runs")
-    refs = _check_run_fields(user=user, name=name, stage=stage, config=config, in_pipeline=parent is not None)
+    refs = _check_run_fields(user=user, name=name, stage=stage, config=config, in_pipeline=parent is not None,
+                             project_id=project.pk)
+    config = pin_custom_rewards(config, refs)
     now = timezone.now()
     external = stage == stages.EXTERNAL
     sent = queue and not external
@@ -50,7 +52,8 @@ def run_create(
     return run
 
 
-def _check_run_fields(*, user: AuthUser, name: str, stage: str, config: Any, in_pipeline: bool) -> References:
+def _check_run_fields(*, user: AuthUser, name: str, stage: str, config: Any, in_pipeline: bool,
+                      project_id: int) -> References:
     if not isinstance(name, str) or not name.strip():
         raise ValidationError({"name": "must be a non-empty string"})
     if len(name) > 200:
@@ -59,7 +62,7 @@ def _check_run_fields(*, user: AuthUser, name: str, stage: str, config: Any, in_
         raise ValidationError({"stage": f"must be one of {', '.join(stages.names())}"})
     if not isinstance(config, dict):
         raise ValidationError({"config": "must be a JSON object"})
-    return config_check(user, stage, config, in_pipeline=in_pipeline)
+    return config_check(user, stage, config, in_pipeline=in_pipeline, project_id=project_id)
 
 
 def enqueue(run: Run) -> None:
@@ -254,8 +257,10 @@ def _resume_changes(run: Run, user: AuthUser, config: dict[str, Any] | None) -> 
         raise ValidationError({"config": f"{spec.label} resumes from its results so far, which were made with "
                                          "the old settings: resume it unchanged, or launch a new run to change them"})
     refs = _check_run_fields(user=user, name=run.name, stage=run.stage, config=config,
-                             in_pipeline=run.pipeline_id is not None and run.parent_id is not None)
-    return {"config": config, "base_checkpoint": refs.base_checkpoint, "input_dataset": refs.input_dataset}
+                             in_pipeline=run.pipeline_id is not None and run.parent_id is not None,
+                             project_id=run.project_id)
+    return {"config": pin_custom_rewards(config, refs), "base_checkpoint": refs.base_checkpoint,
+            "input_dataset": refs.input_dataset}
 
 
 def _check_stages_before(run: Run) -> None:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from webapp.runs import views
+from webapp.runs import reward_views, views
 
 urlpatterns = [
     path("runs/", views.run_list, name="run-list"),
@@ -18,3 +18,4 @@ urlpatterns += [
     path("pipelines/<int:pipeline_id>/resume/", views.pipeline_resume, name="pipeline-resume"),
     path("pipelines/<int:pipeline_id>/abandon/", views.pipeline_abandon, name="pipeline-abandon"),
 ]
+urlpatterns += [path("projects/<slug:slug>/rewards/", reward_views.reward_list, name="reward-list")]

@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "webapp.accounts",
     "webapp.projects",
     "webapp.datasets",
+    "webapp.rewards",
     "webapp.runs",
     "webapp.ingest",
     "webapp.review",
