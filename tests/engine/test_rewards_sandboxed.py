@@ -14,7 +14,6 @@ from engine.rewards.sandboxed import CustomRewardError, SandboxedReward, check_s
 from engine.scoring import RewardScorer
 
 
-
 def _bwrap_ok() -> bool:
     try:
         sandbox.check_available("bwrap")

@@ -171,3 +171,20 @@ def test_the_api_shows_why_a_stage_is_blocked_and_resumes_it_with_new_settings(
         resumed = owner.post(f"/api/v1/runs/{zero.pk}/resume", {"config": {**zero.config, "steps": 3}})
     assert resumed.status_code == 200 and resumed.json()["status"] == "queued"
     assert resumed.json()["config"]["steps"] == 3 and status(rejection) == "waiting"
+
+
+def test_the_pipelines_list_and_the_live_status_show_each_stage(client, personas, django_capture_on_commit_callbacks):
+    pipeline, _ = launch_r1(client, personas, django_capture_on_commit_callbacks)
+    zero = pipeline.runs.get(pipeline_index=0)
+    listed = client.get(reverse("pipeline-list")).content.decode()
+    assert "The R1 recipe" in listed and listed.count("status-waiting") == 6
+    Run.objects.filter(pk=zero.pk).update(status="running", started_at=timezone.now(), current_step=3,
+                                          total_steps=10)
+    Checkpoint.objects.create(run=zero, step=3, path="/ckpt/zero-3")
+    live = client.get(reverse("pipeline-status", args=[pipeline.pk])).json()
+    assert live["state"] == "running" and [s["status"] for s in live["stages"]] == ["running"] + ["waiting"] * 6
+    first = live["stages"][0]
+    assert first["step"] == 3 and first["total"] == 10 and first["duration_s"] >= 0 and first["checkpoint"]
+    client.force_login(personas.outsider)
+    assert client.get(reverse("pipeline-status", args=[pipeline.pk])).status_code == 404
+    assert "The R1 recipe" not in client.get(reverse("pipeline-list")).content.decode()

@@ -67,7 +67,38 @@ def pipeline_create(*, project: Project, user: AuthUser, name: str,
 
 
 def pipeline_runs(pipeline: Pipeline) -> list[Run]:
-    return list(pipeline.runs.order_by("pipeline_index"))
+    return list(pipeline.runs.select_related("output_dataset").prefetch_related("checkpoints")
+                .order_by("pipeline_index"))
+
+
+def pipelines_for(projects: Any) -> list[tuple[Pipeline, list[Run], str]]:
+    """The pipelines of `projects`, newest first, with their stages and state."""
+    rows = Pipeline.objects.filter(project__in=projects).select_related("project").order_by("-created_at")[:200]
+    out = []
+    for pipeline in rows:
+        runs = list(pipeline.runs.order_by("pipeline_index"))
+        out.append((pipeline, runs, pipeline_state(runs)))
+    return out
+
+
+def stage_row(run: Run) -> dict[str, Any]:
+    """One stage as the pipeline page shows it: status, progress, time, what it produced."""
+    checkpoint = max(run.checkpoints.all(), key=lambda c: c.step, default=None)
+    return {
+        "id": run.pk, "status": run.shown_status, "step": run.current_step, "total": run.total_steps,
+        "blocked_reason": run.blocked_reason, "duration_s": stage_seconds(run),
+        "checkpoint": checkpoint.pk if checkpoint else None,
+        "dataset": run.output_dataset_id, "dataset_name": run.output_dataset.name if run.output_dataset else "",
+    }
+
+
+def stage_seconds(run: Run) -> float | None:
+    """How long the stage has run (so far, while it runs)."""
+    if run.started_at is None:
+        return None
+    from django.utils import timezone
+
+    return ((run.finished_at or timezone.now()) - run.started_at).total_seconds()
 
 
 

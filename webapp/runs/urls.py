@@ -13,7 +13,9 @@ urlpatterns = [
 urlpatterns += [path("runs/new/", views.run_new, name="run-new")]
 urlpatterns += [path("workers/", views.worker_list, name="worker-list")]
 urlpatterns += [
+    path("pipelines/", views.pipeline_list, name="pipeline-list"),
     path("pipelines/new/", views.pipeline_new, name="pipeline-new"),
+    path("pipelines/<int:pipeline_id>/status.json", views.pipeline_status, name="pipeline-status"),
     path("pipelines/<int:pipeline_id>/", views.pipeline_detail, name="pipeline-detail"),
     path("pipelines/<int:pipeline_id>/resume/", views.pipeline_resume, name="pipeline-resume"),
     path("pipelines/<int:pipeline_id>/abandon/", views.pipeline_abandon, name="pipeline-abandon"),

@@ -2,7 +2,7 @@ import json
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_POST
@@ -107,13 +107,26 @@ def pipeline_new(request: AuthedRequest) -> HttpResponse:
     return render(request, "runs/pipeline_new.html", {"projects": projects, "presets": pipelines.PRESETS})
 
 
+def pipeline_list(request: HttpRequest) -> HttpResponse:
+    rows = pipelines.pipelines_for(projects_for(request.user))
+    return render(request, "runs/pipeline_list.html", {"rows": rows})
+
+
+def pipeline_status(request: HttpRequest, pipeline_id: int) -> JsonResponse:
+    """The stages' status for the pipeline page to refresh itself."""
+    pipeline = get_object_or_404(Pipeline, pk=pipeline_id, project__in=projects_for(request.user))
+    runs = pipelines.pipeline_runs(pipeline)
+    return JsonResponse({"state": pipelines.pipeline_state(runs), "stages": [pipelines.stage_row(r) for r in runs]})
+
+
 def pipeline_detail(request: HttpRequest, pipeline_id: int) -> HttpResponse:
     pipeline = get_object_or_404(Pipeline, pk=pipeline_id, project__in=projects_for(request.user))
     runs = pipelines.pipeline_runs(pipeline)
     resumable = pipelines.resumable_stage(runs)
     typed = request.POST.get("config") if request.method == "POST" else None  # kept when refused
     return render(request, "runs/pipeline_detail.html", {
-        "pipeline": pipeline, "runs": runs, "state": pipelines.pipeline_state(runs), "resumable": resumable,
+        "pipeline": pipeline, "stages": [(run, pipelines.stage_row(run)) for run in runs],
+        "state": pipelines.pipeline_state(runs), "resumable": resumable,
         "can_write": can_write(request.user, pipeline.project_id),
         "config_text": typed if typed is not None else json.dumps(resumable.config if resumable else {}, indent=2),
     })
