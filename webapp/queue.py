@@ -16,6 +16,7 @@ from django.conf import settings
 
 RUN_STAGE = "ponder.run_stage"  # args: [run_id]
 DATASET_EXPORT = "ponder.dataset_export"  # args: [export_id]
+DATASET_IMPORT = "ponder.dataset_import"  # args: [dataset_id]
 
 
 @functools.cache

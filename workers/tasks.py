@@ -22,6 +22,13 @@ def dataset_export(self, export_id: int) -> str:
     return execute_export(export_id=export_id)
 
 
+@shared_task(bind=True, acks_late=True, name=queue.DATASET_IMPORT)
+def dataset_import(self, dataset_id: int) -> str:
+    from workers.exports import execute_import
+
+    return execute_import(dataset_id=dataset_id)
+
+
 @shared_task(name="ponder.ping")
 def ping() -> str:
     return "pong"

@@ -83,7 +83,7 @@ def label_five_with_the_keyboard(page, shots):
     assert page.evaluate("window.pwned") is None
 
 
-def test_filter_label_build_export_import_launch(page, personas, traces, artifacts_dir):
+def test_filter_label_build_export_import_launch(page, personas, traces, artifacts_dir, celery_worker):
     log_in(page, "alice", "alice-pass-123")
     filter_explorer(page, traces, artifacts_dir)
     label_five_with_the_keyboard(page, artifacts_dir)
@@ -114,8 +114,8 @@ def test_filter_label_build_export_import_launch(page, personas, traces, artifac
     page.goto("/datasets/import/")
     page.fill("input[name=name]", "keyboard-sft")
     page.set_input_files("input[name=file]", str(exported))
-    page.click("#import")
-    expect(page.locator("#row-count")).to_have_text("4 rows")
+    page.click("#import")  # a worker parses the upload; the page refreshes until it is ready
+    expect(page.locator("#row-count")).to_have_text("4 rows", timeout=60_000)
     imported = Dataset.objects.get(name="keyboard-sft", version=2)
     assert imported.source["type"] == "upload"
 

@@ -38,8 +38,13 @@ def download(client, dataset, fmt, **params):
 
 
 def upload(client, personas, name, content, dataset_name=""):
-    return client.post(reverse("dataset-import"), {"project": "alpha", "name": dataset_name,
-                                                   "file": SimpleUploadedFile(name, content)})
+    from workers.exports import execute_import
+
+    response = client.post(reverse("dataset-import"), {"project": "alpha", "name": dataset_name,
+                                                       "file": SimpleUploadedFile(name, content)})
+    for queued in Dataset.objects.filter(status="queued"):  # no worker here: the import runs in this process
+        execute_import(dataset_id=queued.pk)
+    return response
 
 
 def test_export_path_for_the_worker(sft, data_dir):
@@ -89,10 +94,21 @@ def test_prompt_datasets_import_and_export_for_the_engine(client, personas):
     ("bad.jsonl", b'{"prompt": "ok", "completion": "fine"}\n{"prompt": "ok"}\n',
      "bad.jsonl line 2: field &#x27;completion&#x27;: must be a non-empty string"),
     ("bad.jsonl", b'{"prompt": "ok", "answer": "1"}\n{not json\n', "bad.jsonl line 2: not valid JSON"),
+])
+def test_bad_rows_are_named_and_the_import_fails(client, personas, name, content, message):
+    client.force_login(personas.owner)
+    response = upload(client, personas, name, content)
+    dataset = Dataset.objects.get()
+    assert response["Location"] == reverse("dataset-detail", args=[dataset.pk])
+    assert dataset.status == "failed" and not Prompt.objects.exists()
+    assert message in client.get(response["Location"]).content.decode()
+
+
+@pytest.mark.parametrize("name, content, message", [
     ("bad.csv", b"a,b\n", "bad.csv: unknown format"),
     ("bad.zip", b"not a zip", "bad.zip: not a zip file"),
 ])
-def test_bad_files_name_the_bad_row(client, personas, name, content, message):
+def test_bad_files_are_refused_at_upload(client, personas, name, content, message):
     client.force_login(personas.owner)
     response = upload(client, personas, name, content)
     assert response.status_code == 400 and message in response.content.decode()

@@ -37,7 +37,8 @@ def compare_new(request: AuthedRequest) -> HttpResponse:
     """GET `?checkpoints=<id>&checkpoints=<id>` preselects checkpoints (the checkpoint page links here)."""
     checkpoints = selectors.checkpoint_choices(request.user)
     datasets = list(Dataset.objects.filter(project__in={c.run.project_id for c in checkpoints},
-                                           kind=Dataset.Kind.PROMPTS).order_by("name", "-version")[:200])
+                                           kind=Dataset.Kind.PROMPTS, status=Dataset.Status.READY)
+                    .order_by("name", "-version")[:200])
     if request.method == "GET":
         initial = {"checkpoints": [_int(i, 0) for i in request.GET.getlist("checkpoints")]}
         form = ComparisonForm(initial=initial, checkpoints=checkpoints, datasets=datasets)

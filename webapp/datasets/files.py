@@ -1,8 +1,17 @@
-"""Dataset files: reading uploads (JSONL, Parquet, a zipped `datasets` folder) into Prompt
-rows, and writing Prompt rows back out in the layouts the engine reads.
+"""Dataset files: checking and reading uploads (JSONL, Parquet, a zipped `datasets` folder)
+into Prompt rows, and writing Prompt rows back out in the layouts the engine reads.
 
-Rules come from `engine.datasets`: prompt datasets are checked by `load_examples` (whose
-errors name the file, the line or row, the field and the rule), SFT rows by `check_sft_row`.
+An upload is checked in two steps. `check_upload` runs in the web process and reads only
+metadata: a Parquet file's footer (rows, uncompressed size) and a zip's central directory
+(member count, unpacked size, member names, the file names in `state.json`), so a small file
+that would unpack to something huge is refused before anyone reads its data. `unpack` and
+`read_prompts` run in a worker: the zip is extracted member by member within what its
+directory declared, Arrow files are counted, and rows are read one by one under
+PONDER_MAX_DATASET_ROWS.
+
+Row rules come from `engine.datasets`: prompt rows are checked by `normalize_row` (as
+`load_examples` does; errors name the file, the line or row, the field and the rule), SFT
+rows by `check_sft_row`.
 """
 
 from __future__ import annotations
@@ -11,60 +20,188 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import uuid
 import zipfile
-from collections.abc import Iterator
-from pathlib import Path
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from engine.datasets import MAX_REPORTED, DatasetError, check_sft_row, load_examples, normalize_row
+from django.conf import settings
+
+from engine.datasets import MAX_REPORTED, DatasetError, check_sft_row, normalize_row
 from webapp.datasets.models import Dataset, Prompt
 
 FORMATS = ("jsonl", "parquet", "datasets")
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".zip": "datasets"}
 SFT_KEYS = ("completion", "messages")
-MAX_ZIP_BYTES = 4 * 1024**3
-MAX_ZIP_FILES = 10_000
+MB = 1024 * 1024
+MAX_STATE_BYTES = MB  # a state.json lists file names; anything bigger is not one
+PROGRESS_EVERY = 1000  # rows between progress reports
 _EXAMPLE_KEYS = {"id", "prompt", "answer", "tests", "language", "task"}
 
 
-# ---- reading ------------------------------------------------------------------------------
+# ---- checking an upload (metadata only) ---------------------------------------------------
 
 
-def stage_upload(upload: Any, workdir: Path) -> Path:
-    """Save an uploaded file under `workdir`; a zip is unpacked to its `datasets` folder."""
-    name = Path(upload.name or "upload").name
-    suffix = Path(name).suffix.lower()
-    if suffix not in SUFFIXES:
+def upload_name(name: str | None) -> str:
+    """The upload's file name, safe to put in a folder, or DatasetError for unknown formats."""
+    name = Path(name or "upload").name
+    if Path(name).suffix.lower() not in SUFFIXES:
         raise DatasetError(f"{name}: unknown format; upload .jsonl, .parquet or a .zip of a datasets "
                            "save_to_disk folder.")
-    path = workdir / re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+def save_upload(upload: Any, path: Path) -> Path:
+    """The uploaded file written to `path` chunk by chunk (never whole in memory)."""
     with open(path, "wb") as f:
         for chunk in upload.chunks():
             f.write(chunk)
-    if suffix != ".zip":
+    return path
+
+
+def check_upload(path: Path) -> None:
+    """Refuse, from metadata alone, a file that would unpack or parse past the caps."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        _check_parquet(path)
+    elif suffix == ".zip":
+        _check_zip(path)
+
+
+def _check_rows(label: str, rows: int) -> None:
+    cap = int(settings.PONDER_MAX_DATASET_ROWS)
+    if rows > cap:
+        raise DatasetError(f"{label}: {rows:,} rows; a dataset may hold at most {cap:,} (PONDER_MAX_DATASET_ROWS).")
+
+
+def _check_parquet(path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_metadata(path)  # the footer only, no data page is read
+    except Exception as e:  # pyarrow raises several types for unreadable files
+        raise DatasetError(f"{path.name}: not a readable Parquet file ({e}).") from None
+    _check_rows(path.name, meta.num_rows)
+    groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+    # Writers fill one or the other honestly; the larger of the two is what reading costs.
+    size = max(sum(g.total_byte_size for g in groups),
+               sum(g.column(j).total_uncompressed_size for g in groups for j in range(g.num_columns)))
+    cap = int(settings.PONDER_MAX_PARQUET_UNCOMPRESSED_MB)
+    if size > cap * MB:
+        raise DatasetError(f"{path.name}: its metadata says {size / MB:,.0f} MB uncompressed; a Parquet upload "
+                           f"may hold at most {cap} MB uncompressed (PONDER_MAX_PARQUET_UNCOMPRESSED_MB).")
+
+
+def _open_zip(path: Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        raise DatasetError(f"{path.name}: not a zip file.") from None
+
+
+def _check_zip(path: Path) -> None:
+    """The central directory: member count, unpacked size, names; and state.json's names."""
+    with _open_zip(path) as archive:
+        members = archive.infolist()
+        max_files, cap = int(settings.PONDER_MAX_ZIP_FILES), int(settings.PONDER_MAX_UNZIPPED_MB)
+        if len(members) > max_files:
+            raise DatasetError(f"{path.name}: {len(members):,} entries; a zip may hold at most {max_files:,} "
+                               "(PONDER_MAX_ZIP_FILES).")
+        total = sum(m.file_size for m in members)
+        if total > cap * MB:
+            raise DatasetError(f"{path.name}: unpacks to {total / MB:,.0f} MB; a zip may unpack to at most {cap} MB "
+                               "(PONDER_MAX_UNZIPPED_MB).")
+        for m in members:
+            _check_member(path.name, m)
+        for m in members:
+            if PurePosixPath(m.filename).name == "state.json" and not m.is_dir():
+                _check_state_names(m.filename, _read_small(archive, m))
+
+
+def _check_member(label: str, m: zipfile.ZipInfo) -> None:
+    """Only plain files and folders, named relative to the archive (no `/x`, `C:`, `..`)."""
+    name = m.filename
+    parts = name.split("/")
+    if not name or name.startswith("/") or "\\" in name or re.match(r"^[A-Za-z]:", name) or ".." in parts:
+        raise DatasetError(f"{label}: the entry {name!r} points outside the archive; entries must be relative "
+                           "paths without '..'.")
+    if stat.S_ISLNK(m.external_attr >> 16):
+        raise DatasetError(f"{label}: the entry {name!r} is a symbolic link; a zip may hold only files and folders.")
+
+
+def _read_small(archive: zipfile.ZipFile, m: zipfile.ZipInfo) -> bytes:
+    if m.file_size > MAX_STATE_BYTES:
+        raise DatasetError(f"{m.filename}: too large for a datasets state file.")
+    try:
+        return archive.read(m)
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as e:
+        raise DatasetError(f"{m.filename}: cannot be unpacked ({e}).") from None
+
+
+def _check_state_names(label: str, text: str | bytes) -> None:
+    """Every Arrow file a `state.json` lists lies in its own folder: `datasets` joins those
+    names to the folder unchecked, so `../` would read any file the worker can."""
+    try:
+        names = [f.get("filename") for f in json.loads(text).get("_data_files", [])]
+    except (ValueError, AttributeError, TypeError):
+        raise DatasetError(f"{label}: not a datasets state file.") from None
+    for name in names:
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            raise DatasetError(f"{label}: the data file {name!r} is not a file name in its own folder.")
+
+
+# ---- unpacking and reading (in a worker) --------------------------------------------------
+
+
+def unpack(path: Path, workdir: Path) -> Path:
+    """What to read: the file itself, or a zip's `datasets` folder extracted under `workdir`.
+    The metadata checks run again: they are cheap, and the worker trusts no one's word."""
+    check_upload(path)
+    if path.suffix.lower() != ".zip":
         return path
-    folder = _dataset_dir(_unzip(path, workdir / "unzipped"))
+    folder = _dataset_dir(_extract(path, workdir / "unzipped"))
     _check_state_files(folder)
+    _check_rows(folder.name, sum(_arrow_rows(f, folder) for f in sorted(folder.rglob("*.arrow"))))
     return folder
 
 
-def _unzip(path: Path, dest: Path) -> Path:
-    try:
-        archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        raise DatasetError(f"{path.name}: not a zip file.") from None
-    with archive:
-        members = archive.infolist()
-        if len(members) > MAX_ZIP_FILES or sum(m.file_size for m in members) > MAX_ZIP_BYTES:
-            raise DatasetError(f"{path.name}: too large once unpacked (at most {MAX_ZIP_FILES} files, 4 GB).")
-        for m in members:
-            target = (dest / m.filename).resolve()
-            if not target.is_relative_to(dest.resolve()):
-                raise DatasetError(f"{path.name}: the entry {m.filename!r} points outside the archive.")
-        archive.extractall(dest)
+def _extract(path: Path, dest: Path) -> Path:
+    """Member by member, each within the size its directory entry declared."""
+    dest.mkdir(parents=True, exist_ok=True)
+    with _open_zip(path) as archive:
+        for m in archive.infolist():
+            _check_member(path.name, m)
+            target = dest.joinpath(*PurePosixPath(m.filename).parts)
+            try:
+                if m.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(m) as src, open(target, "xb") as out:
+                    shutil.copyfileobj(src, out, MB)
+            except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as e:
+                raise DatasetError(f"{path.name}: the entry {m.filename!r} cannot be unpacked ({e}).") from None
     return dest
+
+
+def _arrow_rows(path: Path, folder: Path) -> int:
+    """Rows in an Arrow file, counted batch by batch from a memory map (nothing copied)."""
+    import pyarrow as pa
+
+    try:
+        with pa.memory_map(str(path)) as source:
+            try:
+                return sum(batch.num_rows for batch in pa.ipc.open_stream(source))
+            except pa.ArrowInvalid:
+                source.seek(0)
+                reader = pa.ipc.open_file(source)
+                return sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
+    except (pa.ArrowException, OSError) as e:
+        raise DatasetError(f"{path.relative_to(folder)}: not a readable Arrow file ({e}).") from None
 
 
 def _dataset_dir(root: Path) -> Path:
@@ -77,17 +214,8 @@ def _dataset_dir(root: Path) -> Path:
 
 
 def _check_state_files(folder: Path) -> None:
-    """Every Arrow file a `state.json` lists lies in its own folder: `datasets` joins those
-    names to the folder unchecked, so `../` would read any file the web process can."""
     for state in folder.rglob("state.json"):
-        try:
-            names = [f.get("filename") for f in json.loads(state.read_text()).get("_data_files", [])]
-        except (ValueError, AttributeError, TypeError):
-            raise DatasetError(f"{state.relative_to(folder)}: not a datasets state file.") from None
-        for name in names:
-            if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
-                raise DatasetError(f"{state.relative_to(folder)}: the data file {name!r} is not a file name "
-                                   "in its own folder.")
+        _check_state_names(str(state.relative_to(folder)), state.read_bytes())
 
 
 def _raw_rows(path: Path) -> Iterator[tuple[str, Any]]:
@@ -106,27 +234,51 @@ def detect_kind(path: Path) -> str:
     raise DatasetError(f"{path.name}: the dataset has no rows.")
 
 
-def read_prompts(path: Path, kind: str) -> list[Prompt]:
-    """Unsaved Prompt rows (index set) from the file at `path`, or DatasetError naming bad rows."""
+def read_prompts(path: Path, kind: str, *, max_rows: int | None = None,
+                 on_progress: Callable[[int], None] | None = None) -> list[Prompt]:
+    """Unsaved Prompt rows (index set) from the file at `path`, or DatasetError naming bad rows.
+
+    With `max_rows`, reading stops (refused) at the first row past it; `on_progress` hears
+    the number of rows read every PROGRESS_EVERY rows."""
     if kind == Dataset.Kind.SFT:
-        return [_sft_prompt(i, row) for i, row in enumerate(_sft_rows(path))]
-    return [_example_prompt(i, ex) for i, ex in enumerate(load_examples(path))]
+        rows = _checked_rows(path, _sft_row, max_rows, on_progress)
+        return [_sft_prompt(i, row) for i, row in enumerate(rows)]
+    examples = _checked_rows(path, _example_row, max_rows, on_progress)
+    return [_example_prompt(i, ex) for i, ex in enumerate(examples)]
 
 
-def _sft_rows(path: Path) -> list[dict[str, Any]]:
-    rows, errors = [], []
+def _sft_row(row: Any, number: int) -> dict[str, Any]:
+    if not isinstance(row, dict):
+        normalize_row(row)  # raises the engine's sentence for unparsable rows
+    return check_sft_row(row, number)
+
+
+def _example_row(row: Any, number: int) -> dict[str, Any]:
+    return dict(normalize_row(row, index=number - 1, task="custom"))
+
+
+def _checked_rows(path: Path, check: Callable[[Any, int], dict[str, Any]], max_rows: int | None,
+                  on_progress: Callable[[int], None] | None) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    errors: list[str] = []
+    number = 0
     for number, (where, row) in enumerate(_raw_rows(path), start=1):
+        if max_rows is not None and number > max_rows:
+            raise DatasetError(f"{path.name}: more than {max_rows:,} rows; a dataset may hold at most {max_rows:,} "
+                               "(PONDER_MAX_DATASET_ROWS).")
         try:
-            if not isinstance(row, dict):
-                normalize_row(row)  # raises the engine's sentence for unparsable rows
-            rows.append(check_sft_row(row, number))
+            rows.append(check(row, number))
         except DatasetError as e:
             errors.append(f"{where}: {re.sub(r'^row [0-9]+: ', '', str(e))}")
+        if on_progress is not None and number % PROGRESS_EVERY == 0:
+            on_progress(number)
     if errors:
         more = f" (and {len(errors) - MAX_REPORTED} more bad rows)" if len(errors) > MAX_REPORTED else ""
         raise DatasetError("; ".join(errors[:MAX_REPORTED]) + more)
     if not rows:
         raise DatasetError(f"{path.name}: the dataset has no rows.")
+    if on_progress is not None:
+        on_progress(number)
     return rows
 
 

@@ -11,6 +11,14 @@ class Dataset(models.Model):
         PROMPTS = "prompts", "Prompts with references"
         SFT = "sft", "SFT pairs"
 
+    class Status(models.TextChoices):
+        # An upload is staged by the web process and parsed by a worker: queued → importing
+        # → ready, or failed with the reason. Every other dataset is written ready.
+        QUEUED = "queued", "Queued for import"
+        IMPORTING = "importing", "Importing"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
     project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="datasets")
     name = models.CharField(max_length=200)
     version = models.PositiveIntegerField(default=1)
@@ -18,6 +26,9 @@ class Dataset(models.Model):
     description = models.TextField(blank=True)
     source = models.JSONField(default=dict, blank=True, help_text="Where the rows came from (upload, filter, queue).")
     row_count = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.READY)
+    rows_read = models.PositiveIntegerField(default=0, help_text="Import progress: rows read so far.")
+    error = models.TextField(blank=True, help_text="Why the import failed.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -40,3 +40,8 @@ def export_for(dataset: Dataset, export_id: int) -> DatasetExport:
     if job is None:
         raise Http404("No such export.")
     return job
+
+
+def is_importing(dataset: Dataset) -> bool:
+    """Still with a worker (queued or being parsed): its page refreshes until it ends."""
+    return dataset.status in (Dataset.Status.QUEUED, Dataset.Status.IMPORTING)

@@ -1,4 +1,5 @@
-"""Writes to datasets: versioned creation, imports, and exports to files.
+"""Writes to datasets: versioned creation, uploads (staged here, parsed by a worker), and
+exports to files.
 
 Datasets never change once written (a new version is a new row), so an export file, once
 written under PONDER_DATA_DIR/datasets/<id>/, is reused as it is.
@@ -6,8 +7,9 @@ written under PONDER_DATA_DIR/datasets/<id>/, is reused as it is.
 
 from __future__ import annotations
 
+import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from django.utils import timezone
 
 from engine.datasets import DatasetError
 from webapp import queue
-from webapp.datasets import files
+from webapp.datasets import files, uploads
 from webapp.datasets.models import Dataset, DatasetExport, Prompt
 from webapp.projects.models import Project
 from webapp.projects.selectors import AuthUser, can_write
@@ -81,23 +83,122 @@ def _create_version(project: Project, user: AuthUser | None, name: str, kind: st
     return dataset
 
 
-def dataset_import(*, project: Project, user: AuthUser, name: str, upload: Any) -> Dataset:
-    """A dataset from an uploaded JSONL, Parquet or zipped `datasets` folder.
+# ---- uploads: staged by the web process, parsed by a worker -------------------------------
 
-    Raises ValidationError({"file": ...}) with the engine's sentence naming the bad rows."""
+
+def uploads_dir() -> Path:
+    return Path(settings.PONDER_DATA_DIR) / "uploads"
+
+
+def upload_dir(dataset_id: int) -> Path:
+    """Where an upload waits for its worker (removed once the import ends either way)."""
+    return uploads_dir() / str(dataset_id)
+
+
+def dataset_upload_start(*, project: Project, user: AuthUser, name: str, upload: Any) -> Dataset:
+    """A queued dataset for an uploaded JSONL, Parquet or zipped `datasets` folder: the file
+    is saved to its staging folder and a worker parses it (`dataset_import_run`).
+
+    Raises ValidationError({"file": ...}) when the size or the file's metadata alone refuse
+    it (`files.check_upload`); then no row and no file is left behind."""
     _check_owner(user, project)
-    workdir = Path(tempfile.mkdtemp(prefix="ponder-import-"))
+    original = Path(upload.name or "upload").name
+    name = _check_name(name or Path(original).stem)
+    if upload.size is not None and upload.size > uploads.cap_bytes():
+        raise ValidationError({"file": uploads.too_large("file", upload.size)})
     try:
-        path = files.stage_upload(upload, workdir)
-        kind = files.detect_kind(path)
-        prompts = files.read_prompts(path, kind)
+        filename = files.upload_name(original)
+    except DatasetError as e:
+        raise ValidationError({"file": str(e)}) from None
+    incoming = uploads_dir() / f"incoming-{uuid.uuid4().hex}"
+    incoming.mkdir(parents=True)
+    try:
+        files.check_upload(files.save_upload(upload, incoming / filename))
+        return _queue_import(project, user, name, original, incoming)
     except DatasetError as e:
         raise ValidationError({"file": str(e)}) from None
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    source = {"type": "upload", "file": Path(upload.name or "").name}
-    return dataset_create(project=project, user=user, name=name or Path(upload.name).stem, kind=kind,
-                          prompts=prompts, source=source)
+        shutil.rmtree(incoming, ignore_errors=True)
+
+
+def _queue_import(project: Project, user: AuthUser, name: str, original: str, incoming: Path) -> Dataset:
+    for attempt in range(3):
+        try:
+            return _create_queued(project, user, name, original, incoming)
+        except IntegrityError:  # someone took the same version number first; take the next
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _create_queued(project: Project, user: AuthUser, name: str, original: str, incoming: Path) -> Dataset:
+    staged: Path | None = None
+    try:
+        with transaction.atomic():
+            latest = Dataset.objects.filter(project=project, name=name).aggregate(v=Max("version"))["v"] or 0
+            dataset = Dataset.objects.create(project=project, name=name, version=latest + 1, created_by=user,
+                                             status=Dataset.Status.QUEUED, source={"type": "upload", "file": original})
+            staged = upload_dir(dataset.pk)
+            os.rename(incoming, staged)  # same folder tree: a rename, not a copy
+            transaction.on_commit(lambda: _enqueue_import(dataset.pk))
+        return dataset
+    except BaseException:
+        if staged is not None:  # the row never committed: its file goes too
+            shutil.rmtree(staged, ignore_errors=True)
+        raise
+
+
+def _enqueue_import(dataset_id: int) -> None:
+    queue.send(queue.DATASET_IMPORT, args=[dataset_id], queue_kind="cpu")
+
+
+def import_claim(*, dataset_id: int) -> bool:
+    """queued → importing for exactly one worker (a conditional UPDATE)."""
+    return Dataset.objects.filter(pk=dataset_id, status=Dataset.Status.QUEUED).update(
+        status=Dataset.Status.IMPORTING) == 1
+
+
+def import_progress(*, dataset_id: int, rows: int) -> None:
+    Dataset.objects.filter(pk=dataset_id, status=Dataset.Status.IMPORTING).update(rows_read=rows)
+
+
+def dataset_import_run(*, dataset_id: int) -> None:
+    """Parse a claimed upload and store its rows, marking the dataset ready, in one
+    transaction. Raises DatasetError (or anything else) for `import_fail`."""
+    dataset = Dataset.objects.get(pk=dataset_id, status=Dataset.Status.IMPORTING)
+    folder = upload_dir(dataset.pk)
+    path = folder / files.upload_name(dataset.source.get("file"))
+    if not path.is_file():
+        raise DatasetError(f"{path.name}: the uploaded file is no longer in its staging folder; upload it again.")
+    data = files.unpack(path, folder / "work")
+    kind = files.detect_kind(data)
+    prompts = files.read_prompts(data, kind, max_rows=int(settings.PONDER_MAX_DATASET_ROWS),
+                                 on_progress=lambda n: import_progress(dataset_id=dataset.pk, rows=n))
+    _store_import(dataset, kind, prompts)
+
+
+@transaction.atomic
+def _store_import(dataset: Dataset, kind: str, prompts: list[Prompt]) -> None:
+    for i, p in enumerate(prompts):
+        p.dataset, p.index = dataset, i
+    Prompt.objects.bulk_create(prompts, batch_size=1000)
+    ready = Dataset.objects.filter(pk=dataset.pk, status=Dataset.Status.IMPORTING).update(
+        status=Dataset.Status.READY, kind=kind, row_count=len(prompts), rows_read=len(prompts), error="")
+    if ready != 1:  # failed or removed meanwhile: the rows go back with the transaction
+        raise DatasetError("the import was stopped while it ran.")
+
+
+def import_fail(*, dataset_id: int, reason: str) -> None:
+    """The dataset marked failed with the reason, holding no rows."""
+    with transaction.atomic():
+        failed = Dataset.objects.filter(pk=dataset_id).exclude(status=Dataset.Status.READY).update(
+            status=Dataset.Status.FAILED, error=reason[:2000], row_count=0)
+        if failed:
+            Prompt.objects.filter(dataset_id=dataset_id).delete()
+
+
+def import_cleanup(*, dataset_id: int) -> None:
+    shutil.rmtree(upload_dir(dataset_id), ignore_errors=True)
 
 
 # ---- exports ------------------------------------------------------------------------------

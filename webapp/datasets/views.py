@@ -9,7 +9,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
-from webapp.datasets import selectors, services
+from webapp.datasets import selectors, services, uploads
 from webapp.datasets.files import FORMATS
 from webapp.datasets.forms import ImportForm
 from webapp.datasets.models import Dataset, DatasetExport
@@ -34,16 +34,20 @@ def dataset_detail(request: HttpRequest, dataset_id: int) -> HttpResponse:
     stage = "sft" if dataset.kind == Dataset.Kind.SFT else "grpo"
     return render(request, "datasets/detail.html", {
         "dataset": dataset, "rows": rows, "next_after": nxt, "versions": selectors.dataset_versions(dataset),
+        "ready": dataset.status == Dataset.Status.READY, "importing": selectors.is_importing(dataset),
         "formats": FORMATS, "launch_url": f"{reverse('run-new')}?stage={stage}&cfg_dataset=dataset:{dataset.pk}"})
 
 
 def dataset_import(request: AuthedRequest) -> HttpResponse:
+    """The upload is saved and checked here; a worker parses it (the dataset page shows how far)."""
     projects = selectors.owned_projects(request.user)
-    form = ImportForm(request.POST or None, request.FILES or None, projects=projects)
+    refused = uploads.refusal(request) if request.method == "POST" else None
+    form = ImportForm(request.POST or None, request.FILES or None, projects=projects, refused=refused)
     if request.method == "POST" and form.is_valid():
         try:
-            dataset = services.dataset_import(project=form.projects[form.cleaned_data["project"]], user=request.user,
-                                              name=form.cleaned_data["name"], upload=form.cleaned_data["file"])
+            dataset = services.dataset_upload_start(project=form.projects[form.cleaned_data["project"]],
+                                                    user=request.user, name=form.cleaned_data["name"],
+                                                    upload=form.cleaned_data["file"])
             return redirect("dataset-detail", dataset_id=dataset.pk)
         except ValidationError as e:
             for field, msgs in e.message_dict.items():
@@ -52,7 +56,8 @@ def dataset_import(request: AuthedRequest) -> HttpResponse:
         except PermissionDenied as e:
             form.add_error(None, str(e))
     status = 400 if request.method == "POST" else 200
-    return render(request, "datasets/import.html", {"form": form, "projects": projects}, status=status)
+    return render(request, "datasets/import.html", {"form": form, "projects": projects,
+                                                    "max_upload_mb": settings.PONDER_MAX_UPLOAD_MB}, status=status)
 
 
 @require_GET
@@ -61,6 +66,8 @@ def dataset_download(request: AuthedRequest, dataset_id: int, fmt: str) -> HttpR
     dataset = selectors.dataset_for(request.user, dataset_id)
     if fmt not in FORMATS:
         raise Http404(f"format: one of {', '.join(FORMATS)}")
+    if dataset.status != Dataset.Status.READY:
+        raise Http404("dataset: not imported (yet); its page says why")
     path = services.download_ready(dataset, fmt)
     if path is None and dataset.row_count > settings.PONDER_EXPORT_SYNC_MAX_ROWS:
         job = services.export_start(dataset=dataset, fmt=fmt, user=request.user)
@@ -94,3 +101,11 @@ def dataset_export_json(request: HttpRequest, dataset_id: int, export_id: int) -
     done = job.status == DatasetExport.Status.DONE
     return JsonResponse({"id": job.pk, "status": job.status, "progress": job.progress, "error": job.error,
                          "download": reverse("dataset-download", args=[dataset.pk, job.fmt]) if done else None})
+
+
+@require_GET
+def dataset_status_json(request: HttpRequest, dataset_id: int) -> JsonResponse:
+    """How an import stands, for pages and scripts that poll."""
+    dataset = selectors.dataset_for(request.user, dataset_id)
+    return JsonResponse({"id": dataset.pk, "status": dataset.status, "rows_read": dataset.rows_read,
+                         "row_count": dataset.row_count, "error": dataset.error})

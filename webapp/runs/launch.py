@@ -31,7 +31,8 @@ def model_choices(user: User) -> list[tuple[str, str]]:
 
 
 def dataset_choices(user: User) -> list[tuple[str, str]]:
-    datasets = Dataset.objects.filter(project__in=projects_for(user)).order_by("-created_at")[:200]
+    datasets = Dataset.objects.filter(project__in=projects_for(user), status=Dataset.Status.READY
+                                      ).order_by("-created_at")[:200]
     return [(f"dataset:{d.pk}", f"{d.name} v{d.version} ({d.row_count} rows)") for d in datasets]
 
 

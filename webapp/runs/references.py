@@ -126,7 +126,11 @@ def _dataset(user: AuthUser, field: str, value: Any, in_pipeline: bool) -> Datas
     if value in (None, "") or (value == PREVIOUS and in_pipeline):
         return None
     if isinstance(value, str) and value.startswith(DATASET_REF):
-        return _owned(Dataset.objects.filter(project__in=_owned_projects(user)), value, field, "dataset")
+        dataset = _owned(Dataset.objects.filter(project__in=_owned_projects(user)), value, field, "dataset")
+        if dataset.status != Dataset.Status.READY:
+            raise ValidationError({field: f"dataset {dataset.pk} is {dataset.status}: a run can use it once "
+                                          "its import is ready"})
+        return dataset
     if isinstance(value, str) and _in_allowed_folder(value):
         return None
     raise ValidationError({field: f"{value!r} is not a dataset you may use: name dataset:<id> of your "

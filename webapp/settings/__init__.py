@@ -200,6 +200,14 @@ PONDER_MAX_ROLLOUTS_PER_CALL = 5000
 # Dataset exports with more rows than this are written by a Celery worker, with progress.
 PONDER_EXPORT_SYNC_MAX_ROWS = env_int("PONDER_EXPORT_SYNC_MAX_ROWS", 20_000, minimum=0)
 PONDER_MAX_METRICS_PER_CALL = env_int("PONDER_MAX_METRICS_PER_CALL", 100_000, minimum=1)
+# Dataset uploads (webapp/datasets/uploads.py, files.py): one file's size, counted while it
+# streams in; the rows a dataset may hold; what a Parquet file's metadata may claim
+# uncompressed; what a zip may unpack to, checked from its central directory first.
+PONDER_MAX_UPLOAD_MB = env_int("PONDER_MAX_UPLOAD_MB", 512, minimum=1)
+PONDER_MAX_DATASET_ROWS = env_int("PONDER_MAX_DATASET_ROWS", 1_000_000, minimum=1)
+PONDER_MAX_PARQUET_UNCOMPRESSED_MB = env_int("PONDER_MAX_PARQUET_UNCOMPRESSED_MB", 2048, minimum=1)
+PONDER_MAX_UNZIPPED_MB = env_int("PONDER_MAX_UNZIPPED_MB", 4096, minimum=1)
+PONDER_MAX_ZIP_FILES = env_int("PONDER_MAX_ZIP_FILES", 10_000, minimum=1)
 
 LOGGING = {
     "version": 1,
@@ -211,3 +219,11 @@ LOGGING = {
 
 # Ingestion calls carry up to 5,000 rollouts (several MB); Django's 2.5 MB default refuses them.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("PONDER_MAX_BODY_BYTES", 256 * 1024 * 1024, minimum=1024)
+# Uploaded files past 1 MB stream to a temporary file, never into the web process's memory;
+# the capped handler goes first and stops a file at PONDER_MAX_UPLOAD_MB.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+FILE_UPLOAD_HANDLERS = [
+    "webapp.datasets.uploads.CappedUploadHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]

@@ -1,0 +1,244 @@
+"""Uploads: the size cap while a file streams in, Parquet and zip metadata checked before any
+data is read, and parsing in a real Celery worker that ends ready or failed with the reason.
+Whatever is refused leaves no dataset row, no prompt and no file behind."""
+
+from __future__ import annotations
+
+import io
+import json
+import stat
+import time
+import zipfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from webapp.datasets import files, services
+from webapp.datasets.models import Dataset, Prompt
+
+ROWS = [{"prompt": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(5)]
+
+
+def jsonl(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def parquet(table: pa.Table, **options) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, **options)
+    return buffer.getvalue()
+
+
+def zipped(entries: dict[str, bytes], *, symlinks: tuple[str, ...] = ()) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+        for name in symlinks:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            archive.writestr(info, "/etc/passwd")
+    return buffer.getvalue()
+
+
+def post(client, name: str, content: bytes, dataset_name: str = ""):
+    return client.post(reverse("dataset-import"), {"project": "alpha", "name": dataset_name,
+                                                   "file": SimpleUploadedFile(name, content)})
+
+
+def leftovers(data_dir: Path) -> list[Path]:
+    return sorted((data_dir / "uploads").rglob("*")) if (data_dir / "uploads").exists() else []
+
+
+class TestRefusedAtUpload:
+    """Refused by the web process from the size and metadata alone, with a sentence."""
+
+    pytestmark = pytest.mark.django_db
+
+    @pytest.fixture(autouse=True)
+    def dirs(self, settings, tmp_path, client, personas):
+        settings.PONDER_DATA_DIR = tmp_path / "data"
+        settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path / "tmp")
+        (tmp_path / "tmp").mkdir()
+        client.force_login(personas.owner)
+        return tmp_path
+
+    def refused(self, client, dirs, name: str, content: bytes) -> str:
+        response = post(client, name, content)
+        assert response.status_code == 400, response
+        assert not Dataset.objects.exists() and not Prompt.objects.exists()
+        assert leftovers(dirs / "data") == [] and list((dirs / "tmp").iterdir()) == []
+        return response.content.decode()
+
+    def test_an_upload_over_the_cap_is_stopped_while_it_streams(self, client, dirs, settings):
+        settings.PONDER_MAX_UPLOAD_MB = 1
+        body = self.refused(client, dirs, "big.jsonl", b"x" * 1_700_000)  # 1.6 MB
+        assert 'id="errors-file"' in body
+        assert "file: is 2 MB; uploads are limited to 1 MB (PONDER_MAX_UPLOAD_MB)." in body
+
+    def test_the_service_checks_the_size_too(self, personas, dirs, settings):
+        settings.PONDER_MAX_UPLOAD_MB = 1
+        upload = SimpleUploadedFile("big.jsonl", b"x" * (3 * 1024 * 1024))
+        with pytest.raises(ValidationError, match="file: is 3 MB; uploads are limited to 1 MB"):
+            services.dataset_upload_start(project=personas.project, user=personas.owner, name="", upload=upload)
+        assert not Dataset.objects.exists() and leftovers(dirs / "data") == []
+
+    def test_a_parquet_bomb_is_refused_from_its_metadata(self, client, dirs, settings):
+        settings.PONDER_MAX_PARQUET_UNCOMPRESSED_MB = 5
+        table = pa.table({"prompt": ["x" * 10_000] * 2_000, "answer": ["1"] * 2_000})  # 20 MB once read
+        content = parquet(table, compression="zstd", use_dictionary=False)
+        assert len(content) < 200_000
+        body = self.refused(client, dirs, "bomb.parquet", content)
+        assert "bomb.parquet: its metadata says 19 MB uncompressed; a Parquet upload may hold at most 5 MB " \
+               "uncompressed (PONDER_MAX_PARQUET_UNCOMPRESSED_MB)." in body
+
+    def test_a_parquet_file_with_too_many_rows_is_refused_from_its_metadata(self, client, dirs, settings):
+        settings.PONDER_MAX_DATASET_ROWS = 1_000
+        content = parquet(pa.table({"prompt": ["p"] * 5_000, "answer": ["1"] * 5_000}))
+        body = self.refused(client, dirs, "many.parquet", content)
+        assert "many.parquet: 5,000 rows; a dataset may hold at most 1,000 (PONDER_MAX_DATASET_ROWS)." in body
+
+    def test_a_file_that_is_not_parquet_is_refused(self, client, dirs):
+        assert "fake.parquet: not a readable Parquet file" in self.refused(client, dirs, "fake.parquet", b"PAR1 no")
+
+    @pytest.mark.parametrize("entry", ["../evil/dataset_info.json", "/etc/dataset_info.json", "hf/../../x.arrow",
+                                       "C:/windows/x.arrow", "hf\\..\\..\\x.arrow"])
+    def test_a_zip_entry_outside_the_archive_is_refused(self, client, dirs, entry):
+        body = self.refused(client, dirs, "evil.zip", zipped({"hf/dataset_info.json": b"{}", entry: b"data"}))
+        assert "points outside the archive; entries must be relative paths without" in body
+
+    def test_a_symbolic_link_in_a_zip_is_refused(self, client, dirs):
+        body = self.refused(client, dirs, "link.zip", zipped({"hf/dataset_info.json": b"{}"},
+                                                              symlinks=("hf/data.arrow",)))
+        assert "the entry &#x27;hf/data.arrow&#x27; is a symbolic link" in body
+
+    def test_a_zip_bomb_is_refused_from_its_central_directory(self, client, dirs, settings):
+        settings.PONDER_MAX_UNZIPPED_MB = 5
+        content = zipped({"hf/dataset_info.json": b"{}", "hf/data.arrow": bytes(20 * 1024 * 1024)})
+        assert len(content) < 100_000  # a thousand to one
+        body = self.refused(client, dirs, "bomb.zip", content)
+        assert "bomb.zip: unpacks to 20 MB; a zip may unpack to at most 5 MB (PONDER_MAX_UNZIPPED_MB)." in body
+
+    def test_a_zip_with_too_many_entries_is_refused(self, client, dirs, settings):
+        settings.PONDER_MAX_ZIP_FILES = 10
+        content = zipped({f"hf/{i}.json": b"{}" for i in range(11)})
+        assert "11 entries; a zip may hold at most 10 (PONDER_MAX_ZIP_FILES)" in self.refused(client, dirs, "n.zip",
+                                                                                                 content)
+
+    def test_a_state_file_naming_data_elsewhere_is_refused_before_unpacking(self, client, dirs):
+        state = json.dumps({"_data_files": [{"filename": "../../secret.arrow"}]}).encode()
+        body = self.refused(client, dirs, "state.zip", zipped({"hf/dataset_info.json": b"{}", "hf/state.json": state}))
+        assert "hf/state.json: the data file &#x27;../../secret.arrow&#x27; is not a file name in its own folder" in body
+
+
+class TestParsedInProcess:
+    """The worker's part, run here (no broker): row caps while reading, progress, cleanup."""
+
+    pytestmark = pytest.mark.django_db
+
+    @pytest.fixture(autouse=True)
+    def data_dir(self, settings, tmp_path, client, personas):
+        settings.PONDER_DATA_DIR = tmp_path
+        client.force_login(personas.owner)
+        return tmp_path
+
+    def imported(self, client, name: str, content: bytes) -> Dataset:
+        from workers.exports import execute_import
+
+        response = post(client, name, content)
+        dataset = Dataset.objects.get()
+        assert response["Location"] == reverse("dataset-detail", args=[dataset.pk])
+        assert dataset.status == "queued" and (services.upload_dir(dataset.pk) / name).is_file()
+        assert 'http-equiv="refresh"' in client.get(response["Location"]).content.decode()
+        execute_import(dataset_id=dataset.pk)
+        assert execute_import(dataset_id=dataset.pk) == "not queued"  # claimed once
+        dataset.refresh_from_db()
+        return dataset
+
+    def test_a_jsonl_past_the_row_cap_fails_while_it_is_read(self, client, data_dir, settings):
+        settings.PONDER_MAX_DATASET_ROWS = 3
+        dataset = self.imported(client, "many.jsonl", jsonl(ROWS))
+        assert dataset.status == "failed" and not Prompt.objects.exists() and leftovers(data_dir) == []
+        assert dataset.error == "many.jsonl: more than 3 rows; a dataset may hold at most 3 (PONDER_MAX_DATASET_ROWS)."
+
+    def test_a_datasets_zip_past_the_row_cap_fails_from_its_arrow_files(self, client, data_dir, settings, tmp_path):
+        folder = files.write_rows(ROWS, tmp_path / "export" / "hf", "datasets")
+        content = files.zip_folder(folder, tmp_path / "hf.zip").read_bytes()
+        settings.PONDER_MAX_DATASET_ROWS = 4
+        dataset = self.imported(client, "hf.zip", content)
+        assert dataset.status == "failed" and not Prompt.objects.exists() and leftovers(data_dir) == []
+        assert dataset.error == "hf: 5 rows; a dataset may hold at most 4 (PONDER_MAX_DATASET_ROWS)."
+        settings.PONDER_MAX_DATASET_ROWS = 5
+        Dataset.objects.all().delete()
+        assert self.imported(client, "hf.zip", content).row_count == 5
+
+    def test_a_failed_import_is_shown_with_its_reason(self, client, data_dir):
+        dataset = self.imported(client, "bad.jsonl", b'{"prompt": "ok", "answer": "1"}\n{not json\n')
+        body = client.get(reverse("dataset-detail", args=[dataset.pk])).content.decode()
+        assert 'data-status="failed"' in body and "bad.jsonl line 2: not valid JSON" in body
+        assert 'http-equiv="refresh"' not in body and 'id="export-jsonl"' not in body
+        assert client.get(reverse("dataset-download", args=[dataset.pk, "jsonl"])).status_code == 404
+
+    def test_who_may_see_how_an_import_stands(self, client, personas):
+        post(client, "x.jsonl", jsonl(ROWS))
+        url = reverse("dataset-status-json", args=[Dataset.objects.get().pk])
+        client.force_login(personas.teammate)
+        assert client.get(url).json()["status"] == "queued"
+        client.force_login(personas.outsider)
+        assert client.get(url).status_code == 404
+
+    def test_progress_counts_the_rows_read(self, tmp_path):
+        path = tmp_path / "p.jsonl"
+        path.write_bytes(jsonl([{"prompt": f"q{i}", "answer": "1"} for i in range(2_500)]))
+        seen: list[int] = []
+        prompts = files.read_prompts(path, "prompts", max_rows=10_000, on_progress=seen.append)
+        assert len(prompts) == 2_500 and seen == [1_000, 2_000, 2_500]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+class TestRealWorker:
+    """The browser's path end to end: upload here, parsing in a real Celery worker."""
+
+    @pytest.fixture(autouse=True)
+    def shared_data_dir(self, settings, server_env, celery_worker, client, personas):
+        settings.PONDER_DATA_DIR = Path(server_env["PONDER_DATA_DIR"])  # the folder the worker reads
+        client.force_login(personas.owner)
+        return settings.PONDER_DATA_DIR
+
+    def finished(self, client, name: str, content: bytes) -> dict:
+        response = post(client, name, content, dataset_name=f"real {name}")
+        assert response.status_code == 302, response
+        dataset = Dataset.objects.get(name=f"real {name}")
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            status = client.get(reverse("dataset-status-json", args=[dataset.pk])).json()
+            if status["status"] in ("ready", "failed"):
+                break
+            time.sleep(0.2)
+        assert not services.upload_dir(dataset.pk).exists()  # the staged file is gone either way
+        return status
+
+    def test_a_jsonl_upload_becomes_ready(self, client):
+        status = self.finished(client, "math.jsonl", jsonl(ROWS))
+        assert status["status"] == "ready" and status["row_count"] == 5 and status["rows_read"] == 5, status
+        dataset = Dataset.objects.get(pk=status["id"])
+        assert [p.answer for p in dataset.prompts.order_by("index")] == [r["answer"] for r in ROWS]
+        assert 'id="row-count">5 rows' in client.get(reverse("dataset-detail", args=[dataset.pk])).content.decode()
+
+    def test_a_parquet_upload_becomes_ready(self, client):
+        rows = [{"prompt": f"q{i}", "completion": f"a{i}"} for i in range(1_200)]
+        status = self.finished(client, "sft.parquet", parquet(pa.Table.from_pylist(rows)))
+        assert status["status"] == "ready" and status["row_count"] == 1_200, status
+        assert Dataset.objects.get(pk=status["id"]).kind == "sft" and Prompt.objects.count() == 1_200
+
+    def test_a_malformed_file_fails_with_the_reason_and_no_rows(self, client):
+        status = self.finished(client, "bad.jsonl", b'{"prompt": "ok", "answer": "1"}\n{"prompt": "", "answer": "2"}\n')
+        assert status["status"] == "failed", status
+        assert status["error"].startswith("bad.jsonl line 2: field 'prompt': must be a non-empty string")
+        assert not Prompt.objects.filter(dataset_id=status["id"]).exists()
