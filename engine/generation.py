@@ -97,6 +97,18 @@ def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
     return list(tokenizer(prompt, add_special_tokens=add)["input_ids"])
 
 
+def with_stop_string(sample: Sample, stop: list[str], tokenizer: Any, eos: set[int]) -> str:
+    """The completion as the model wrote it: `text` without its stop string is what graders
+    read, but what is stored, shown, reviewed and trained on must keep it (a model fine-tuned
+    on `... <answer> 9` would never learn to close its answer)."""
+    ids = sample.completion_ids
+    if sample.finish_reason != "stop" or not stop or (ids and ids[-1] in eos):
+        return sample.text
+    full = tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    found = [s for s in stop if full.startswith(s, len(sample.text))]
+    return sample.text + (found[0] if found else stop[0])
+
+
 def eos_ids(model: Any, tokenizer: Any) -> set[int]:
     """Every id that ends a completion: the generation config's EOS ids and the tokenizer's."""
     ids: set[int] = set()

@@ -185,14 +185,9 @@ class GradedSampler:
             score=sum(cfg.rewards[n] * v for n, v in rewards.items()), answer=extract_answer(sample.text))
 
     def _with_stop(self, sample: Any) -> str:
-        """The completion as the model wrote it: a stop string is cut from `text`, but a
-        model fine-tuned on the text must still learn to write it."""
-        ids, stop = sample.completion_ids, self.config.stop
-        if sample.finish_reason != "stop" or not stop or (ids and ids[-1] in self.eos):
-            return sample.text
-        full = self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-        found = [s for s in stop if full.startswith(s, len(sample.text))]
-        return sample.text + (found[0] if found else stop[0])
+        from engine.generation import with_stop_string
+
+        return with_stop_string(sample, list(self.config.stop), self.tokenizer, self.eos)
 
 
 def load_task(config: SamplingConfig) -> Any:

@@ -77,6 +77,7 @@ class _Run:
     clock: StepClock = field(default_factory=StepClock)
     history: list[dict[str, float]] = field(default_factory=list)
     last_checkpoint: str | None = None
+    eos: set[int] = field(default_factory=set)  # a completion ending in one has no stop string
 
 
 def run_grpo(
@@ -159,13 +160,14 @@ def _setup(config: GRPOConfig, sink: Sink, resume_from: str | Path | None,
     if resume_from is not None:
         restore_training_state(optimizer, scheduler, state, model)
     from engine.backends import make_generator
+    from engine.generation import eos_ids
 
     generator = make_generator(config.generation_backend, model, tokenizer)
     run = _Run(config, sink, model, tokenizer, optimizer, scheduler, generator, train, test,
                DataCursor.restore(len(train), config.seed, data_state.get("cursor")),
                RewardScorer(config.rewards, _task(config), sink.log,
                             {**sandboxed_rewards(config.custom_rewards), **reward_functions}), world=world,
-               ref_model=ref_model, step=int(state.get("step", 0)))
+               ref_model=ref_model, step=int(state.get("step", 0)), eos=eos_ids(model, tokenizer))
     return run
 
 
@@ -195,7 +197,10 @@ def _grpo_step(run: _Run, step: int) -> dict[str, float]:
         gathered = distributed.full_state(run.model, None, everywhere=True)  # a collective when sharded
         run.ref_model.load_state_dict(  # with everywhere=True every rank holds the weights
             cast("dict[str, Any]", gathered[0]) if gathered else run.model.state_dict())
-    records = _records(step, samples, examples, scores, advantages, correct, first)
+    from engine.generation import with_stop_string
+
+    written = [with_stop_string(s, list(cfg.stop), run.tokenizer, run.eos) for s in samples]
+    records = _records(step, samples, examples, scores, advantages, correct, first, written)
     run.sink.rollouts(distributed.gather_lists(records, world))
     metrics.update(_reward_metrics(everyone, rewards))
     metrics["frac_zero_std_groups"] = float(zero_std.float().mean())
@@ -351,16 +356,17 @@ def _reward_metrics(rows: list[tuple[Any, bool, int, bool, int]], rewards: torch
 
 def _records(step: int, samples: list[Any], examples: list[dict[str, Any]],
              scores: list[tuple[float, dict[str, float]]], advantages: torch.Tensor,
-             correct: list[bool], first: int = 0) -> list[RolloutRecord]:
+             correct: list[bool], first: int = 0, written: list[str] | None = None) -> list[RolloutRecord]:
     """One RolloutRecord per completion, with its reasoning/answer split (`first`: the
-    index of `examples[0]` in the step's batch)."""
+    index of `examples[0]` in the step's batch); stored as `written` (stop string kept)."""
     records = []
     for k, (s, (total, comps)) in enumerate(zip(samples, scores, strict=True)):
         ex = examples[s.prompt_index]
         reasoning, tail = split_reasoning(s.text)
         answer = extract_answer(s.text) or tail  # also reads an <answer> cut open by the stop string
         records.append(RolloutRecord(
-            step=step, prompt=ex["text"], completion=s.text, rewards=dict(comps), reward=total,
+            step=step, prompt=ex["text"], completion=written[k] if written else s.text, rewards=dict(comps),
+            reward=total,
             sample_index=s.sample_index, reasoning=reasoning, answer=answer, reference=str(ex.get("answer", "")),
             token_count=len(s.completion_ids), finish_reason=s.finish_reason,
             metadata={"question": ex.get("prompt", ""), "example_id": ex.get("id"), "group": first + s.prompt_index,

@@ -135,3 +135,17 @@ def test_it_rejects_bad_parameters(tiny_model_and_tokenizer: tuple) -> None:
         SamplingParams(top_p=0)
     with pytest.raises(ValueError, match="backend"):
         make_generator("tpu", model, tokenizer)
+
+
+def test_stored_completions_keep_the_stop_string_graders_do_not_see(tiny_model_and_tokenizer):
+    from engine.generation import Sample, with_stop_string
+
+    _, tokenizer = tiny_model_and_tokenizer
+    ids = tokenizer.encode("<think>4 + 5 = 9</think> <answer> 9</answer>", add_special_tokens=False)
+    stopped = Sample(0, 0, [], ids, "<think>4 + 5 = 9</think> <answer> 9", [], "stop")
+    assert with_stop_string(stopped, ["</answer>"], tokenizer, set()) == \
+        "<think>4 + 5 = 9</think> <answer> 9</answer>"
+    cut = Sample(0, 0, [], ids[:-3], "<think>4 + 5 = 9</think> <answer>", [], "length")
+    assert with_stop_string(cut, ["</answer>"], tokenizer, set()) == cut.text  # cut by the length limit
+    eos = Sample(0, 0, [], [*ids[:-3], 7], "<think>4 + 5 = 9</think> <answer>", [], "stop")
+    assert with_stop_string(eos, ["</answer>"], tokenizer, {7}) == eos.text  # ended by EOS, no stop string
