@@ -160,6 +160,16 @@ class TestParsedInProcess:
         dataset.refresh_from_db()
         return dataset
 
+    def test_an_import_whose_worker_died_is_done_by_the_redelivered_task(self, client, data_dir):
+        from workers.exports import execute_import
+
+        post(client, "died.jsonl", jsonl(ROWS))
+        dataset = Dataset.objects.get()
+        Dataset.objects.filter(pk=dataset.pk).update(status="importing", rows_read=2)  # as a killed worker leaves it
+        assert execute_import(dataset_id=dataset.pk) == "ready"
+        dataset.refresh_from_db()
+        assert dataset.status == "ready" and dataset.row_count == len(ROWS) == Prompt.objects.count()
+
     def test_a_jsonl_past_the_row_cap_fails_while_it_is_read(self, client, data_dir, settings):
         settings.PONDER_MAX_DATASET_ROWS = 3
         dataset = self.imported(client, "many.jsonl", jsonl(ROWS))

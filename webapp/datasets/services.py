@@ -153,9 +153,11 @@ def _enqueue_import(dataset_id: int) -> None:
 
 
 def import_claim(*, dataset_id: int) -> bool:
-    """queued → importing for exactly one worker (a conditional UPDATE)."""
-    return Dataset.objects.filter(pk=dataset_id, status=Dataset.Status.QUEUED).update(
-        status=Dataset.Status.IMPORTING) == 1
+    """queued → importing (a conditional UPDATE). An import still `importing` is taken again:
+    only a task redelivered after its worker died asks for it, and an import writes its rows
+    in one transaction at the end, so the one that died left none."""
+    return Dataset.objects.filter(pk=dataset_id, status__in=[Dataset.Status.QUEUED, Dataset.Status.IMPORTING]
+                                  ).update(status=Dataset.Status.IMPORTING, rows_read=0) == 1
 
 
 def import_progress(*, dataset_id: int, rows: int) -> None:
