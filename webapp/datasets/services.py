@@ -278,8 +278,11 @@ def _enqueue_export(export_id: int) -> None:
 
 def export_claim(*, export_id: int) -> bool:
     """queued → running for exactly one worker (a conditional UPDATE)."""
-    return DatasetExport.objects.filter(pk=export_id, status=DatasetExport.Status.QUEUED).update(
-        status=DatasetExport.Status.RUNNING) == 1
+    # A job still `running` is taken again: only a task redelivered after its worker died
+    # asks for it (the file is written aside and renamed into place, so none is half there).
+    return DatasetExport.objects.filter(pk=export_id, status__in=[DatasetExport.Status.QUEUED,
+                                                                  DatasetExport.Status.RUNNING]).update(
+        status=DatasetExport.Status.RUNNING, progress=0.0) == 1
 
 
 def export_progress(*, export_id: int, share: float) -> None:
