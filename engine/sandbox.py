@@ -7,15 +7,29 @@
 Statuses: ``passed`` (code and every test ran to the end), ``failed`` (an
 ``AssertionError``), ``error`` (any other exception, a non-zero exit, ``os._exit``, a
 signal), ``syntax`` (code or tests do not compile), ``timeout`` (wall clock or CPU limit),
-``memory`` (``MemoryError`` under the address-space limit).
+``memory`` (``MemoryError`` under the address-space limit, or the sandbox's cgroup
+memory limit).
+
+Grading (`engine._sandbox_runner`): the code runs in one process, the tests and the
+verdict in another that the code cannot reach (forked before the code or the payload
+is seen; non-dumpable; it alone holds the status fd and the nonce). The tests see the
+code's top-level names as proxies: a call crosses a pipe and only plain data comes back
+(anything else is a proxy that cannot be compared or tested for truth), so replacing
+builtins, exiting early, forging the status line or returning always-equal objects never
+passes (`tests/engine/test_sandbox_tampering.py`).
 
 Isolation (one ``bwrap`` per call): new pid, net, ipc, uts and mount namespaces; the
 filesystem is a tmpfs holding only read-only binds of ``/usr/lib*`` and of the base
 interpreter (its prefix, e.g. ``~/.pyenv/versions/3.11.7``, or the binary alone under
 ``/usr``; never the project, the venv, ``/etc`` or the rest of ``/root``), a fresh
-``/proc`` and ``/dev``, and a size-capped writable ``/tmp``; no capabilities,
-``PR_SET_NO_NEW_PRIVS``, ``--die-with-parent`` and a pid namespace so no process outlives
-the call; rlimits on CPU, address space, file size, open files and processes.
+``/proc`` and ``/dev``, and size-capped writable ``/tmp`` and ``/dev/shm``; no
+capabilities, ``PR_SET_NO_NEW_PRIVS``, ``--die-with-parent`` and a pid namespace so no
+process outlives the call; a seccomp filter (`engine.seccomp`: no new namespaces, mounts,
+ptrace, bpf, keyrings...; ``PONDER_SANDBOX_SECCOMP``); rlimits on CPU, address space,
+file size, open files and processes per process, and a cgroup per call for the totals
+(`engine._sandbox_cgroup`: memory, pids, CPU; ``PONDER_SANDBOX_CGROUP``) where the host
+has one. A call's ``timeout_s`` / ``memory_mb`` are capped at ``PONDER_SANDBOX_MAX_TIMEOUT_S``
+(30) / ``PONDER_SANDBOX_MAX_MEMORY_MB`` (2048), with a warning (`clamp_limits`).
 
 As root, bwrap runs without a user namespace and the runner drops to a dedicated uid
 taken from a pool (``PONDER_SANDBOX_UID``, default 61000, ``PONDER_SANDBOX_UID_COUNT``
@@ -27,14 +41,12 @@ namespace.
 Where bwrap cannot run, calls raise `SandboxUnavailable`; nothing runs unsandboxed unless
 the operator sets ``PONDER_SANDBOX=unsafe-rlimits-only`` (or passes
 ``isolation="unsafe-rlimits-only"``): rlimits and a private working directory only.
-
-Known limit: tests run in the same process as the code (the contract), so code that
-introspects the runner could forge a pass; the per-call nonce only stops naive forgery.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import marshal
 import math
 import os
@@ -45,21 +57,28 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+from engine import _sandbox_cgroup as _cgroup
+from engine import seccomp
+from engine._sandbox_uids import UID_POOLS
+
 Status = Literal["passed", "failed", "error", "syntax", "timeout", "memory"]
 STATUSES: tuple[Status, ...] = ("passed", "failed", "error", "syntax", "timeout", "memory")
 BWRAP = "bwrap"
+log = logging.getLogger(__name__)
 UNSAFE = "unsafe-rlimits-only"
 
-_RUNNER_SOURCE = (Path(__file__).parent / "_sandbox_runner.py").read_text()
+# The runner's source: the wire format, then the harness and candidate (both stdlib only).
+_RUNNER_SOURCE = "\n".join((Path(__file__).parent / name).read_text() for name in ("_sandbox_wire.py", "_sandbox_runner.py"))
+# What -c runs when the host could compile the runner: load the code object from a fd.
+_BOOT = "import marshal,sys;f=open(int(sys.argv.pop(1)),'rb');c=marshal.load(f);f.close();del f;exec(c)"
 
 
 class SandboxUnavailable(RuntimeError):
@@ -74,6 +93,23 @@ def _env_int(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _env_choice(name: str, choices: tuple[str, ...]) -> str:
+    raw = os.environ.get(name, "").strip() or choices[0]
+    if raw not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
 
 
 @dataclass(frozen=True)
@@ -92,6 +128,11 @@ class Settings:
     fsize_mb: int = 64  # PONDER_SANDBOX_FSIZE_MB: largest file the code may write
     nproc: int = 64  # PONDER_SANDBOX_NPROC: processes + threads per sandbox uid
     nofile: int = 256  # PONDER_SANDBOX_NOFILE: open files
+    seccomp: str = "auto"  # PONDER_SANDBOX_SECCOMP: "auto" (where libseccomp is), "required", "off"
+    max_timeout_s: float = 30.0  # PONDER_SANDBOX_MAX_TIMEOUT_S: the most any call may ask for
+    max_memory_mb: int = 2048  # PONDER_SANDBOX_MAX_MEMORY_MB: likewise for memory
+    cgroup: str = "auto"  # PONDER_SANDBOX_CGROUP: "auto", "off", or a delegated cgroup v2 parent
+    cpus: float = 1.0  # PONDER_SANDBOX_CPUS: CPU time per sandbox (cgroup cpu.max), in CPUs
 
 
 def load_settings(isolation: str | None = None) -> Settings:
@@ -113,7 +154,35 @@ def load_settings(isolation: str | None = None) -> Settings:
         fsize_mb=_env_int("PONDER_SANDBOX_FSIZE_MB", default.fsize_mb),
         nproc=_env_int("PONDER_SANDBOX_NPROC", default.nproc),
         nofile=_env_int("PONDER_SANDBOX_NOFILE", default.nofile),
+        seccomp=_env_choice("PONDER_SANDBOX_SECCOMP", ("auto", "required", "off")),
+        max_timeout_s=_env_float("PONDER_SANDBOX_MAX_TIMEOUT_S", default.max_timeout_s),
+        max_memory_mb=_env_int("PONDER_SANDBOX_MAX_MEMORY_MB", default.max_memory_mb),
+        cgroup=os.environ.get("PONDER_SANDBOX_CGROUP", "").strip() or default.cgroup,
+        cpus=_env_float("PONDER_SANDBOX_CPUS", default.cpus),
     )
+
+
+def clamp_limits(timeout_s: float, memory_mb: int, settings: Settings | None = None) -> tuple[float, int]:
+    """`timeout_s` and `memory_mb` capped at the operator's maxima
+    (``PONDER_SANDBOX_MAX_TIMEOUT_S``, default 30; ``PONDER_SANDBOX_MAX_MEMORY_MB``, default
+    2048), with a warning when a value was over; non-positive values raise ValueError.
+
+    >>> clamp_limits(600, 512, Settings())
+    (30.0, 512)
+    """
+    if not timeout_s > 0 or not memory_mb > 0:  # `not >`: NaN too
+        raise ValueError(f"timeout_s and memory_mb must be positive, got {timeout_s!r} and {memory_mb!r}")
+    settings = settings or load_settings(None)
+    if timeout_s > settings.max_timeout_s:
+        _warn_clamped("timeout_s", timeout_s, "PONDER_SANDBOX_MAX_TIMEOUT_S", settings.max_timeout_s)
+    if memory_mb > settings.max_memory_mb:
+        _warn_clamped("memory_mb", memory_mb, "PONDER_SANDBOX_MAX_MEMORY_MB", settings.max_memory_mb)
+    return float(min(timeout_s, settings.max_timeout_s)), int(min(memory_mb, settings.max_memory_mb))
+
+
+@lru_cache(maxsize=256)  # once per value and process: a dataset's every row must not log
+def _warn_clamped(name: str, value: float, setting: str, cap: float) -> None:
+    log.warning("sandbox %s=%g is over %s: clamped to %g", name, value, setting, cap)
 
 
 @lru_cache(maxsize=1)
@@ -172,29 +241,32 @@ def run_python(
     stdin: str | None = None,
     isolation: str | None = None,
 ) -> RunResult:
-    """Runs `code`, then `tests` (Python source with asserts) in the same namespace.
+    """Runs `code`, then `tests` (Python source with asserts) against the names it defines.
 
+    The tests run in a separate interpreter where each top-level name of the code is a
+    proxy (plain data is copied): ``add(2, 3)`` in the tests calls the code's ``add``
+    and gets back plain data only; names of builtins are never taken from the code.
     Without tests `code` runs as ``__main__`` (a program; ``sys.exit(0)`` passes); with
     tests it runs as module ``solution``, so its ``if __name__ == "__main__":`` block is
     skipped, and any ``SystemExit`` is an error (the tests did not all run).
     `stdin`: text the code reads from ``sys.stdin`` (default: empty).
+    `timeout_s`, `memory_mb`: capped at the operator's maxima (`clamp_limits`).
     `isolation`: ``"bwrap"`` or ``"unsafe-rlimits-only"``; None reads ``PONDER_SANDBOX``
     (default ``"bwrap"``). Raises `SandboxUnavailable` when bwrap cannot run.
     """
-    if timeout_s <= 0 or memory_mb <= 0:
-        raise ValueError("timeout_s and memory_mb must be positive")
     settings = load_settings(isolation)
+    timeout_s, memory_mb = clamp_limits(timeout_s, memory_mb, settings)
     start = time.monotonic()
     call = _Call(code, tests, stdin, timeout_s, memory_mb, uid=None, workdir=None)
     if settings.isolation == UNSAFE:
         with tempfile.TemporaryDirectory(prefix="ponder-sbx-") as workdir:
             call = replace(call, workdir=workdir)
-            return _execute(_python_argv(settings.python), call, settings, start)
+            return _execute([], call, settings, start)
     privileged = _probe(settings)
-    argv = _bwrap_argv(settings, privileged) + _python_argv(settings.python)
+    argv = _bwrap_argv(settings, privileged)
     if not privileged:  # uid 65534 inside a user namespace, where NPROC counts per namespace
         return _execute(argv, call, settings, start)
-    with _UID_POOLS.slot(settings) as uid:
+    with UID_POOLS.slot(settings.uid, settings.uid_count) as uid:
         return _execute(argv, replace(call, uid=uid), settings, start)
 
 
@@ -224,10 +296,27 @@ def _run_job(job: Job) -> RunResult:
     )
 
 
-def _python_argv(python: str) -> list[str]:
+def _python_argv(python: str, code_fd: int | None) -> list[str]:
     # -I: ignore PYTHON* env and user site; -S: skip site (saves ~50 ms per call);
     # -B: the prefix is read-only anyway; -X utf8: predictable text I/O.
-    return [python, "-I", "-S", "-B", "-X", "utf8", "-c", _RUNNER_SOURCE]
+    argv = [python, "-I", "-S", "-B", "-X", "utf8", "-c"]
+    return argv + ([_BOOT, str(code_fd)] if code_fd is not None else [_RUNNER_SOURCE])
+
+
+@lru_cache(maxsize=4)
+def _compiled_runner(python: str) -> bytes | None:
+    """The runner compiled once by the interpreter that runs it (a marshalled code
+    object): spares every call compiling ~700 lines (~4 ms). None: compile per call."""
+    script = "import marshal,sys;sys.stdout.buffer.write(marshal.dumps(compile(sys.stdin.read(),'<sandbox runner>','exec')))"
+    try:
+        done = subprocess.run(
+            [python, "-I", "-S", "-c", script], input=_RUNNER_SOURCE.encode(), capture_output=True,
+            timeout=60, check=True,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("the sandbox runner is compiled per call: %s", exc)
+        return None
+    return done.stdout
 
 
 # --- bubblewrap command line ----------------------------------------------------------
@@ -245,7 +334,7 @@ def _probe(settings: Settings) -> bool:
     errors = []
     for privileged in [True, False] if os.geteuid() == 0 else [False]:
         # The real runner end to end: bwrap starts, and the dropped uid can read Python.
-        argv = _bwrap_argv(settings, privileged) + _python_argv(settings.python)
+        argv = _bwrap_argv(settings, privileged)
         call = _Call("pass", "assert True", None, 60.0, 512, settings.uid if privileged else None, None)
         result = _execute(argv, call, settings, time.monotonic())
         if result.passed:
@@ -286,6 +375,8 @@ def _filesystem_args(python: str, tmpfs_mb: int) -> list[str]:
     for path in _interpreter_paths(python):
         args += _parent_dirs(path, made) + ["--ro-bind", path, path]
     args += ["--proc", "/proc", "--dev", "/dev"]
+    # A writable /dev/shm: multiprocessing's locks and queues are POSIX semaphores there.
+    args += ["--perms", "1777", "--size", str(tmpfs_mb << 20), "--tmpfs", "/dev/shm"]
     args += ["--perms", "1777", "--size", str(tmpfs_mb << 20), "--tmpfs", "/tmp", "--chdir", "/tmp"]
     return args
 
@@ -323,9 +414,34 @@ class _Call:
     workdir: str | None  # cwd of the unsandboxed mode
 
 
-def _execute(argv: list[str], call: _Call, settings: Settings, start: float) -> RunResult:
+def _execute(bwrap: list[str], call: _Call, settings: Settings, start: float) -> RunResult:
+    """Runs the runner under `bwrap` (the bubblewrap argv; empty: unsandboxed), in a
+    cgroup of its own where the host has them."""
+    found = _cgroup.backend(settings.cgroup) if bwrap else None
+    limits = _cgroup.Limits((call.memory_mb + settings.tmpfs_mb) << 20, settings.nproc, settings.cpus)
+    with _cgroup.sandbox_cgroup(found, limits) as group:
+        result = _spawn(bwrap, call, settings, start, group)
+        if group is not None and not result.passed and group.oom_killed():
+            result = replace(result, status="memory", detail="over the sandbox's memory limit (cgroup)")
+    return result
+
+
+def _spawn(
+    bwrap: list[str], call: _Call, settings: Settings, start: float, group: _cgroup.Cgroup | None
+) -> RunResult:
     nonce = secrets.token_hex(16)
     status_r, status_w = os.pipe()
+    fds = [status_w]
+    program = _seccomp(settings) if bwrap else None
+    if program is not None:
+        fds.append(_memfd(program, "ponder-sandbox-seccomp"))
+        bwrap = bwrap + ["--seccomp", str(fds[-1])]
+    compiled = _compiled_runner(settings.python)
+    if compiled is not None:
+        fds.append(_memfd(compiled, "ponder-sandbox-runner"))
+    join = group.fds if group is not None else []  # the runner joins these cgroups first
+    argv = bwrap + _python_argv(settings.python, fds[-1] if compiled is not None else None)
+    argv += [",".join(map(str, join))] if join else []
     payload = {
         "code": call.code,
         "tests": call.tests,
@@ -336,21 +452,24 @@ def _execute(argv: list[str], call: _Call, settings: Settings, start: float) -> 
         "status_fd": status_w,
         "nonce": nonce,
     }
-    stdin = _memfd(marshal.dumps(payload))
+    stdin = _memfd(marshal.dumps(payload), "ponder-sandbox-payload")
     try:
         proc = subprocess.Popen(
             argv,
             stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            pass_fds=(status_w,),
+            pass_fds=fds + join,
             cwd=call.workdir,
             env=_unsafe_env(call.workdir) if call.workdir else None,
             start_new_session=True,  # one process group to kill on timeout
         )
     finally:
         os.close(stdin)
-        os.close(status_w)
+        for fd in fds:
+            os.close(fd)
+        if group is not None:
+            group.close_fds()
     try:
         out = _collect(proc, start + call.timeout_s, settings)
         marker = _read_marker(status_r, nonce)
@@ -358,6 +477,15 @@ def _execute(argv: list[str], call: _Call, settings: Settings, start: float) -> 
         _kill(proc)
         os.close(status_r)
     return _result(out, marker, proc.returncode, call.timeout_s, settings, start)
+
+
+def _seccomp(settings: Settings) -> bytes | None:
+    if settings.seccomp == "off":
+        return None
+    program = seccomp.filter_program()
+    if program is None and settings.seccomp == "required":
+        raise SandboxUnavailable(f"PONDER_SANDBOX_SECCOMP=required but no filter could be built: {seccomp.build_error()}")
+    return program
 
 
 def _limits(timeout_s: float, memory_mb: int, settings: Settings) -> dict[str, list[int]]:
@@ -374,9 +502,9 @@ def _limits(timeout_s: float, memory_mb: int, settings: Settings) -> dict[str, l
     }
 
 
-def _memfd(data: bytes) -> int:
+def _memfd(data: bytes, name: str) -> int:
     """A rewound in-memory file: the payload size is not bounded by pipe buffers or argv."""
-    fd = os.memfd_create("ponder-sandbox-payload")
+    fd = os.memfd_create(name)
     os.write(fd, data)
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
@@ -495,42 +623,3 @@ def _signal_of(returncode: int) -> int:
     if returncode < 0:
         return -returncode
     return returncode - 128 if 128 < returncode < 128 + 65 else 0
-
-
-# --- uid pool -------------------------------------------------------------------------
-
-
-class _UidPools:
-    """Hands each concurrent privileged sandbox its own uid from the configured range."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._busy: set[int] = set()
-
-    @contextlib.contextmanager
-    def slot(self, settings: Settings) -> Iterator[int]:
-        uid = self.acquire(settings)
-        try:
-            yield uid
-        finally:
-            self.release(uid)
-
-    def acquire(self, settings: Settings) -> int:
-        # Start at a per-process offset: several worker processes then rarely share a uid.
-        offset = os.getpid() % settings.uid_count
-        order = [settings.uid + (offset + i) % settings.uid_count for i in range(settings.uid_count)]
-        with self._cond:
-            while True:
-                for uid in order:
-                    if uid not in self._busy:
-                        self._busy.add(uid)
-                        return uid
-                self._cond.wait()
-
-    def release(self, uid: int) -> None:
-        with self._cond:
-            self._busy.discard(uid)
-            self._cond.notify()
-
-
-_UID_POOLS = _UidPools()

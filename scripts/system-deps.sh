@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Debian packages Ponder needs: bubblewrap (the code sandbox) and chromium (browser tests).
+# Debian packages Ponder needs: bubblewrap and libseccomp2 (the code sandbox) and chromium
+# (browser tests).
 set -euo pipefail
 need=()
 command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
+# (grep without -q reads all of ldconfig's output: no SIGPIPE under pipefail)
+{ ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null || true; } | grep 'libseccomp\.so\.2' >/dev/null || need+=(libseccomp2)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then

@@ -8,7 +8,9 @@ A missing ``tests`` key means "runs without an exception".
 
 Which block: the last one tagged ``python``/``py``, else the last untagged one, else the
 last block of any language. Code runs in `engine.sandbox.run_python` with
-``example["timeout_s"]`` (default 5) and ``example["memory_mb"]`` (default 512); where no
+``example["timeout_s"]`` (default 5) and ``example["memory_mb"]`` (default 512), each at
+most the operator's maximum (``PONDER_SANDBOX_MAX_TIMEOUT_S``, 30, and
+``PONDER_SANDBOX_MAX_MEMORY_MB``, 2048: a larger value is clamped with a warning); where no
 sandbox can run, the reward raises `SandboxUnavailable` (recorded as an error by
 `engine.rewards.score`), it never runs code unsandboxed.
 
@@ -26,7 +28,7 @@ from functools import lru_cache
 from typing import Any
 
 from engine.rewards.registry import register
-from engine.sandbox import RunResult, run_python
+from engine.sandbox import RunResult, clamp_limits, run_python
 
 NO_CODE, OTHER_LANGUAGE, FAILS, PASSES = 0.0, 0.1, 0.25, 1.0
 MAX_CODE_CHARS = 1_000_000  # bigger blocks are not run: they score as failing Python
@@ -120,7 +122,8 @@ def _tests(example: dict[str, Any]) -> str | None:
 
 
 def _limits(example: dict[str, Any]) -> tuple[float, int]:
-    return float(example.get("timeout_s", 5.0)), int(example.get("memory_mb", 512))
+    # A dataset's own limits, at most the operator's maxima (clamped with a warning).
+    return clamp_limits(float(example.get("timeout_s", 5.0)), int(example.get("memory_mb", 512)))
 
 
 def _run(source: str, example: dict[str, Any]) -> RunResult:

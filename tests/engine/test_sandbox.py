@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import sandbox
+from engine import sandbox, seccomp
 from engine.sandbox import Job, RunResult, SandboxUnavailable, run_many, run_python
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -372,3 +372,165 @@ def test_the_sandbox_never_binds_the_project_or_the_venv() -> None:
     for path in bound:
         assert not str(ROOT).startswith(path) and not path.startswith(str(ROOT)), path
         assert path not in ("/", "/etc", "/root", "/home", "/work")
+
+
+# ------------------------------------------------------------------ seccomp
+
+# x86-64 and aarch64 numbers of the calls ctypes has no wrapper for.
+SYSCALLS = {"x86_64": {"clone": 56, "clone3": 435, "bpf": 321, "keyctl": 250},
+            "aarch64": {"clone": 220, "clone3": 435, "bpf": 280, "keyctl": 219}}
+LIBC = "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+needs_seccomp = pytest.mark.skipif(
+    seccomp.filter_program() is None or os.uname().machine not in SYSCALLS,
+    reason="no seccomp filter here (pip install pyseccomp; apt-get install libseccomp2), or an unknown arch",
+)
+
+
+def _nr(name: str) -> int:
+    return SYSCALLS[os.uname().machine][name]
+
+
+SECCOMP_CASES = [
+    ("unshare(CLONE_NEWUSER)", "r = libc.unshare(0x10000000)", 1),
+    ("unshare(CLONE_NEWNET)", "r = libc.unshare(0x40000000)", 1),
+    ("unshare(CLONE_NEWNS)", "r = libc.unshare(0x00020000)", 1),
+    ("clone(CLONE_NEWUSER)", "r = libc.syscall({clone}, 0x10000000 | 17, 0, 0, 0, 0)\nif r == 0:\n    os._exit(0)", 1),
+    ("clone(CLONE_NEWPID)", "r = libc.syscall({clone}, 0x20000000 | 17, 0, 0, 0, 0)\nif r == 0:\n    os._exit(0)", 1),
+    ("clone3", "r = libc.syscall({clone3}, 0, 0)", 38),  # ENOSYS: glibc falls back to clone
+    ("mount", "r = libc.mount(b'none', b'/tmp', b'tmpfs', 0, None)", 1),
+    ("umount2", "r = libc.umount2(b'/tmp', 2)", 1),
+    ("ptrace(PTRACE_TRACEME)", "r = libc.ptrace(0, 0, 0, 0)", 1),
+    ("bpf", "r = libc.syscall({bpf}, 0, 0, 0)", 1),
+    ("keyctl", "r = libc.syscall({keyctl}, 0, 0, 0)", 1),
+]
+
+
+@needs_bwrap
+@needs_seccomp
+@pytest.mark.parametrize(("name", "call", "want_errno"), SECCOMP_CASES, ids=[c[0] for c in SECCOMP_CASES])
+def test_seccomp_denies(name: str, call: str, want_errno: int) -> None:
+    code = LIBC + call.format(clone=_nr("clone"), clone3=_nr("clone3"), bpf=_nr("bpf"), keyctl=_nr("keyctl"))
+    result = run_timed(code + "\nprint(r, ctypes.get_errno())")
+    assert (result.status, result.stdout.split()) == ("passed", ["-1", str(want_errno)]), result.stderr
+
+
+@needs_bwrap
+@needs_seccomp
+def test_seccomp_leaves_normal_python_working() -> None:
+    code = (
+        "import multiprocessing as mp, subprocess, sys, threading\n"
+        "t = threading.Thread(target=lambda: None)\nt.start()\nt.join()\n"
+        "out = subprocess.run([sys.executable, '-c', 'print(6 * 7)'], capture_output=True, text=True).stdout\n"
+        "with mp.get_context('fork').Pool(2) as pool:\n    squares = pool.map(abs, [-1, -2])\n"
+        "print(out.strip(), squares, libc.unshare(0x400))\n"  # CLONE_FILES: no namespace, allowed
+    )
+    result = run_timed(LIBC + code, timeout_s=5.0)
+    assert (result.status, result.stdout) == ("passed", "42 [1, 2] 0\n"), result.stderr
+
+
+def test_seccomp_can_be_required_or_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PONDER_SANDBOX_SECCOMP", "maybe")
+    with pytest.raises(ValueError, match="PONDER_SANDBOX_SECCOMP must be one of"):
+        sandbox.load_settings("bwrap")
+    monkeypatch.setenv("PONDER_SANDBOX_SECCOMP", "off")
+    assert sandbox._seccomp(sandbox.load_settings("bwrap")) is None
+    monkeypatch.setenv("PONDER_SANDBOX_SECCOMP", "required")
+    monkeypatch.setattr(seccomp, "filter_program", lambda: None)
+    monkeypatch.setattr(seccomp, "build_error", lambda: "no libseccomp")
+    with pytest.raises(SandboxUnavailable, match="no libseccomp"):
+        sandbox._seccomp(sandbox.load_settings("bwrap"))
+
+
+# ------------------------------------------------------------------ operator maxima
+
+
+def test_limits_over_the_operator_maxima_are_clamped_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from engine.rewards.code_reward import _limits
+
+    monkeypatch.setenv("PONDER_SANDBOX_MAX_TIMEOUT_S", "2.5")
+    monkeypatch.setenv("PONDER_SANDBOX_MAX_MEMORY_MB", "300")
+    with caplog.at_level("WARNING", logger="engine.sandbox"):
+        assert _limits({"timeout_s": 3600, "memory_mb": 1 << 20}) == (2.5, 300)
+    assert "clamped to 2.5" in caplog.text and "clamped to 300" in caplog.text
+    assert _limits({}) == (2.5, 300)  # the defaults (5 s, 512 MB) are over these maxima too
+    caplog.clear()
+    assert _limits({"timeout_s": 1, "memory_mb": 64}) == (1.0, 64) and caplog.text == ""
+    with pytest.raises(ValueError, match="positive"):
+        _limits({"timeout_s": -1})
+    monkeypatch.setenv("PONDER_SANDBOX_MAX_TIMEOUT_S", "soon")
+    with pytest.raises(ValueError, match="PONDER_SANDBOX_MAX_TIMEOUT_S must be a number"):
+        _limits({})
+
+
+@needs_bwrap
+def test_a_dataset_cannot_buy_more_time_or_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine import rewards
+
+    monkeypatch.setenv("PONDER_SANDBOX_MAX_TIMEOUT_S", "1")
+    monkeypatch.setenv("PONDER_SANDBOX_MAX_MEMORY_MB", "200")
+    code = rewards.get("code")
+    start = time.monotonic()
+    slow = "```python\nimport time\ntime.sleep(3)\n```"
+    assert code(slow, {"timeout_s": 600}) == 0.25 and time.monotonic() - start < 2.5
+    big = "```python\nx = bytearray(400 << 20)\n```"
+    assert code(big, {"memory_mb": 4096}) == 0.25
+    assert run_python("x = bytearray(400 << 20)", memory_mb=4096).status == "memory"
+
+
+# ------------------------------------------------------------------ cgroups
+
+FORK_AND_ALLOCATE = """
+import os, time
+kids = []
+for _ in range(8):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            block = bytearray(200 << 20)
+            for i in range(0, len(block), 4096):
+                block[i] = 1  # touch every page: resident, not just reserved
+            time.sleep(1)
+        finally:
+            os._exit(0)
+    kids.append(pid)
+codes = [os.waitpid(pid, 0)[1] for pid in kids]
+assert codes == [0] * 8, codes
+"""
+needs_cgroups = pytest.mark.skipif(
+    sandbox._cgroup.backend("auto") is None,
+    reason="no writable cgroup v2 (memory, pids) or v1 (memory, pids) hierarchy here: rlimits only",
+)
+
+
+@needs_bwrap
+@needs_cgroups
+def test_a_fork_and_allocate_program_stays_under_the_sandbox_total() -> None:
+    # 8 x 200 MB, each process under its 512 MB rlimit, 1.6 GB in all: the cgroup says no.
+    result = run_timed(FORK_AND_ALLOCATE, timeout_s=10.0, memory_mb=512)
+    assert result.status == "memory", (result.detail, result.stderr[-300:])
+    assert_next_call_works()
+    assert _leftover_cgroups() == []
+
+
+@needs_bwrap
+@needs_cgroups
+def test_without_cgroups_the_same_program_gets_its_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PONDER_SANDBOX_CGROUP", "off")  # the control: rlimits alone allow it
+    result = run_timed(FORK_AND_ALLOCATE, timeout_s=10.0, memory_mb=512)
+    assert result.status == "passed", (result.detail, result.stderr[-300:])
+
+
+@needs_bwrap
+@needs_cgroups
+def test_each_sandbox_runs_in_its_own_cgroup() -> None:
+    result = run_timed("print(open('/proc/self/cgroup').read())")
+    assert "sbx-" in result.stdout, result.stdout
+
+
+def _leftover_cgroups() -> list[str]:
+    found = sandbox._cgroup.backend("auto")
+    assert found is not None
+    prefix = f"sbx-{os.getpid()}-"
+    return [p.name for parent in found.parents.values() for p in parent.iterdir() if p.name.startswith(prefix)]
