@@ -8,6 +8,8 @@ rollouts within a reward band, and text search within a run.
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 
 from webapp.runs import stages
@@ -70,6 +72,9 @@ class Run(models.Model):
     eta_s = models.FloatField(null=True, blank=True)
     requeues = models.PositiveIntegerField(default=0, help_text="Times a lost worker's run was requeued.")
     summary = models.JSONField(default=dict, blank=True, help_text="Final figures, filled when the run ends.")
+    notes = models.TextField(blank=True, help_text="The team's notes on the run (Markdown, shown sanitised).")
+    tags = ArrayField(models.CharField(max_length=40), default=list, blank=True)
+    starred = models.BooleanField(default=False)
     blocked_reason = models.CharField(
         max_length=500, blank=True,
         help_text="Set on a pipeline stage that cannot start because one before it failed or was cancelled "
@@ -80,6 +85,7 @@ class Run(models.Model):
         indexes = [
             models.Index(fields=["project", "-created_at"]),
             models.Index(fields=["status"]),
+            GinIndex(fields=["tags"], name="runs_run_tags_gin"),
         ]
 
     def __str__(self) -> str:

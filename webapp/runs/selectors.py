@@ -179,6 +179,17 @@ def _ordering(sort: str) -> list[Any]:
     return [*fields, "-id"]
 
 
+def _search(qs: Any, q: str) -> Any:
+    for word in q.split():
+        if word.startswith("tag:"):
+            qs = qs.filter(tags__contains=[word[4:].lower()])
+        elif word == "starred":
+            qs = qs.filter(starred=True)
+        else:
+            qs = qs.filter(Q(name__icontains=word) | Q(notes__icontains=word))
+    return qs
+
+
 def runs_list(user: User, flt: RunListFilter) -> tuple[list[Run], bool]:
     """One page of the runs list and whether there is a next one (no COUNT over all runs)."""
     qs = runs_for(user).select_related("project", "launched_by")
@@ -190,8 +201,8 @@ def runs_list(user: User, flt: RunListFilter) -> tuple[list[Run], bool]:
         qs = qs.filter(status=flt.status)
     if flt.launched_by:
         qs = qs.filter(launched_by__username=flt.launched_by)
-    if flt.q:
-        qs = qs.filter(name__icontains=flt.q)
+    if flt.q:  # words: a run's name, or `tag:<t>`, `starred`
+        qs = _search(qs, flt.q)
     latest = Checkpoint.objects.filter(run=OuterRef("pk")).order_by("-step")
     qs = qs.annotate(
         # The stages end with their last metrics in `summary`; the mean reward is one of them.

@@ -8,7 +8,7 @@ from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_POST
 
 from webapp.projects.selectors import AuthedRequest, can_write, projects_for
-from webapp.runs import launch, pipelines, selectors, services, stages
+from webapp.runs import annotations, launch, pipelines, selectors, services, stages
 from webapp.runs.checkpoints import checkpoint_model
 from webapp.runs.models import Pipeline, Status
 from webapp.runs.workers_status import lost_runs, workers_overview
@@ -30,11 +30,27 @@ def run_list(request: HttpRequest) -> HttpResponse:
 
 
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    """`?diff=<run id>` puts another run's settings beside this one's."""
     run = selectors.run_for(request.user, run_id)
-    checkpoints = run.checkpoints.order_by("step")
+    other_id = request.GET.get("diff", "")
+    other = selectors.runs_for(request.user).filter(pk=int(other_id)).first() if other_id.isdigit() else None
     return render(request, "runs/detail.html", {
-        "run": run, "checkpoints": checkpoints, "can_write": can_write(request.user, run.project_id),
+        "run": run, "checkpoints": run.checkpoints.order_by("step"), "can_write": can_write(request.user, run.project_id),
+        "config_rows": annotations.config_rows(run, other), "other": other,
+        "notes_html": annotations.notes_html(run.notes) if run.notes else "",
     })
+
+
+@require_POST
+def run_annotate(request: AuthedRequest, run_id: int) -> HttpResponse:
+    run = selectors.run_for(request.user, run_id)
+    starred = {"1": True, "0": False}.get(request.POST.get("starred", ""))
+    try:
+        annotations.run_annotate(run=run, user=request.user, notes=request.POST.get("notes"),
+                                 tags=request.POST.get("tags"), starred=starred)
+    except ValidationError as exc:
+        messages.error(request, "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items()))
+    return redirect("run-detail", run_id=run.pk)
 
 
 def checkpoint_detail(request: HttpRequest, checkpoint_id: int) -> HttpResponse:
