@@ -130,3 +130,20 @@ def test_multi_run_view_sets_the_same_prompt_side_by_side(client, personas, trac
     page = explorer_page([traces.run, traces.other_run], parse_filter({"step_max": "2"}), limit=24)
     shared = [g for g in page.groups if {r.run_id for r in g.rows} == {traces.run.pk, traces.other_run.pk}]
     assert shared and all(len(g.rows) == 8 for g in shared)  # both runs' 4 samples of one prompt at one step
+
+
+def test_correct_means_the_runs_accuracy_reward_not_the_first_reward_name(client, personas):
+    from webapp.ingest.store import RolloutIn, rollouts_store
+    from webapp.runs.models import Run
+
+    run = Run.objects.create(project=personas.project, name="grpo", stage="grpo", status="succeeded",
+                             config={"rewards": {"format": 0.5, "task": 1.0}})
+    rollouts_store(run=run, rollouts=[
+        RolloutIn(step=1, prompt="2+2?", completion="<think>x</think> 5", rewards={"format": 1.0, "task": 0.0}),
+        RolloutIn(step=1, prompt="3+3?", completion="<think>y</think> 6", rewards={"format": 1.0, "task": 1.0}),
+    ])
+    client.force_login(personas.owner)
+    page = client.get(f"/runs/{run.pk}/explore/").content.decode()
+    assert '<option value="task" selected>' in page  # accuracy_reward defaults to task, as in the stage
+    wrong_listed = client.get(f"/runs/{run.pk}/explore/?correct_by=task&correct=yes").content.decode()
+    assert "3+3?" in wrong_listed and "2+2?" not in wrong_listed

@@ -51,3 +51,19 @@ def can_write(user: User, project_id: int) -> bool:
 
 def can_label(user: User, project_id: int) -> bool:
     return role_in(user, project_id) in LABEL_ROLES
+
+
+def is_owner(user: User, project_id: int) -> bool:
+    return role_in(user, project_id) == Role.OWNER
+
+
+def members_of(project: Project) -> QuerySet[Membership]:
+    return project.memberships.select_related("user").order_by("user__username")
+
+
+def membership_in(project: Project, membership_id: int) -> Membership:
+    """A membership of `project` (the caller's access to the project is checked already)."""
+    membership = members_of(project).filter(pk=membership_id).first()
+    if membership is None:
+        raise Http404("No such member.")
+    return membership

@@ -48,10 +48,17 @@ def explorer_context(user: User, runs: list[Run], params: QueryDict) -> dict[str
         "runs": runs, "run": runs[0] if len(runs) == 1 else None, "multi": len(runs) > 1, "flt": flt, "page": page, "error": error,
         "reward_names": names, "components": _component_rows(names, flt), "sorts": SORTS, "labels": LABELS,
         "query": query, "filter_query": urlencode(flt.to_params()), "run_ids": ",".join(str(r.pk) for r in runs),
-        "correct_by": flt.correct_by or ("math" if "math" in names else (names[0] if names else "")),
+        "correct_by": flt.correct_by or _accuracy_reward(runs, names),
         "members": labellers(runs[0].project_id) if roles["can_label"] else [],
         "default_tags": ", ".join(DEFAULT_TAGS), **roles,
     }
+
+
+def _accuracy_reward(runs: list[Run], names: list[str]) -> str:
+    """The reward that says "correct" by default: the run's own `accuracy_reward` (`task` when
+    unset, as the stages' configs default), not the first name in the alphabet (`format`)."""
+    wanted = [str(r.config.get("accuracy_reward") or "task") for r in runs] + ["task", "math", "code"]
+    return next((name for name in wanted if name in names), names[0] if names else "")
 
 
 def label_page_context(user: AuthUser, queue: ReviewQueue, position: int | None) -> dict[str, Any]:

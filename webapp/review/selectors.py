@@ -23,6 +23,7 @@ from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.urls import reverse
 
+from webapp.projects.models import Membership, Role
 from webapp.projects.selectors import AuthUser, User, projects_for
 from webapp.review.filters import ExplorerFilter, FilterError, apply_filter
 from webapp.review.models import Label, QueueItem, ReviewQueue
@@ -450,6 +451,16 @@ def queues_with_progress(user: AuthUser, limit: int = 200) -> list[ReviewQueue]:
                 .filter(Exists(Label.objects.filter(rollout_id=OuterRef("rollout_id"))))
                 .values("queue").annotate(c=Count("*")).values("c"))
     assigned = ReviewQueue.assignees.through.objects.filter(reviewqueue_id=OuterRef("pk"), user_id=user.pk)
-    return list(queues_for(user).select_related("project")
-                .annotate(labelled=Coalesce(Subquery(labelled), 0), assigned=Exists(assigned))
-                .order_by("-created_at", "-id")[:limit])
+    my_role = Membership.objects.filter(project_id=OuterRef("project_id"), user_id=user.pk).values("role")[:1]
+    queues = list(queues_for(user).select_related("project")
+                  .annotate(labelled=Coalesce(Subquery(labelled), 0), assigned=Exists(assigned),
+                            my_role=Subquery(my_role))
+                  .order_by("-created_at", "-id")[:limit])
+    for q in queues:  # the list offers "Label" only where labelling will be accepted
+        q.can_label = may_label(q.my_role, q.assigned)  # type: ignore[attr-defined]
+    return cast("list[ReviewQueue]", queues)  # annotated rows are still queues
+
+
+def may_label(role: str | None, assigned: bool) -> bool:
+    """The one rule for labelling a queue: owners always; annotators when assigned to it."""
+    return role == Role.OWNER or (role == Role.ANNOTATOR and assigned)

@@ -75,11 +75,21 @@ def queue_create(*, user: AuthUser, runs: list[Run], flt: ExplorerFilter, name: 
     return queue
 
 
+def queue_assignees_set(*, user: AuthUser, queue: ReviewQueue, assignees: list[str]) -> ReviewQueue:
+    """Owners choose which owners and annotators label the queue (say, a teammate added later)."""
+    if role_in(user, queue.project_id) != Role.OWNER:
+        raise PermissionDenied("only owners change who labels a queue")
+    people = _members(queue.project, assignees)
+    with transaction.atomic():
+        queue.assignees.set(people)
+    return queue
+
+
 def _check_labeller(user: AuthUser, queue: ReviewQueue) -> None:
     role = role_in(user, queue.project_id)
     if role not in (Role.OWNER, Role.ANNOTATOR):
         raise PermissionDenied("only owners and annotators label")
-    if role == Role.ANNOTATOR and not queue.assignees.filter(pk=user.pk).exists():
+    if not selectors.may_label(role, queue.assignees.filter(pk=user.pk).exists()):
         raise PermissionDenied("this queue is assigned to others: ask an owner to add you")
 
 

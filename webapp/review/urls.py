@@ -25,6 +25,7 @@ urlpatterns = [
     path("review/queues/new/", views.queue_new, name="review-queue-new"),
     path("review/queues/<int:queue_id>/", views.queue_detail, name="review-queue"),
     path("review/queues/<int:queue_id>/label/", views.queue_label, name="review-label"),
+    path("review/queues/<int:queue_id>/assignees/", views.queue_assignees, name="review-queue-assignees"),
     path("review/queues/<int:queue_id>/items/<int:position>.json", views.queue_item_json, name="review-item"),
     path("review/queues/<int:queue_id>/items/<int:position>/label/", views.queue_item_label,
          name="review-item-label"),

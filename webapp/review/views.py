@@ -11,7 +11,8 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, QueryD
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from webapp.projects.selectors import AuthedRequest, can_write
+from webapp.projects.models import Role
+from webapp.projects.selectors import AuthedRequest, role_in
 from webapp.review import pages, selectors, services
 from webapp.review.filters import FilterError, parse_filter
 from webapp.runs.models import Run
@@ -102,10 +103,25 @@ def queue_detail(request: HttpRequest, queue_id: int) -> HttpResponse:
     queue = selectors.queue_for(request.user, queue_id)
     items, nxt = selectors.queue_items_page(queue, after=_int(request.GET.get("after"), 0) or 0)
     judged, mean = selectors.queue_agreement(queue)
+    assignees, role = list(queue.assignees.all()), role_in(request.user, queue.project_id)
     return render(request, "review/queue_detail.html", {
         "queue": queue, "items": items, "next_after": nxt, "judged": judged, "agreement": mean,
-        "annotators": selectors.queue_annotators(queue), "assignees": list(queue.assignees.all()),
-        "can_write": can_write(request.user, queue.project_id), "majorities": selectors.queue_majorities(queue)})
+        "annotators": selectors.queue_annotators(queue), "assignees": assignees,
+        "can_label": selectors.may_label(role, any(a.pk == request.user.pk for a in assignees)),
+        "can_write": role == Role.OWNER, "majorities": selectors.queue_majorities(queue),
+        "labellers": pages.labellers(queue.project_id) if role == Role.OWNER else []})
+
+
+@require_POST
+def queue_assignees(request: AuthedRequest, queue_id: int) -> HttpResponse:
+    queue = selectors.queue_for(request.user, queue_id)
+    try:
+        services.queue_assignees_set(user=request.user, queue=queue, assignees=request.POST.getlist("assignees"))
+    except ValidationError as e:
+        messages.error(request, _errors(e))
+    else:
+        messages.success(request, "Assignees saved.")
+    return redirect("review-queue", queue_id=queue.pk)
 
 
 @require_GET

@@ -27,6 +27,37 @@
     const a = Math.abs(v);
     return a !== 0 && (a < 1e-2 || a >= 1e5) ? v.toExponential(1) : +v.toPrecision(3) + "";
   }
+  // Charts sit in panels by what they tell (the order people read them in).
+  const PANELS = [
+    ["Rewards", (g) => g.startsWith("reward")],
+    ["Accuracy and length", (g) => /accuracy|pass@|cons@|response_length|length|truncat/.test(g)],
+    ["Policy", (g) => /^(kl|clip|entropy|policy|advantage|ratio)/.test(g)],
+    ["Optimizer", (g) => /^(lr|grad|loss|train\/|eval\/loss|epoch)/.test(g)],
+    ["System", (g) => /time|tokens_per_s|memory|throughput/.test(g)],
+  ];
+  function panelFor(group) {
+    const i = PANELS.findIndex(([, test]) => test(group));
+    const name = i >= 0 ? PANELS[i][0] : "Other";
+    const holder = document.getElementById("charts");
+    let panel = holder.querySelector(`.panel[data-panel="${name}"]`);
+    if (!panel) {
+      panel = el("section", "panel");
+      panel.dataset.panel = name;
+      panel.dataset.order = i >= 0 ? i : PANELS.length;
+      panel.appendChild(el("h3", "muted", name));
+      panel.appendChild(el("div", "grid panel-charts"));
+      const after = Array.from(holder.children).find((c) => +c.dataset.order > +panel.dataset.order);
+      holder.insertBefore(panel, after || null);
+    }
+    return panel.querySelector(".panel-charts");
+  }
+  // A y range fitted to the data, padded; a flat series gets a small band around its value.
+  function fitted(u, min, max) {
+    if (min == null || max == null) return [0, 1];
+    if (min === max) { const pad = Math.abs(min) * 0.1 || 1; return [min - pad, max + pad]; }
+    const pad = (max - min) * 0.08;
+    return [min - pad, max + pad];
+  }
   function groupOf(name) {    // reward/format/mean and reward/format/std share a chart
     const parts = name.split("/");
     if (parts[0] === "reward" && parts.length > 2) return "reward/" + parts[1];
@@ -73,12 +104,14 @@
       box.dataset.series = group;
       box.dataset.rank = rank(group);
       box.appendChild(el("div", "muted", group));
-      const holder = document.getElementById("charts");
+      const holder = panelFor(group);
       const after = Array.from(holder.children).find((c) => +c.dataset.rank > rank(group));
       holder.insertBefore(box, after || null);
       const opts = {
-        width: 360, height: 200, scales: { x: { time: byTime } },
-        axes: [{}, { values: (u, vals) => vals.map(fmt), size: 60 }],
+        width: 360, height: 200, scales: { x: { time: byTime }, y: { range: fitted } },
+        // steps are whole numbers: no 0.5 ticks on a young run
+        axes: [byTime ? {} : { incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000] },
+               { values: (u, vals) => vals.map(fmt), size: 60 }],
         series: [{}].concat(names.map((n) => ({ label: n, stroke: colour(n), spanGaps: true, width: 1.5 }))),
         legend: { show: names.length > 1 },
       };
@@ -89,6 +122,7 @@
   }
   function redrawAll() { Object.values(charts).forEach((c) => { c.plot.destroy(); c.box.remove(); });
     for (const k of Object.keys(charts)) delete charts[k];
+    document.querySelectorAll("#charts .panel").forEach((p) => p.remove());
     new Set(Object.keys(series).map(groupOf)).forEach(redraw); }
 
   function rewardBadges(rewards) {
