@@ -16,6 +16,7 @@ The stage figures are means over questions. Per-question results go to
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,13 @@ from engine.graded_sampling import (
     open_results,
     rollout_record,
 )
-from engine.metrics import majority_vote, pass_at_k
+from engine.metrics import majority_by, majority_vote, pass_at_k
 from engine.training import StageResult, StepClock, configure_threads, seed_everything
 
 __all__ = ["RESULTS_FILE", "EvalConfig", "EvalStageResult", "eval_metrics", "question_result", "run_eval"]
 
 RESULTS_FILE = "eval_results.jsonl"
+VOTES = ("math", "exact")
 
 
 @dataclass
@@ -47,11 +49,14 @@ class EvalConfig(SamplingConfig):
     output_dir: str = option("var/runs/eval", "Folder for eval_results.jsonl.")
     pass_at: list[int] = option([], "Further k values (each at most `k`) whose unbiased pass@k estimate is "
                                 "reported as eval/pass@<k>, from the same samples.")
+    vote_by: str = option("math", "How cons@k groups the samples' answers: math (answers Math-Verify holds "
+                          "equal vote together: 1/2 and 0.5) or exact (the same text).")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(all(1 <= j <= self.k for j in self.pass_at),
                 f"Every pass_at value must be between 1 and k={self.k}: pass@j needs at least j samples.")
+        require(self.vote_by in VOTES, f"vote_by must be one of {', '.join(VOTES)}, not {self.vote_by!r}.")
 
 
 @dataclass
@@ -81,7 +86,7 @@ def run_eval(config: EvalConfig, sink: Sink, resume_from: str | Path | None = No
             status = "cancelled"
             break
         clock.start()
-        new = _eval_batch(sampler, sink, examples, start, config.pass_at)
+        new = _eval_batch(sampler, sink, examples, start, config.pass_at, _same(config.vote_by))
         append_results(config, RESULTS_FILE, new)
         rows.extend(new)
         clock.stop()
@@ -89,11 +94,19 @@ def run_eval(config: EvalConfig, sink: Sink, resume_from: str | Path | None = No
     return _finish(config, sink, rows, status)
 
 
+def _same(vote_by: str) -> Callable[[str, str], bool] | None:
+    if vote_by == "exact":
+        return None
+    from engine.rewards.math_reward import answers_equal
+
+    return answers_equal
+
+
 def _eval_batch(sampler: GradedSampler, sink: Sink, examples: list[Example], start: int,
-                pass_at: list[int]) -> list[dict[str, Any]]:
+                pass_at: list[int], same: Callable[[str, str], bool] | None = None) -> list[dict[str, Any]]:
     """Sample and grade one batch of questions; report its samples as rollouts."""
     groups = sampler.sample(examples, start)
-    rows = [question_result(ex, group, start + i, pass_at)
+    rows = [question_result(ex, group, start + i, pass_at, same)
             for i, (ex, group) in enumerate(zip(examples, groups, strict=True))]
     # The question's index and cons@k travel with each sample, so a sink can store
     # per-question results (checkpoint comparisons) without reading the results file.
@@ -104,10 +117,11 @@ def _eval_batch(sampler: GradedSampler, sink: Sink, examples: list[Example], sta
 
 
 def question_result(example: Example, group: list[GradedSample], index: int,
-                    pass_at: list[int] | None = None) -> dict[str, Any]:
+                    pass_at: list[int] | None = None, same: Callable[[str, str], bool] | None = None
+                    ) -> dict[str, Any]:
     """The per-question row of eval_results.jsonl: samples, counts and scores."""
     n, c = len(group), sum(s.correct for s in group)
-    majority, cons = consensus(group)
+    majority, cons = consensus(group, same)
     row: dict[str, Any] = {
         "index": index, "id": example.get("id"), "question": example.get("prompt", ""),
         "reference": str(example.get("answer", "")), "n": n, "correct": c, "pass@1": c / n,
@@ -120,17 +134,20 @@ def question_result(example: Example, group: list[GradedSample], index: int,
     return row
 
 
-def consensus(group: list[GradedSample]) -> tuple[str | None, float]:
+def consensus(group: list[GradedSample], same: Callable[[str, str], bool] | None = None
+              ) -> tuple[str | None, float]:
     """(majority answer, 1.0 if it is correct else 0.0) over the samples' extracted answers.
 
-    Answers vote after whitespace is normalised; the majority is as correct as the first
+    Answers vote after whitespace is normalised, grouped by `same` when given (the eval's
+    `vote_by: math` groups answers Math-Verify holds equal); the majority is as correct as the first
     sample that gave it (the grader judges completions, not bare answers). No answer
     extracted at all scores 0.0.
     """
     voted = [(normalize_answer(s.answer), s) for s in group if s.answer is not None and s.answer.strip()]
     if not voted:
         return None, 0.0
-    majority = majority_vote([a for a, _ in voted])
+    answers = [a for a, _ in voted]
+    majority = majority_by(answers, same) if same is not None else majority_vote(answers)
     first = next(s for a, s in voted if a == majority)
     return majority, float(first.correct)
 

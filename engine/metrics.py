@@ -56,6 +56,26 @@ def majority_vote(answers: Sequence[T]) -> T:
     return max(counts, key=counts.__getitem__)  # max keeps the first of equal counts
 
 
+def majority_by(answers: Sequence[T], same: Callable[[T, T], bool]) -> T:
+    """`majority_vote` where answers `same` holds equal vote together (`1/2` and `0.5` under
+    a mathematical `same`): the first answer of the largest group; on a tie, the group seen
+    first. Each answer is compared with one member of each group.
+
+    >>> majority_by(["0.5", "3", "1/2"], lambda a, b: eval(a) == eval(b))
+    '0.5'
+    """
+    if not answers:
+        raise ValueError("majority_by needs at least one answer")
+    groups: list[list[T]] = []
+    for answer in answers:
+        home = next((g for g in groups if g[0] == answer or same(g[0], answer)), None)
+        if home is None:
+            groups.append([answer])
+        else:
+            home.append(answer)
+    return max(groups, key=len)[0]  # max keeps the first of equal sizes
+
+
 def cons_at_k(answers: Sequence[T | None], is_correct: Callable[[T], bool]) -> float:
     """cons@k (maj@k): 1.0 when the majority of the extracted answers (None = no answer,
     skipped) is correct, else 0.0; 0.0 when no answer was extracted.

@@ -67,6 +67,12 @@ def math_reward(completion: str, example: dict[str, Any]) -> float:
     return 1.0 if ok else 0.0
 
 
+def answers_equal(a: str, b: str) -> bool:
+    """Whether two final answers are the same mathematics (`1/2` and `0.5`), by the same
+    rules as `math_reward`: how majority votes group answers."""
+    return a.strip() == b.strip() or math_reward(f"<answer>{b}</answer>", {"answer": a}) == 1.0
+
+
 def extract_answer(completion: str) -> str | None:
     """The final answer as text for Math-Verify's `parse` (see the module docstring).
 

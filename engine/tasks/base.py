@@ -52,7 +52,10 @@ def extract_answer(completion: str) -> str | None:
 
     Order: the last `<answer>...</answer>` (an unclosed trailing `<answer>` counts, since
     a `</answer>` stop string is cut from the text), else the last `\\boxed{}`, else the
-    text after the last `</think>`.
+    line after the last `####` (GSM8K's layout), else the text after the last `</think>`.
+
+    >>> extract_answer("<think>48 / 2 = 24</think> Natalia sold 72 clips.\\n#### 72")
+    '72'
     """
     tagged = _ANSWER_RE.findall(completion)
     if tagged:
@@ -60,6 +63,10 @@ def extract_answer(completion: str) -> str | None:
     boxed = last_boxed(completion)
     if boxed is not None:
         return boxed.strip()
+    if "####" in completion:
+        hashed = completion.rsplit("####", 1)[1].strip().splitlines()
+        if hashed and hashed[0].strip():
+            return hashed[0].strip()
     if "</think>" in completion:
         rest = completion.rsplit("</think>", 1)[1].strip()
         return rest or None

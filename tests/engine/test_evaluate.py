@@ -11,7 +11,8 @@ import torch
 
 from engine.evaluate import EvalConfig, consensus, run_eval
 from engine.graded_sampling import GradedSample
-from engine.metrics import majority_vote, pass_at_k
+from engine.metrics import majority_by, pass_at_k
+from engine.rewards.math_reward import answers_equal
 from tests.engine.graded_helpers import SAMPLING, TrackingSink, shared_tiny_model
 
 torch.set_num_threads(1)
@@ -34,7 +35,7 @@ def direct_cons(row: dict[str, Any]) -> float:
     answers = [(" ".join(s["answer"].split()), s) for s in row["samples"] if s["answer"] and s["answer"].strip()]
     if not answers:
         return 0.0
-    majority = majority_vote([a for a, _ in answers])
+    majority = majority_by([a for a, _ in answers], answers_equal)  # the default vote_by: math
     return float(next(s for a, s in answers if a == majority)["correct"])
 
 
@@ -87,6 +88,12 @@ def test_stop_then_resume_matches_an_uninterrupted_run(tiny_teacher: Path, tmp_p
 
 def sample(answer: str | None, correct: bool) -> GradedSample:
     return GradedSample(0, "", "", 3, "stop", correct, {}, 0.0, answer)
+
+
+def test_consensus_groups_answers_that_are_the_same_number() -> None:
+    group = [sample("3", False), sample("1/2", True), sample("0.5", True)]
+    assert consensus(group) == ("3", 0.0)  # by text: three answers, the first wins the tie
+    assert consensus(group, answers_equal) == ("1/2", 1.0)  # 1/2 and 0.5 vote together
 
 
 def test_consensus_votes_on_normalised_answers() -> None:

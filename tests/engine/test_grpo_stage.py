@@ -184,3 +184,14 @@ def test_grpo_steps_on_the_starter_architectures(arch: str, tmp_path_factory: py
     before = weights(model)
     after = weights(result.checkpoint)
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_grpo_trains_on_a_reasoning_gym_task(tiny_model: Path, tmp_path: Path) -> None:
+    config = make_config(tiny_model, tmp_path / "gym", task="reasoning_gym:basic_arithmetic",
+                         task_options={"min_terms": 2, "max_terms": 2}, rewards={"format": 0.5, "task": 1.0}, steps=1)
+    sink = StreamingSink()
+    result = run_grpo(config, sink)
+    assert result.status == "succeeded"
+    names = {name for _, values in sink.metric_points for name in values}
+    assert {"reward/task/mean", "accuracy"} <= names
+    assert sink.rollout_records and all(r.prompt and r.reference for r in sink.rollout_records)

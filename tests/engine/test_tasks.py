@@ -11,7 +11,8 @@ from engine.tasks.templates import format_prompt, r1_zero_prompt
 
 
 def test_it_lists_the_built_in_tasks() -> None:
-    assert tasks.names() == ["arithmetic", "countdown", "python"]
+    assert tasks.names()[:3] == ["arithmetic", "countdown", "python"]
+    assert all(name.startswith("reasoning_gym:") for name in tasks.names()[3:]) and len(tasks.names()) > 90
     with pytest.raises(KeyError, match="arithmetic, countdown, python"):
         tasks.get("chess")
 
@@ -142,3 +143,22 @@ def test_format_prompt_uses_a_chat_template_when_there_is_one() -> None:
     assert format_prompt(messages, None).endswith("User: 2+2?\nAssistant:")
     with pytest.raises(ValueError, match="chat template"):
         format_prompt("q", object(), style="chat")
+
+
+def test_a_reasoning_gym_dataset_is_a_task_scored_by_its_own_grader():
+    from engine import tasks
+
+    assert "reasoning_gym:basic_arithmetic" in tasks.names() and "reasoning_gym:countdown" in tasks.names()
+    task = tasks.get("reasoning_gym:basic_arithmetic", min_terms=2, max_terms=3)
+    train, test = task.examples("train", 60), task.examples("test", 30)
+    assert train == tasks.get("reasoning_gym:basic_arithmetic", min_terms=2, max_terms=3).examples("train", 60)
+    assert not {e["prompt"] for e in train} & {e["prompt"] for e in test}  # no test question in train
+    ex = test[0]
+    assert task.reward(f"<think>working</think> <answer>{ex['answer']}</answer>", ex) == 1.0
+    wrong = "<think>working</think> <answer>123456789</answer>"
+    assert task.reward(wrong, ex) < 1.0 and not task.evaluate(wrong, ex)  # the library may give partial credit
+    assert task.reward("no answer at all", ex) == 0.0 and task.evaluate(task.solution(ex), ex)
+    with pytest.raises(ValueError, match="task_options for reasoning_gym:basic_arithmetic: .*bogus"):
+        tasks.get("reasoning_gym:basic_arithmetic", bogus=1)
+    with pytest.raises(KeyError, match="reasoning-gym has no dataset 'nope'"):
+        tasks.get("reasoning_gym:nope")

@@ -210,3 +210,21 @@ def test_database_connections_killed_mid_run_lose_nothing(personas, api_for, ser
         worker.stop()
     assert run.requeues == 0  # the worker carried on: nothing was lost, nothing redone
     assert_each_step_once(run, 8)
+
+
+def test_a_reasoning_gym_task_trains_and_evaluates_on_the_starter(personas, api_for, starter_model, celery_worker):
+    api = api_for(personas.owner)
+    task = {"task": "reasoning_gym:basic_arithmetic", "task_options": {"min_terms": 2, "max_terms": 2}}
+    grpo = api.post("/api/v1/runs", {"name": "gym grpo", "stage": "grpo", "project": "alpha",
+                                     "config": {**TINY_GRPO, **task, "steps": 1}})
+    evaluation = api.post("/api/v1/runs", {"name": "gym eval", "stage": "eval", "project": "alpha",
+                                           "config": {"model": "starter", **task, "num_prompts": 4, "k": 2,
+                                                      "max_new_tokens": 16}})
+    for response in (grpo, evaluation):
+        assert response.status_code == 201, response.content
+        run = wait_for(Run.objects.get(pk=response.json()["id"]), {"succeeded", "failed"})
+        assert run.status == "succeeded", run.error
+        rollouts = list(Rollout.objects.filter(run=run))
+        assert rollouts and all(r.prompt.strip() and r.reference for r in rollouts)
+        assert all(r.reference.lstrip("-").isdigit() for r in rollouts)  # the library's answers, as references
+    assert run.summary["eval/pass@1"] >= 0 and "eval/cons@k" in run.summary
