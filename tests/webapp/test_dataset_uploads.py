@@ -170,6 +170,14 @@ class TestParsedInProcess:
         dataset.refresh_from_db()
         assert dataset.status == "ready" and dataset.row_count == len(ROWS) == Prompt.objects.count()
 
+    def test_a_gsm8k_file_as_published_becomes_prompts_with_their_answers(self, client, data_dir):
+        rows = [{"question": "Tom has 3 apples and buys 4. How many?", "answer": "3 + 4 = 7\n#### 7"},
+                {"question": "A box holds 1,000 pens; 250 are sold. How many are left?",
+                 "answer": "1000 - 250 = 750\n#### 750"}]
+        dataset = self.imported(client, "gsm8k.jsonl", jsonl(rows))
+        assert dataset.status == "ready" and dataset.kind == "prompts"
+        assert list(dataset.prompts.order_by("index").values_list("answer", flat=True)) == ["7", "750"]
+
     def test_a_jsonl_past_the_row_cap_fails_while_it_is_read(self, client, data_dir, settings):
         settings.PONDER_MAX_DATASET_ROWS = 3
         dataset = self.imported(client, "many.jsonl", jsonl(ROWS))
