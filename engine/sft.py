@@ -135,6 +135,9 @@ def _setup(config: SFTConfig, sink: Sink, rows: list[Row] | None, eval_rows: lis
     test = _tokenize_all(config, tokenizer, test_rows, sink)
     if not train:
         raise ValueError("No training rows are left after tokenisation: check the data and max_length.")
+    if config.batch_size > len(train):  # else one step would read each row several times
+        sink.log(f"SFT: batch_size {config.batch_size} is more than the {len(train)} training rows; "
+                 f"a step takes {len(train)}")
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
     optimizer = build_optimizer(model, config)
@@ -151,7 +154,8 @@ def _sft_step(run: _Run) -> dict[str, float]:
     """One optimizer step on the next `batch_size` rows (this process's share of them);
     returns its metrics."""
     cfg = run.config
-    rows = distributed.shard([run.train[i] for i in run.cursor.take(cfg.batch_size)], run.world)
+    rows = distributed.shard([run.train[i] for i in run.cursor.take(min(cfg.batch_size, run.cursor.size))],
+                             run.world)
     pad = pad_token_id(run.tokenizer)
     batches = [build_masked_batch([rows[i] for i in idx], pad, cfg.device)
                for idx in micro_batches(len(rows), cfg.micro_batch_size)]

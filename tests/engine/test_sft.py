@@ -138,3 +138,12 @@ def test_reads_saved_sft_datasets(tiny_model: Path, tmp_path: Path) -> None:
     result = run_sft(make_config(tiny_model, tmp_path / "out", dataset=str(path), max_steps=1, eval_fraction=0.25,
                                  eval_every=0), RecordingSink())
     assert result.status == "succeeded" and "eval/loss" in result.metrics
+
+
+def test_a_batch_larger_than_the_data_reads_each_row_once_per_epoch(tiny_model: Path, tmp_path: Path) -> None:
+    sink = RecordingSink()
+    result = run_sft(make_config(tiny_model, tmp_path, batch_size=64, epochs=1, max_steps=None), sink, rows=ROWS[:5])
+    assert result.status == "succeeded" and result.step == 1
+    epochs = [values["epoch"] for _, values in sink.metric_points if "epoch" in values]
+    assert epochs == [1.0]  # one pass over the 5 rows, not 64 / 5 = 12.8 epochs
+    assert any("batch_size 64 is more than the 5 training rows" in line for line in sink.lines)
