@@ -74,7 +74,8 @@ async def test_the_first_frame_is_the_status_as_of_connecting(live_url, personas
     cookie = await cookie_async(client, personas.teammate)
     async with websockets.connect(ws_url(live_url, run.pk), additional_headers={"Cookie": cookie, "Origin": live_url}) as ws:
         first = json.loads(await asyncio.wait_for(ws.recv(), 10))
-    assert first == {"type": "status", "status": "cancelled", "current_step": 4, "total_steps": 12, "error": ""}
+    assert first == {"type": "status", "status": "cancelled", "shown": "cancelled", "current_step": 4,
+                     "total_steps": 12, "error": ""}
 
 
 async def test_an_outsider_is_refused(live_url, personas, client):

@@ -37,8 +37,14 @@ class CursorError(ValueError):
 
 
 def run_status(run_id: int) -> Mapping[str, Any] | None:
-    """What the live page's status line shows: status, current_step, total_steps, error."""
-    return Run.objects.filter(pk=run_id).values("status", "current_step", "total_steps", "error").first()
+    """What the live page's status line shows: status, current_step, total_steps, error, and
+    `shown`, the status as pages word it (`blocked`, `waiting`: `Run.shown_status`)."""
+    run = Run.objects.filter(pk=run_id).only("status", "current_step", "total_steps", "error", "blocked_reason",
+                                             "celery_task_id").first()
+    if run is None:
+        return None
+    return {"status": run.status, "shown": run.shown_status, "current_step": run.current_step,
+            "total_steps": run.total_steps, "error": run.error}
 
 
 def encode_cursor(values: list[Any]) -> str:

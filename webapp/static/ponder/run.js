@@ -178,7 +178,8 @@
   }
   function showStatus(m) {
     const badge = document.getElementById("run-status");
-    if (m.status) { badge.textContent = m.status; badge.className = "badge status-" + m.status; }
+    const status = m.shown || m.status;  // "blocked" / "waiting" as the page words them
+    if (status) { badge.textContent = status; badge.className = "badge status-" + status; }
     if (m.step != null || m.current_step != null) document.getElementById("run-step").textContent = m.step != null ? m.step : m.current_step;
     const total = m.total != null ? m.total : m.total_steps;
     if (total) document.getElementById("run-total").textContent = total;
@@ -188,7 +189,7 @@
     if (m.eta_s != null) document.getElementById("run-eta").textContent = "ETA " + Math.round(m.eta_s) + " s";
     // A run that ended while this page showed it: reload to show resume buttons, errors,
     // checkpoints. The feed's first frame repeats the current status, hence the comparison.
-    if (m.type === "status" && ["succeeded", "failed", "cancelled"].includes(m.status) && m.status !== shownStatus) {
+    if (m.type === "status" && ["succeeded", "failed", "cancelled", "blocked"].includes(status) && status !== shownStatus) {
       setTimeout(() => window.location.reload(), 800);
     }
     if (m.status) shownStatus = m.status;
