@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.behaviours import behaviours
 from engine.config import DTYPES, StageConfigMixin, option, require, require_generation_backend
 from engine.events import RolloutRecord
 from engine.scoring import RewardScorer, sandboxed_rewards
@@ -229,10 +230,11 @@ def rollout_record(example: Example, s: GradedSample, metadata: dict[str, Any]) 
     """One graded sample as a RolloutRecord at step 0 (the reward is its correctness)."""
     reasoning, tail = split_reasoning(s.text)
     return RolloutRecord(
-        step=0, prompt=example["text"], completion=s.text, rewards={"correct": float(s.correct), **s.rewards},
+        step=0, prompt=example["text"], completion=s.completion, rewards={"correct": float(s.correct), **s.rewards},
         reward=float(s.correct), sample_index=s.sample_index, reasoning=reasoning, answer=s.answer or tail,
         reference=str(example.get("answer", "")), token_count=s.tokens, finish_reason=s.finish_reason,
-        metadata={"question": example.get("prompt", ""), "example_id": example.get("id"), **metadata})
+        metadata={"question": example.get("prompt", ""), "example_id": example.get("id"),
+                  "behaviours": sorted(behaviours(s.text, s.finish_reason)), **metadata})
 
 
 # ----------------------------------------------------------------------------

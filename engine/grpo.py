@@ -18,6 +18,8 @@ from typing import Any, cast
 import torch
 
 from engine import distributed
+from engine.behaviours import behaviours
+from engine.behaviours import shares as behaviour_shares
 from engine.config import GRPOConfig
 from engine.events import RolloutRecord, Sink
 from engine.grpo_math import group_advantages, policy_loss
@@ -201,7 +203,9 @@ def _grpo_step(run: _Run, step: int) -> dict[str, float]:
 
     written = [with_stop_string(s, list(cfg.stop), run.tokenizer, run.eos) for s in samples]
     records = _records(step, samples, examples, scores, advantages, correct, first, written)
-    run.sink.rollouts(distributed.gather_lists(records, world))
+    everything = distributed.gather_lists(records, world)
+    run.sink.rollouts(everything)
+    metrics.update(behaviour_shares([set(r.metadata["behaviours"]) for r in everything]))
     metrics.update(_reward_metrics(everyone, rewards))
     metrics["frac_zero_std_groups"] = float(zero_std.float().mean())
     metrics["_tokens"] = float(sum(row[2] + row[4] for row in everyone))
@@ -370,7 +374,8 @@ def _records(step: int, samples: list[Any], examples: list[dict[str, Any]],
             sample_index=s.sample_index, reasoning=reasoning, answer=answer, reference=str(ex.get("answer", "")),
             token_count=len(s.completion_ids), finish_reason=s.finish_reason,
             metadata={"question": ex.get("prompt", ""), "example_id": ex.get("id"), "group": first + s.prompt_index,
-                      "advantage": float(advantages[k]), "correct": correct[k]}))
+                      "advantage": float(advantages[k]), "correct": correct[k],
+                      "behaviours": sorted(behaviours(s.text, s.finish_reason))}))
     return records
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 
+from engine.behaviours import NAMES
 from engine.events import RecordingSink
 from engine.grpo import GRPOConfig, run_grpo
 from tests.engine.tiny_lm import build_tiny_model, letter_a
@@ -193,5 +194,8 @@ def test_grpo_trains_on_a_reasoning_gym_task(tiny_model: Path, tmp_path: Path) -
     result = run_grpo(config, sink)
     assert result.status == "succeeded"
     names = {name for _, values in sink.metric_points for name in values}
-    assert {"reward/task/mean", "accuracy"} <= names
+    assert {"reward/task/mean", "accuracy", "behaviour/self_verification", "behaviour/truncated"} <= names
     assert sink.rollout_records and all(r.prompt and r.reference for r in sink.rollout_records)
+    assert all(set(r.metadata["behaviours"]) <= set(NAMES) for r in sink.rollout_records)
+    truncated = [r for r in sink.rollout_records if r.finish_reason == "length"]
+    assert all("truncated" in r.metadata["behaviours"] for r in truncated)

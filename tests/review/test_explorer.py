@@ -147,3 +147,21 @@ def test_correct_means_the_runs_accuracy_reward_not_the_first_reward_name(client
     assert '<option value="task" selected>' in page  # accuracy_reward defaults to task, as in the stage
     wrong_listed = client.get(f"/runs/{run.pk}/explore/?correct_by=task&correct=yes").content.decode()
     assert "3+3?" in wrong_listed and "2+2?" not in wrong_listed
+
+
+def test_the_samples_behind_a_behaviour_curve_are_one_filter_away(client, personas):
+    from webapp.ingest.store import RolloutIn, rollouts_store
+    from webapp.runs.models import Run
+
+    run = Run.objects.create(project=personas.project, name="grpo", stage="grpo", status="succeeded")
+    rollouts_store(run=run, rollouts=[
+        RolloutIn(step=1, prompt="p1", completion="<think>Wait, let me check.</think> 5", rewards={"task": 1.0},
+                  metadata={"behaviours": ["self_verification"]}),
+        RolloutIn(step=1, prompt="p2", completion="<think>plain</think> 6", rewards={"task": 1.0},
+                  metadata={"behaviours": []}),
+    ])
+    client.force_login(personas.teammate)
+    page = client.get(f"/runs/{run.pk}/explore/?behaviour=self_verification").content.decode()
+    assert "p1" in page and "p2" not in page and '<option value="self_verification" selected>' in page
+    refused = client.get(f"/runs/{run.pk}/explore/?behaviour=telepathy").content.decode()
+    assert "behaviour: must be one of self_verification" in refused

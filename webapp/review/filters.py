@@ -17,6 +17,7 @@ from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce
 
+from engine.behaviours import NAMES as BEHAVIOURS
 from webapp.review.models import Label, Verdict
 from webapp.runs.models import Rollout
 
@@ -60,6 +61,7 @@ class ExplorerFilter:
     finish: str = ""
     label: str = ""
     tag: str = ""
+    behaviour: str = ""  # a name from engine.behaviours (the samples behind a behaviour curve)
     q: str = ""
     sort: str = "newest"
 
@@ -148,7 +150,8 @@ def parse_filter(params: Any) -> ExplorerFilter:
         correct=_choice(params, "correct", ("yes", "no")),
         tokens_min=_int(params, "tokens_min"), tokens_max=_int(params, "tokens_max"),
         finish=_choice(params, "finish", FINISH_REASONS), label=_choice(params, "label", LABELS),
-        tag=_name(params.get("tag") or "", "tag"), q=(params.get("q") or "").strip(),
+        tag=_name(params.get("tag") or "", "tag"), behaviour=_choice(params, "behaviour", BEHAVIOURS),
+        q=(params.get("q") or "").strip(),
         sort=_choice(params, "sort", SORTS, "newest"),
     )
     if flt.correct and not flt.correct_by:
@@ -209,6 +212,8 @@ def apply_filter(qs: QuerySet[Rollout], flt: ExplorerFilter) -> QuerySet[Rollout
     qs = _correctness(_ranges(qs, flt), flt)
     if flt.finish:
         qs = qs.filter(finish_reason=flt.finish)
+    if flt.behaviour:
+        qs = qs.filter(metadata__behaviours__contains=[flt.behaviour])
     if flt.q:
         # Substring semantics (ILIKE) over prompt and completion. No trigram index: it would
         # turn a rare term's full scan (seconds) into milliseconds but make ingestion 2.5x

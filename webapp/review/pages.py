@@ -10,7 +10,7 @@ from django.http import QueryDict
 from webapp.projects.models import Membership, Role
 from webapp.projects.selectors import AuthUser, User, role_in
 from webapp.review import selectors
-from webapp.review.filters import LABELS, SORTS, ExplorerFilter, FilterError, parse_filter
+from webapp.review.filters import BEHAVIOURS, LABELS, SORTS, ExplorerFilter, FilterError, parse_filter
 from webapp.review.models import DEFAULT_TAGS, ReviewQueue
 from webapp.runs.models import Run
 from webapp.runs.selectors import CursorError
@@ -50,7 +50,7 @@ def explorer_context(user: User, runs: list[Run], params: QueryDict) -> dict[str
         "query": query, "filter_query": urlencode(flt.to_params()), "run_ids": ",".join(str(r.pk) for r in runs),
         "correct_by": flt.correct_by or _accuracy_reward(runs, names),
         "members": labellers(runs[0].project_id) if roles["can_label"] else [],
-        "default_tags": ", ".join(DEFAULT_TAGS), **roles,
+        "default_tags": ", ".join(DEFAULT_TAGS), "behaviours": BEHAVIOURS, **roles,
     }
 
 

@@ -30,6 +30,7 @@
   // Charts sit in panels by what they tell (the order people read them in).
   const PANELS = [
     ["Rewards", (g) => g.startsWith("reward")],
+    ["Behaviours", (g) => g.startsWith("behaviour/")],
     ["Accuracy and length", (g) => /accuracy|pass@|cons@|response_length|length|truncat/.test(g)],
     ["Policy", (g) => /^(kl|clip|entropy|policy|advantage|ratio)/.test(g)],
     ["Optimizer", (g) => /^(lr|grad|loss|train\/|eval\/loss|epoch)/.test(g)],
@@ -103,7 +104,12 @@
       const box = el("div", "card chart");
       box.dataset.series = group;
       box.dataset.rank = rank(group);
-      box.appendChild(el("div", "muted", group));
+      const title = box.appendChild(el("div", "muted", group));
+      if (group.startsWith("behaviour/")) {  // the samples behind the curve, one click away
+        const link = el("a", "samples-link", " samples");
+        link.href = `/runs/${runId}/explore/?behaviour=${encodeURIComponent(group.slice("behaviour/".length))}`;
+        title.appendChild(link);
+      }
       const holder = panelFor(group);
       const after = Array.from(holder.children).find((c) => +c.dataset.rank > rank(group));
       holder.insertBefore(box, after || null);

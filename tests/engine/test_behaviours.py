@@ -1,0 +1,35 @@
+"""Behaviour detectors on written examples, English and Chinese: each marker found where it is,
+none on clean reasoning."""
+
+import pytest
+
+from engine.behaviours import NAMES, behaviours, shares
+
+CLEAN = "<think>12 minus 5 is 7, so the answer is 7.</think> <answer>7</answer>"
+
+
+@pytest.mark.parametrize(("completion", "finish", "expected"), [
+    (CLEAN, "stop", set()),
+    ("<think>十二减五等于七。</think> <answer>7</answer>", "stop", set()),
+    ("<think>12 - 5 = 8. Wait, let me check: 12 - 5 = 7.</think> <answer>7</answer>", "stop",
+     {"self_verification"}),
+    ("<think>12 - 5 = 8. Actually, that's wrong: it is 7.</think> <answer>7</answer>", "stop", {"backtracking"}),
+    ("<think>十二减五等于八。等等，让我验证一下：等于七。</think> <answer>7</answer>", "stop", {"self_verification"}),
+    ("<think>十二减五等于八，不对，重新算：等于七。</think> <answer>7</answer>", "stop", {"backtracking"}),
+    ("<think>First we compute the difference 十二减去五等于七 then we answer seven</think> <answer>7</answer>",
+     "stop", {"language_mixing"}),
+    ("<think>" + "add one and carry the two " * 6 + "</think> <answer>7</answer>", "stop", {"repetition"}),
+    ("<think>12 minus 5 is", "length", {"truncated", "no_answer"}),
+    ("<think>12 minus 5 is 7.</think>", "stop", {"no_answer"}),
+    ("<think></think> <answer>7</answer>", "stop", {"empty_reasoning"}),
+])
+def test_each_detector_fires_on_its_marker_only(completion, finish, expected):
+    assert behaviours(completion, finish) == expected
+
+
+def test_shares_name_every_behaviour_per_step():
+    found = [behaviours(CLEAN), behaviours("<think>Wait, let me check.</think> 7"), behaviours("<think>x", "length")]
+    out = shares(found)
+    assert set(out) == {f"behaviour/{n}" for n in NAMES}
+    assert out["behaviour/self_verification"] == pytest.approx(1 / 3) and out["behaviour/truncated"] == pytest.approx(1 / 3)
+    assert out["behaviour/repetition"] == 0.0
