@@ -9,8 +9,10 @@ surrogates passed) and bytes, ``l t S z d`` list, tuple, set, frozenset and dict
 count, then the items or key, value pairs), ``I J D E`` a list or tuple of 64-bit ints
 or of floats packed as one native array (size in bytes), ``h`` a handle number.
 
-Types are checked exactly (an ``int`` subclass with its own ``__eq__`` is not plain), and
-the decoder is written for hostile input: bounded nesting and sizes, no ``marshal`` or
+Types are checked exactly: a subclass of a plain type (``Counter``, a namedtuple, an
+``IntEnum``, an ``int`` with its own ``__eq__``) travels as its base type's value, read with
+the base type's methods, so the receiver never sees the subclass. The decoder is written for
+hostile input: bounded nesting and sizes, no ``marshal`` or
 ``pickle`` (neither is safe on untrusted bytes), anything malformed is `_ProtocolError`.
 """
 
@@ -43,6 +45,9 @@ def _encode(value, out, handle, depth=0):
     """Appends the encoding of `value` to `out`; `handle(value) -> int` stands for what
     is not plain data (None: raise `_Unplain`)."""
     kind = type(value)
+    if kind not in _EXACT and isinstance(value, _BASES):
+        value = _as_base(value)  # Counter, OrderedDict, a namedtuple, an IntEnum: the plain value
+        kind = type(value)
     if value is None:
         out.append(b"N")
     elif kind is bool:
@@ -70,6 +75,29 @@ def _encode(value, out, handle, depth=0):
         out.append(b"h" + _n(handle(value)))
     else:
         raise _Unplain(f"{kind.__name__} is not plain data")
+
+
+_EXACT = frozenset({type(None), bool, int, float, complex, str, bytes, list, tuple, set, frozenset, dict})
+_BASES = (int, float, complex, str, bytes, list, tuple, set, frozenset, dict)
+
+
+def _as_base(value):
+    """A subclass of a plain type as a value of that type, read with the base type's own
+    methods: the receiver sees plain data, never the subclass's `__eq__`."""
+    if isinstance(value, dict):
+        return dict(dict.items(value))
+    for base in (list, tuple, set, frozenset):
+        if isinstance(value, base):
+            return base(base.__iter__(value))
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, bytes):
+        return bytes.__bytes__(value)
+    if isinstance(value, int):
+        return int.__index__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    return complex(float.__float__(value.real), float.__float__(value.imag))
 
 
 def _packed(value, kind, out):

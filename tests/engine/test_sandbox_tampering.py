@@ -157,6 +157,10 @@ def test_tampering_never_passes(name: str, code: str, tests: str) -> None:
 
 
 HONEST: list[tuple[str, str, str]] = [
+    ("a Counter against a dict", "from collections import Counter\ndef counts(s):\n    return Counter(s)\n",
+     "from collections import Counter\nassert counts('aab') == {'a': 2, 'b': 1}\nassert counts('ab') == Counter('ba')\n"),
+    ("a namedtuple against a tuple", "from collections import namedtuple\nP = namedtuple('P', 'x y')\n"
+     "def origin():\n    return P(0, 0)\n", "assert origin() == (0, 0)\n"),
     ("plain", "def add(a, b):\n    return a + b\n", TESTS),
     ("prints", "def add(a, b):\n    print('adding', a, b)\n    return a + b\nprint('loaded')\n", TESTS),
     ("helper by name", "def helper(x):\n    return x * 2\ndef double_all(xs):\n    return [helper(x) for x in xs]\n",
@@ -281,13 +285,26 @@ class _AlwaysEqual(int):
     __hash__ = int.__hash__
 
 
-@pytest.mark.parametrize("value", [object(), _AlwaysEqual(1), [1, _AlwaysEqual(2)], bytearray(b"x"), print])
+@pytest.mark.parametrize("value", [object(), bytearray(b"x"), print, [1, object()]])
 def test_anything_else_is_not_plain(value: Any) -> None:
     with pytest.raises(wire._Unplain):
         wire._dumps(value, None)
     handles: list[Any] = []
     encoded = wire._dumps(value, lambda v: handles.append(v) or len(handles) - 1)
     assert wire._loads(encoded, lambda n: ("handle", n)) in (("handle", 0), [1, ("handle", 0)])
+
+
+def test_a_subclass_of_a_plain_type_arrives_as_its_base_value() -> None:
+    import collections
+    import enum
+
+    point = collections.namedtuple("point", "x y")
+    level = enum.IntEnum("level", "low high")
+    for value, plain in [(_AlwaysEqual(1), 1), ([1, _AlwaysEqual(2)], [1, 2]), (collections.Counter("aab"),
+                         {"a": 2, "b": 1}), (collections.OrderedDict(a=1), {"a": 1}), (point(1, 2), (1, 2)),
+                         (level.high, 2)]:
+        decoded = wire._loads(wire._dumps(value, None), None)
+        assert decoded == plain and type(decoded) is type(plain)
 
 
 MALFORMED = [b"", b"?", b"i\x00\x00\x00\x05ab", b"s\x00\x00\x00\x02\xff\xfe", b"l\xff\xff\xff\xff",
