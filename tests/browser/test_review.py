@@ -75,6 +75,9 @@ def label_five_with_the_keyboard(page, shots):
             page.keyboard.type(REWRITE)
             expect(page.locator("#pos")).to_have_text("2")
             page.screenshot(path=str(shots / "review-labelling.png"), full_page=True)
+        if n == 4:  # a note, then Ctrl+Enter: the next item's keys must not type into the note box
+            page.keyboard.press("n")
+            page.keyboard.type("clear but long")
         page.keyboard.press("Control+Enter")
     expect(page.locator("#status")).to_have_text("Saved. That was the last item.")
     expect(page.locator("#mine")).to_have_text("5")
@@ -91,6 +94,7 @@ def test_filter_label_build_export_import_launch(page, personas, traces, artifac
     assert [lab.verdict for lab in labels] == ["accept", "accept", "reject", "accept", "accept"]
     assert all(lab.tags == ["readable"] for lab in labels)
     assert labels[1].rewritten.endswith(REWRITE)
+    assert labels[3].note == "clear but long" and labels[4].note == ""
 
     queue = ReviewQueue.objects.get()
     page.goto(f"/review/queues/{queue.pk}/")

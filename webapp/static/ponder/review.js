@@ -194,6 +194,7 @@
   document.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
       event.preventDefault();
+      if (typing(event.target)) event.target.blur();  // the next item's keys are shortcuts again
       submit();
       return;
     }
