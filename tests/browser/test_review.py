@@ -98,6 +98,7 @@ def test_filter_label_build_export_import_launch(page, personas, traces, artifac
 
     queue = ReviewQueue.objects.get()
     page.goto(f"/review/queues/{queue.pk}/")
+    expect(page.locator("#items .badge.rewritten")).to_have_count(1)  # item 2, and only it
     page.fill("#queue-dataset-form input[name=name]", "keyboard-sft")
     page.click("#build-dataset")
     expect(page.locator("#row-count")).to_have_text("4 rows")

@@ -238,6 +238,11 @@ class LabelSummary:
         return agreement(lab["verdict"] for lab in self.labels)
 
     @property
+    def rewritten(self) -> int:
+        """How many annotators rewrote the completion (the queue table marks the item)."""
+        return sum(bool(lab["rewritten"]) for lab in self.labels)
+
+    @property
     def tags(self) -> list[str]:
         return sorted({t for lab in self.labels for t in lab["tags"]})
 
