@@ -137,3 +137,22 @@ def test_viewers_read_the_label_page_but_cannot_label(client, queue, viewer):
     client.force_login(viewer)
     response = client.get(reverse("review-label", args=[queue.pk]))
     assert not response.context["can_label"] and 'id="read-only"' in response.content.decode()
+
+
+def test_a_groups_repeated_completions_are_queued_once_when_asked(client, personas):
+    from webapp.ingest.store import RolloutIn, rollouts_store
+    from webapp.runs.models import Run
+
+    run = Run.objects.create(project=personas.project, name="grpo", stage="grpo", status="succeeded")
+    same = "<think>3 + 4 = 7</think> 7"
+    rollouts_store(run=run, rollouts=[RolloutIn(step=1, prompt="3+4?", completion=same, rewards={"math": 1.0},
+                                                sample_index=i) for i in range(6)]
+                   + [RolloutIn(step=1, prompt="3+4?", completion="<think>guess</think> 8", rewards={"math": 0.0},
+                                sample_index=6),
+                      RolloutIn(step=1, prompt="5+5?", completion=same, rewards={"math": 0.0}, sample_index=0)])
+    client.force_login(personas.owner)
+    data = {"runs": str(run.pk), "filter": "", "limit": "50", "tags": "", "assignees": ["alice"]}
+    client.post(reverse("review-queue-new"), {**data, "name": "every sample"})
+    client.post(reverse("review-queue-new"), {**data, "name": "each text once", "distinct": "on"})
+    counts = dict(ReviewQueue.objects.values_list("name", "item_count"))
+    assert counts == {"every sample": 8, "each text once": 3}  # 6 repeats count once; another prompt's copy stays

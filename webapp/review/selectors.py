@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import statistics
 from collections import Counter, defaultdict
@@ -163,19 +164,34 @@ def _fetch(qs: Any, *, searching: bool) -> list[Rollout]:
                           "narrow it with a step range or another filter") from None
 
 
-def filtered_rollout_ids(runs: list[Run], flt: ExplorerFilter, *, limit: int) -> list[int]:
-    """Ids of up to `limit` matching rollouts in the filter's order (pages of 1,000)."""
+def filtered_rollout_ids(runs: list[Run], flt: ExplorerFilter, *, limit: int, distinct: bool = False) -> list[int]:
+    """Ids of up to `limit` matching rollouts in the filter's order (pages of 1,000). With
+    `distinct`, a completion repeated for the same prompt (a GRPO group sampling one text
+    eight times) is taken once, at its first place."""
     ids: list[int] = []
+    seen: set[tuple[int, bytes]] = set()
     cursor = None
     while len(ids) < limit:
         key = decode_key(cursor, len(ORDERS[flt.sort][0])) if cursor else None
-        size = min(1000, limit - len(ids))
+        size = 1000 if distinct else min(1000, limit - len(ids))
         rows = list(_page_query([r.pk for r in runs], flt, key, size))
-        ids.extend(r.pk for r in rows[:size])
+        page = _first_of_each_text(rows[:size], seen) if distinct else rows[:size]
+        ids.extend(r.pk for r in page[: limit - len(ids)])
         if len(rows) <= size:
             break
         cursor = _cursor_of(rows[size - 1], flt.sort)
     return ids
+
+
+def _first_of_each_text(rows: list[Rollout], seen: set[tuple[int, bytes]]) -> list[Rollout]:
+    texts = dict(Rollout.objects.filter(pk__in=[r.pk for r in rows]).values_list("pk", "completion"))
+    out = []
+    for row in rows:
+        key = (row.prompt_hash, hashlib.blake2b(texts[row.pk].encode("utf-8", "surrogatepass"), digest_size=16).digest())
+        if key not in seen:
+            seen.add(key)
+            out.append(row)
+    return out
 
 
 def _groups(rows: list[Rollout], grouped: bool) -> list[Group]:

@@ -50,8 +50,9 @@ def _members(project: Project, usernames: list[str]) -> list[Any]:
 
 
 def queue_create(*, user: AuthUser, runs: list[Run], flt: ExplorerFilter, name: str, tags: list[str],
-                 assignees: list[str], limit: int = 200, instructions: str = "") -> ReviewQueue:
-    """A queue of up to `limit` rollouts matching `flt`, in the filter's order."""
+                 assignees: list[str], limit: int = 200, instructions: str = "", distinct: bool = False) -> ReviewQueue:
+    """A queue of up to `limit` rollouts matching `flt`, in the filter's order (`distinct`:
+    a completion repeated for the same prompt once)."""
     project = _one_project(runs)
     if not can_label(user, project.pk):
         raise PermissionDenied("only owners and annotators create review queues")
@@ -61,7 +62,7 @@ def queue_create(*, user: AuthUser, runs: list[Run], flt: ExplorerFilter, name: 
     if not 1 <= limit <= MAX_QUEUE_ITEMS:
         raise ValidationError({"limit": f"a queue holds 1 to {MAX_QUEUE_ITEMS} items"})
     tags, people = _clean_tags(tags), _members(project, assignees)
-    ids = selectors.filtered_rollout_ids(runs, flt, limit=limit)
+    ids = selectors.filtered_rollout_ids(runs, flt, limit=limit, distinct=distinct)
     if not ids:
         raise ValidationError({"filter": "no rollout matches this filter"})
     with transaction.atomic():

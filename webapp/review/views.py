@@ -82,7 +82,8 @@ def queue_new(request: AuthedRequest) -> HttpResponse:
         queue = services.queue_create(
             user=request.user, runs=runs, flt=flt, name=request.POST.get("name", ""),
             tags=request.POST.get("tags", "").split(","), assignees=request.POST.getlist("assignees"),
-            limit=_int(request.POST.get("limit"), 200) or 0, instructions=request.POST.get("instructions", ""))
+            limit=_int(request.POST.get("limit"), 200) or 0, instructions=request.POST.get("instructions", ""),
+            distinct=request.POST.get("distinct") == "on")
     except FilterError as e:
         messages.error(request, str(e))
         return redirect(back)
