@@ -8,21 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import sandbox
 from engine.rewards import registry
 from engine.rewards.sandboxed import CustomRewardError, SandboxedReward, check_source
 from engine.scoring import RewardScorer
-
-
-def _bwrap_ok() -> bool:
-    try:
-        sandbox.check_available("bwrap")
-    except sandbox.SandboxUnavailable:
-        return False
-    return True
-
-
-needs_bwrap = pytest.mark.skipif(not _bwrap_ok(), reason="bubblewrap cannot run here (apt-get install bubblewrap)")
+from tests.engine.sandbox_marks import needs_bwrap
 
 BREVITY = '''
 def reward(completion, example):

@@ -18,21 +18,11 @@ import pytest
 
 from engine import sandbox, seccomp
 from engine.sandbox import Job, RunResult, SandboxUnavailable, run_many, run_python
+from tests.engine.sandbox_marks import needs_bwrap
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _bwrap_ok() -> bool:
-    try:
-        sandbox.check_available("bwrap")
-    except SandboxUnavailable:
-        return False
-    return True
-
-
-needs_bwrap = pytest.mark.skipif(
-    not _bwrap_ok(), reason="bubblewrap cannot run here (apt-get install bubblewrap)"
-)
 
 
 def run_timed(code: str, timeout_s: float = 1.0, **kwargs) -> RunResult:

@@ -19,21 +19,8 @@ from typing import Any
 import pytest
 
 from engine import _sandbox_wire as wire
-from engine import sandbox
-from engine.sandbox import Job, SandboxUnavailable, run_many, run_python
-
-
-def _bwrap_ok() -> bool:
-    try:
-        sandbox.check_available("bwrap")
-    except SandboxUnavailable:
-        return False
-    return True
-
-
-needs_bwrap = pytest.mark.skipif(
-    not _bwrap_ok(), reason="bubblewrap cannot run here (apt-get install bubblewrap)"
-)
+from engine.sandbox import Job, run_many, run_python
+from tests.engine.sandbox_marks import needs_bwrap
 
 TESTS = "assert add(2, 3) == 5\nassert add(-1, 1) == 0\n"
 WRONG = "def add(a, b):\n    return 0\n"
