@@ -141,7 +141,13 @@
   }
   function promptBox(prompt) {   // long templates fold; the question (the end) stays visible
     const box = el("details", "prompt");
-    const tail = prompt.length > 140 ? "…" + prompt.slice(-140) : prompt;
+    let tail = prompt;
+    if (prompt.length > 140) {  // the last ~140 characters, starting at a word
+      tail = prompt.slice(-140);
+      const space = tail.search(/\s/);
+      if (space >= 0 && space < 40) tail = tail.slice(space + 1);
+      tail = "…" + tail;
+    }
     box.appendChild(el("summary", null, tail));
     if (prompt.length > 140) box.appendChild(el("div", null, prompt));
     return box;
