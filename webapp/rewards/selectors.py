@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from django.db.models import Max, QuerySet
+from django.db.models import QuerySet
 
 from webapp.rewards.models import REF, CustomReward
 
@@ -13,15 +13,9 @@ REF_PATTERN = re.compile(r"^custom:([a-z][a-z0-9_]{0,39})(?:@(\d+))?$")
 
 
 def latest_versions(project_id: int) -> QuerySet[CustomReward]:
-    """One row per name: its newest version."""
-    newest = CustomReward.objects.filter(project_id=project_id).values("name").annotate(top=Max("version"))
-    pairs = [(row["name"], row["top"]) for row in newest]
-    if not pairs:
-        return CustomReward.objects.none()
-    query = CustomReward.objects.none()
-    for name, version in pairs:
-        query = query | CustomReward.objects.filter(project_id=project_id, name=name, version=version)
-    return query.order_by("name")
+    """One row per name: its newest version (PostgreSQL's DISTINCT ON, one query)."""
+    return (CustomReward.objects.filter(project_id=project_id).order_by("name", "-version")
+            .distinct("name"))
 
 
 def reward_by_ref(project_id: int, ref: str) -> CustomReward | None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.utils import timezone
 
 from webapp.projects.models import Project
 from webapp.projects.selectors import AuthUser, can_write
@@ -96,8 +97,6 @@ def stage_seconds(run: Run) -> float | None:
     """How long the stage has run (so far, while it runs)."""
     if run.started_at is None:
         return None
-    from django.utils import timezone
-
     return ((run.finished_at or timezone.now()) - run.started_at).total_seconds()
 
 
