@@ -19,7 +19,9 @@ from engine.tasks.templates import STYLES as PROMPT_STYLES
 
 LR_SCHEDULES = ("constant", "linear", "cosine")
 ADVANTAGE_SCALES = ("group", "batch", "none")
-LOSS_TYPES = ("grpo", "bnpo", "dapo", "dr_grpo")
+LOSS_TYPES = ("grpo", "bnpo", "dapo", "dr_grpo", "cispo")
+IS_LEVELS = ("token", "sequence")  # token: PPO/GRPO; sequence: GSPO
+TIS_MODES = ("truncate", "mask")
 DTYPES = ("float32", "bfloat16", "float16")
 LAUNCHERS = ("none", "torchrun", "accelerate")
 SHARDINGS = ("none", "fsdp")
@@ -199,7 +201,16 @@ class GRPOConfig(TrainConfig):
     stop: list[str] = option(["</answer>"], "Strings that end a completion.")
     steps: int = option(100, "Optimizer steps to run (each on a fresh batch of prompts).")
     loss_type: str = option("dapo", "Loss aggregation: grpo (per-sequence mean), bnpo/dapo "
-                            "(token-level), dr_grpo (constant normaliser).")
+                            "(token-level), dr_grpo (constant normaliser), cispo (MiniMax-M1: the "
+                            "importance weight is clipped at 1 + epsilon_high, every token keeps its gradient).")
+    importance_sampling_level: str = option("token", "Ratio per token (PPO/GRPO) or per sequence (GSPO: "
+                                            "the geometric mean of the token ratios, so whole sequences "
+                                            "are clipped).")
+    tis_cap: float = option(0.0, "Truncated importance sampling: weigh each token by the trainer/sampler "
+                            "probability ratio, capped at this value, to correct their mismatch (vLLM or "
+                            "bf16 sampling); 0 turns it off. The mismatch is logged either way.")
+    tis_mode: str = option("truncate", "With tis_cap: truncate (min(weight, cap)) or mask (drop tokens whose "
+                           "weight lies outside [1/cap, cap]).")
     scale_rewards: str = option("group", "Advantage scaling: group (std of the group), batch (std of "
                                 "the batch) or none (Dr. GRPO).")
     epsilon_low: float = option(0.2, "Lower clip range: the ratio is clipped at 1 - epsilon_low.")
@@ -273,6 +284,13 @@ class GRPOConfig(TrainConfig):
         require(self.ref_refresh_steps == 0 or self.beta > 0,
                 "ref_refresh_steps needs beta > 0: without a KL penalty there is no reference model.")
         require(self.num_iterations >= 1, "num_iterations must be at least 1.")
+        require(self.importance_sampling_level in IS_LEVELS, "importance_sampling_level must be one of "
+                f"{', '.join(IS_LEVELS)}, got {self.importance_sampling_level!r}.")
+        require(self.tis_mode in TIS_MODES, f"tis_mode must be one of {', '.join(TIS_MODES)}, got {self.tis_mode!r}.")
+        require(self.tis_cap == 0 or self.tis_cap > 1, f"tis_cap must be 0 (off) or > 1, got {self.tis_cap}.")
+        require(self.tis_cap == 0 or self.temperature == 1.0,
+                "tis_cap needs temperature 1.0: the sampler reports log-probs under the raw logits, so at "
+                "another temperature the two sides would not describe the same distribution.")
 
     @property
     def batch_size(self) -> int:

@@ -288,10 +288,14 @@ class _Row:
 class TorchGenerator:
     """Batched KV-cache sampling with plain torch and a Hugging Face causal LM."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, max_batch_rows: int = 512, ignore_eos: bool = False) -> None:
+    def __init__(self, model: Any, tokenizer: Any, *, max_batch_rows: int = 512, ignore_eos: bool = False,
+                 share_prefix: bool = True) -> None:
         """`max_batch_rows` caps prompts x n sampled at once; `ignore_eos` samples to
-        `max_new_tokens` regardless of EOS (benchmarks)."""
+        `max_new_tokens` regardless of EOS (benchmarks); `share_prefix=False` prefills
+        every row's prompt by itself instead of once per group (the reference the shared
+        prefill is tested and measured against)."""
         self.model = model
+        self.share_prefix = share_prefix
         self.tokenizer = tokenizer
         self.max_batch_rows = max_batch_rows
         self.eos = set() if ignore_eos else eos_ids(model, tokenizer)
@@ -355,17 +359,18 @@ class TorchGenerator:
         device = next(self.model.parameters()).device
         width = max(len(p) for p in prompts)
         capacity = width + params.max_new_tokens
+        prefilled = prompts if self.share_prefix else [p for p in prompts for _ in range(n)]
         # Left padding: every row's next token lands in the same column.
-        mask = torch.zeros(len(prompts), capacity, dtype=torch.long, device=device)
-        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long, device=device)
-        for i, p in enumerate(prompts):
+        mask = torch.zeros(len(prefilled), capacity, dtype=torch.long, device=device)
+        ids = torch.full((len(prefilled), width), self.pad_id, dtype=torch.long, device=device)
+        for i, p in enumerate(prefilled):
             ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
             mask[i, width - len(p) : width] = 1
         positions = (mask[:, :width].cumsum(-1) - 1).clamp(min=0)
         cache = new_cache(self.model, capacity)
         logits = self._forward(ids, mask[:, :width], positions, cache)
         # Prefill once per prompt, then copy for its n samples: (P, ...) -> (P*n, ...).
-        if n > 1:
+        if n > 1 and self.share_prefix:
             cache.batch_repeat_interleave(n)
             logits, mask = logits.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
         rows = [

@@ -11,6 +11,7 @@ T = padded completion length.
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -33,6 +34,7 @@ from engine.training import (
     StageResult,
     StepClock,
     TokenBatch,
+    attach_sampler_logprobs,
     build_grouped_batch,
     build_optimizer,
     build_scheduler,
@@ -183,8 +185,12 @@ def _grpo_step(run: _Run, step: int) -> dict[str, float]:
     batch = [run.train[i] for i in run.cursor.take(cfg.prompts_per_step)]  # the same on every rank
     first, stop = distributed.shard_range(len(batch), world.rank, world.size)
     examples = batch[first:stop]
+    clock = time.perf_counter()
     samples = _generate(run, examples, step, first)
+    timings = {"time/generate": time.perf_counter() - clock}
+    clock = time.perf_counter()
     scores = run.scorer.score_many([(s.text, _graded(examples[s.prompt_index], s, cfg)) for s in samples])
+    timings["time/score"] = time.perf_counter() - clock
     correct = [run.scorer.correct(s.text, examples[s.prompt_index], comps, cfg.accuracy_reward)
                for s, (_, comps) in zip(samples, scores, strict=True)]
     shard = [(score, ok, len(s.completion_ids), s.finish_reason == "length", len(s.prompt_ids))
@@ -194,7 +200,7 @@ def _grpo_step(run: _Run, step: int) -> dict[str, float]:
     advantages = group_advantages(rewards, g, cfg.scale_rewards)[first * g : stop * g]
     zero_std = rewards.view(-1, g).std(dim=1) == 0  # (n_groups,), global
     keep = [i for i in range(len(samples)) if not (cfg.dynamic_sampling and zero_std[first + i // g])]
-    metrics = _optimize(run, [samples[i] for i in keep], advantages[keep])
+    metrics = {**timings, **_optimize(run, [samples[i] for i in keep], advantages[keep])}
     if cfg.ref_refresh_steps and run.ref_model is not None and step % cfg.ref_refresh_steps == 0:
         gathered = distributed.full_state(run.model, None, everywhere=True)  # a collective when sharded
         run.ref_model.load_state_dict(  # with everywhere=True every rank holds the weights
@@ -254,13 +260,18 @@ def _optimize(run: _Run, samples: list[Any], advantages: torch.Tensor) -> dict[s
     if total_rows == 0 or total_tokens == 0:
         run.sink.log("GRPO: no completion tokens to learn from this step; skipping the update.")
         return {**stats, "loss": 0.0, "grad_norm": 0.0, "clip_ratio": 0.0, "entropy": 0.0}
+    clock = time.perf_counter()
     old = _frozen_logprobs(run, run.model, batches) if cfg.num_iterations > 1 else None
     ref = _frozen_logprobs(run, run.ref_model, batches) if run.ref_model is not None else None
+    stats["time/reference"] = time.perf_counter() - clock  # the frozen passes: reference and old policy
+    stats["time/forward_backward"] = stats["time/optimizer"] = 0.0
     for iteration in range(cfg.num_iterations):
+        clock = time.perf_counter()
         run.optimizer.zero_grad(set_to_none=True)
         # The same keys on every process (one may have no rows): they are summed across processes.
         acc = dict.fromkeys(["loss", "clip_ratio", "clip_ratio/low", "clip_ratio/high"]
-                            + ["kl"] * (cfg.beta > 0) + ["entropy"] * (iteration == 0), 0.0)
+                            + ["kl"] * (cfg.beta > 0) + ["entropy"] * (iteration == 0)
+                            + list(_MISMATCH_KEYS) * (cfg.temperature == 1.0 and iteration == 0), 0.0)
         for k, item in enumerate(distributed.lockstep(batches, run.model, run.world)):
             if item is None:  # this rank is out of rows; the sharded model still needs its pass
                 (sequence_logprobs(run.model, _dummy(run), cfg.temperature)[0].sum() * 0.0).backward()
@@ -271,16 +282,34 @@ def _optimize(run: _Run, samples: list[Any], advantages: torch.Tensor) -> dict[s
                 logp, logp.detach() if old is None else old[k], None if ref is None else ref[k],
                 advantages[rows].to(logp.device),
                 batch.mask, loss_type=cfg.loss_type, epsilon_low=cfg.epsilon_low, epsilon_high=cfg.epsilon_high,
-                beta=cfg.beta, max_completion_length=cfg.max_new_tokens)
+                beta=cfg.beta, max_completion_length=cfg.max_new_tokens,
+                importance_sampling_level=cfg.importance_sampling_level,
+                **_correction(cfg, batch, old is None and iteration == 0))
             share = float(batch.mask.sum()) / total_tokens
             weight = share if cfg.loss_type in ("bnpo", "dapo") else len(rows) / total_rows
             (loss * weight).backward()
             _accumulate(acc, mb, weight, share, entropy, batch.mask)
         acc = distributed.all_sum(acc, run.world)
+        stats["time/forward_backward"] += time.perf_counter() - clock
+        clock = time.perf_counter()
         acc["grad_norm"] = _clip_and_step(run)
+        stats["time/optimizer"] += time.perf_counter() - clock
         if iteration == 0:  # report the first pass, as TRL does
             stats.update(acc)
     return stats
+
+
+# Token means of the sampler/trainer mismatch (policy_loss's stats), logged on the first pass.
+_MISMATCH_KEYS = ("mismatch/kl", "tis/weight_mean", "tis/capped")
+
+
+def _correction(cfg: GRPOConfig, batch: Batch, first_pass: bool) -> dict[str, Any]:
+    """policy_loss's sampler arguments: the sampler's log-probs (for the mismatch metrics,
+    and as the importance-sampling base when `tis_cap` is on). Without TIS they are passed
+    on the first pass only, where they cost nothing but the metrics."""
+    if batch.sampler_logp is None or cfg.temperature != 1.0 or not (cfg.tis_cap or first_pass):
+        return {}
+    return {"sampler_logp": batch.sampler_logp, "tis_cap": cfg.tis_cap or None, "tis_mode": cfg.tis_mode}
 
 
 def _micro_batches(run: _Run, samples: list[Any]) -> list[tuple[Batch, list[int]]]:
@@ -291,6 +320,7 @@ def _micro_batches(run: _Run, samples: list[Any]) -> list[tuple[Batch, list[int]
     for rows in micro_batches(len(samples), run.config.micro_batch_size):
         chunk = [samples[i] for i in rows]
         batch = build([s.prompt_ids for s in chunk], [s.completion_ids for s in chunk], pad, run.config.device)
+        attach_sampler_logprobs(batch, [s.logprobs for s in chunk])
         if run.config.mask_truncated_completions:
             truncated = torch.tensor([s.finish_reason == "length" for s in chunk], device=batch.mask.device)
             batch.mask = batch.mask & ~truncated.unsqueeze(1)
@@ -320,7 +350,7 @@ def _accumulate(acc: dict[str, float], mb: dict[str, float], weight: float, shar
                 entropy: torch.Tensor | None, mask: torch.Tensor) -> None:
     """Fold one micro-batch's stats into batch-level ones (token stats weighted by tokens)."""
     acc["loss"] = acc.get("loss", 0.0) + mb["loss"] * weight
-    for key in ("clip_ratio", "clip_ratio/low", "clip_ratio/high", "kl"):
+    for key in ("clip_ratio", "clip_ratio/low", "clip_ratio/high", "kl", *_MISMATCH_KEYS):
         if key in mb:
             acc[key] = acc.get(key, 0.0) + mb[key] * share
     if entropy is not None:

@@ -83,6 +83,7 @@ class TokenBatch:
     attention_mask: torch.Tensor
     mask: torch.Tensor
     start: int
+    sampler_logp: torch.Tensor | None = None  # (B, L - 1 - start), see `attach_sampler_logprobs`
 
 
 def build_token_batch(
@@ -108,6 +109,20 @@ def build_masked_batch(rows: Sequence[tuple[list[int], list[bool]]], pad_id: int
     any_scored = scored.any(dim=0).nonzero()
     start = max(0, int(any_scored[0]) - 1) if len(any_scored) else 0
     return TokenBatch(ids_t.to(device), attn.to(device), scored[:, start + 1 :].to(device), start)
+
+
+def attach_sampler_logprobs(batch: TokenBatch | GroupedBatch, logprobs: Sequence[Sequence[float]]) -> None:
+    """Lay the sampler's per-token log-probs of each completion out like `batch.mask`
+    (call before masking rows out). Skipped when a row's count does not match its tokens."""
+    scored = batch.mask
+    counts = scored.sum(dim=1).tolist()
+    if len(logprobs) != len(counts) or any(len(lp) != c for lp, c in zip(logprobs, counts, strict=True)):
+        return
+    out = torch.zeros(scored.shape, dtype=torch.float32, device=scored.device)
+    flat = [v for row in logprobs for v in row]
+    # Boolean-mask assignment fills row by row, left to right: each row's tokens in order.
+    out[scored] = torch.tensor(flat, dtype=torch.float32, device=scored.device)
+    batch.sampler_logp = out
 
 
 def token_logprobs(
@@ -140,6 +155,7 @@ class GroupedBatch:
     completion_ids: torch.Tensor
     completion_mask: torch.Tensor
     mask: torch.Tensor
+    sampler_logp: torch.Tensor | None = None  # (B, T), see `attach_sampler_logprobs`
 
 
 def build_grouped_batch(

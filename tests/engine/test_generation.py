@@ -149,3 +149,22 @@ def test_stored_completions_keep_the_stop_string_graders_do_not_see(tiny_model_a
     assert with_stop_string(cut, ["</answer>"], tokenizer, set()) == cut.text  # cut by the length limit
     eos = Sample(0, 0, [], [*ids[:-3], 7], "<think>4 + 5 = 9</think> <answer>", [], "stop")
     assert with_stop_string(eos, ["</answer>"], tokenizer, {7}) == eos.text  # ended by EOS, no stop string
+
+
+def test_a_shared_prefill_samples_what_each_row_alone_would(tiny_model_and_tokenizer: tuple) -> None:
+    """The prompt runs once per group and its cache is copied to the G samples: the same
+    tokens and log-probs (1e-5, fp32) as prefilling every row by itself, and as sampling
+    each prompt's group in a batch of its own."""
+    from engine.generation import TorchGenerator
+
+    model, tokenizer = tiny_model_and_tokenizer
+    params = SamplingParams(temperature=1.0, max_new_tokens=24, seed=11)
+    shared = TorchGenerator(model, tokenizer).generate(PROMPTS, 4, params)
+    apart = TorchGenerator(model, tokenizer, share_prefix=False).generate(PROMPTS, 4, params)
+    alone = [s for i, p in enumerate(PROMPTS)
+             for s in TorchGenerator(model, tokenizer).generate([p], 4, params, first_prompt=i)]
+    assert len({tuple(s.completion_ids) for s in shared}) > 4  # the rows really differ
+    for reference in (apart, alone):
+        assert [s.completion_ids for s in shared] == [s.completion_ids for s in reference]
+        for a, b in zip(shared, reference, strict=True):
+            assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs, strict=True)) < 1e-5

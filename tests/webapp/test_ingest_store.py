@@ -39,6 +39,7 @@ def test_a_writer_that_raced_us_sends_the_batch_the_safe_way(run, monkeypatch, d
     monkeypatch.setattr(store.broadcast, "rollout_frames", lambda rows: sent.extend(rows) or [])
     with django_capture_on_commit_callbacks(execute=True):
         assert store.rollouts_store(run=run, rollouts=batch(10)) == 4
+    assert store.broadcast.flush(10)  # frames are built on the sender's thread
     assert Rollout.objects.filter(run=run).count() == 10
     assert sorted(r["completion"] for r in sent) == [f"<think>t</think> {i}" for i in range(6, 10)]
     assert [r["id"] for r in sent] == sorted(r["id"] for r in sent)

@@ -134,3 +134,28 @@ async def test_a_script_with_a_bearer_token_needs_no_origin(live_url, personas):
     with pytest.raises(InvalidStatus):
         async with websockets.connect(ws_url(live_url, run.pk), additional_headers={"Authorization": f"Bearer {outsider}"}):
             pass
+
+
+async def test_frames_sent_from_a_worker_thread_arrive_all_and_in_order(live_url, personas):
+    """The worker hands frames to a sender thread and goes on: a burst of token frames
+    (the trainer's stream) and then its status reach a viewer complete and in order."""
+    from asgiref.sync import sync_to_async
+
+    from webapp import broadcast
+
+    run = await Run.objects.acreate(project=personas.project, name="burst", stage="external", status="running")
+    token = await api_token_create_async(personas.owner)
+
+    def burst() -> None:
+        for i in range(400):
+            broadcast.send_now(run.pk, {"type": "tokens", "deltas": [{"stream": "1-0", "step": 1, "text": f"{i} ",
+                                                                       "done": False}]})
+        broadcast.send_now(run.pk, {"type": "progress", "status": "running", "step": 1, "total": 1, "eta_s": 0})
+        assert broadcast.flush(10.0)
+
+    async with websockets.connect(ws_url(live_url, run.pk), additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+        await receive_until(ws, lambda fs: fs[0]["type"] == "status")  # subscribed
+        await sync_to_async(burst, thread_sensitive=False)()
+        frames = await receive_until(ws, lambda fs: fs[-1]["type"] == "progress")
+    texts = [f["deltas"][0]["text"] for f in frames if f["type"] == "tokens"]
+    assert texts == [f"{i} " for i in range(400)]

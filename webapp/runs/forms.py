@@ -15,13 +15,17 @@ from typing import Any
 from django import forms
 from django.conf import settings
 
+from engine.config import ADVANTAGE_SCALES, IS_LEVELS, LOSS_TYPES, TIS_MODES
+
 # Fields the web app fills itself.
 HIDDEN_FIELDS = {"output_dir"}
 
 KNOWN_CHOICES: dict[str, tuple[str, ...]] = {
     "lr_schedule": ("constant", "linear", "cosine"),
-    "loss_type": ("grpo", "bnpo", "dapo", "dr_grpo"),
-    "scale_rewards": ("group", "batch", "none"),
+    "loss_type": LOSS_TYPES,
+    "importance_sampling_level": IS_LEVELS,
+    "tis_mode": TIS_MODES,
+    "scale_rewards": ADVANTAGE_SCALES,
     "dtype": ("float32", "bfloat16", "float16"),
     "prompt_style": ("auto", "r1_zero", "chat"),
     "generation_backend": ("torch", "vllm"),

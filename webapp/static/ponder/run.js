@@ -32,7 +32,7 @@
     ["Rewards", (g) => g.startsWith("reward")],
     ["Behaviours", (g) => g.startsWith("behaviour/")],
     ["Accuracy and length", (g) => /accuracy|pass@|cons@|response_length|length|truncat/.test(g)],
-    ["Policy", (g) => /^(kl|clip|entropy|policy|advantage|ratio)/.test(g)],
+    ["Policy", (g) => /^(kl|clip|entropy|policy|advantage|ratio|mismatch|tis)/.test(g)],
     ["Optimizer", (g) => /^(lr|grad|loss|train\/|eval\/loss|epoch)/.test(g)],
     ["System", (g) => /time|tokens_per_s|memory|throughput/.test(g)],
   ];
@@ -63,6 +63,7 @@
     const parts = name.split("/");
     if (parts[0] === "reward" && parts.length > 2) return "reward/" + parts[1];
     if (parts[0] === "response_length") return "response_length";
+    if (parts[0] === "time") return "time";  // where a step's seconds go, on one chart
     return name.replace(/\/(mean|max|min|std)$/, "");
   }
   function smooth(ys, alpha) {
