@@ -53,6 +53,7 @@ class LockstepSink(NullSink):
         self.done = threading.Semaphore(0)
         self.step_times: list[float] = []
         self.lengths: list[float] = []
+        self.breakdown: list[dict[str, float]] = []  # the stage's time/* metrics, step by step
         self.error: BaseException | None = None
 
     def should_stop(self) -> bool:  # called at every step boundary, before the step's clock starts
@@ -64,15 +65,16 @@ class LockstepSink(NullSink):
         if "step_time" in values:
             self.step_times.append(values["step_time"])
             self.lengths.append(values["response_length/mean"])
+            self.breakdown.append({k: v for k, v in values.items() if k.startswith("time/")})
             self.done.release()
 
 
-def ponder_config(model: str, prompts: int, steps: int, threads: int, output_dir: str):
+def ponder_config(model: str, prompts: int, steps: int, threads: int, output_dir: str, max_new: int = MAX_NEW):
     from engine.grpo import GRPOConfig
 
     return GRPOConfig(model=model, output_dir=output_dir, task="arithmetic",
                       rewards={"format": FORMAT_WEIGHT, "task": 1.0}, group_size=GROUP, prompts_per_step=prompts,
-                      max_new_tokens=MAX_NEW, temperature=1.0, top_p=1.0, stop=[], steps=steps, learning_rate=LR,
+                      max_new_tokens=max_new, temperature=1.0, top_p=1.0, stop=[], steps=steps, learning_rate=LR,
                       warmup_steps=0, lr_schedule="constant", loss_type="dapo", beta=0.0, num_iterations=1,
                       epsilon_low=0.2, epsilon_high=0.28, max_grad_norm=1.0, eval_every=0, eval_examples=0,
                       stream_samples=0, num_threads=threads, seed=0)
@@ -89,7 +91,8 @@ def ponder_prompt_order(config) -> list[dict]:
     return [train[i] for _ in range(config.steps) for i in cursor.take(config.prompts_per_step)]
 
 
-def trl_trainer(model_path: str, examples: list[dict], prompts: int, steps: int, output_dir: str):
+def trl_trainer(model_path: str, examples: list[dict], prompts: int, steps: int, output_dir: str,
+                max_new: int = MAX_NEW):
     """TRL's GRPOTrainer on the starter, with the same rewards and data order."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -112,7 +115,7 @@ def trl_trainer(model_path: str, examples: list[dict], prompts: int, steps: int,
     data = Dataset.from_list([{"prompt": ex["text"], "answer": str(ex["answer"])} for ex in examples])
     args = TRLConfig(
         output_dir=output_dir, use_cpu=True, bf16=False, report_to="none", disable_tqdm=True,
-        per_device_train_batch_size=prompts * GROUP, num_generations=GROUP, max_completion_length=MAX_NEW,
+        per_device_train_batch_size=prompts * GROUP, num_generations=GROUP, max_completion_length=max_new,
         temperature=1.0, top_p=1.0, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,
         beta=0.0, loss_type="dapo", scale_rewards="group", epsilon=0.2, epsilon_high=0.28, num_iterations=1,
         max_grad_norm=1.0, reward_weights=[1.0, FORMAT_WEIGHT], max_steps=steps, logging_steps=1,
@@ -129,22 +132,32 @@ def main() -> int:
     parser.add_argument("--prompts", type=int, default=8, help="prompts per step (x 8 completions)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    from engine.starter import ensure_starter
+
+    model_path = str(ensure_starter("dense"))
+    print(f"{args.steps} steps each, {args.prompts} prompts x {GROUP} completions, <= {MAX_NEW} new tokens, "
+          f"{args.threads} threads, model {model_path}, interleaved step by step", flush=True)
+    return report(*interleaved(model_path, args.prompts, args.steps, args.threads))
+
+
+def interleaved(model_path: str, prompts: int, steps: int, threads: int, max_new: int = MAX_NEW
+                , sink: LockstepSink | None = None) -> tuple[list[float], list[float], list[float], list[float]]:
+    """TRL's and Ponder's step times and mean completion lengths, one step of each in turn
+    (`sink`, if given, keeps Ponder's per-step breakdown)."""
+    torch.set_num_threads(threads)
     warnings.filterwarnings("ignore", category=FutureWarning)
     from transformers import TrainerCallback
 
     from engine.grpo import run_grpo
-    from engine.starter import ensure_starter
 
-    model_path = str(ensure_starter("dense"))
     scratch = Path(tempfile.mkdtemp(prefix="bench-grpo-trl-"))
-    config = ponder_config(model_path, args.prompts, args.steps, args.threads, str(scratch / "ponder"))
-    trainer = trl_trainer(model_path, ponder_prompt_order(config), args.prompts, args.steps, str(scratch / "trl"))
+    config = ponder_config(model_path, prompts, steps, threads, str(scratch / "ponder"), max_new)
+    trainer = trl_trainer(model_path, ponder_prompt_order(config), prompts, steps, str(scratch / "trl"), max_new)
 
-    sink = LockstepSink()
+    sink = sink or LockstepSink()
 
     def ponder() -> None:
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(threads)
         try:
             run_grpo(config, sink)
         except BaseException as exc:  # surfaced in the main thread
@@ -181,12 +194,10 @@ def main() -> int:
     sink.ready.wait()  # Ponder's setup must not overlap TRL's first step
     if sink.error is not None:
         raise sink.error
-    print(f"{args.steps} steps each, {args.prompts} prompts x {GROUP} completions, <= {MAX_NEW} new tokens, "
-          f"{args.threads} threads, model {model_path}, interleaved step by step", flush=True)
     trainer.train()
     sink.turn.release()  # lets run_grpo reach its end (save) and return
     worker.join(timeout=120)
-    return report(trl_times, sink.step_times, trl_lengths, sink.lengths)
+    return trl_times, sink.step_times, trl_lengths, sink.lengths
 
 
 def report(trl: list[float], ours: list[float], trl_len: list[float], our_len: list[float]) -> int:

@@ -22,6 +22,7 @@ ADVANTAGE_SCALES = ("group", "batch", "none")
 LOSS_TYPES = ("grpo", "bnpo", "dapo", "dr_grpo", "cispo")
 IS_LEVELS = ("token", "sequence")  # token: PPO/GRPO; sequence: GSPO
 TIS_MODES = ("truncate", "mask")
+OLD_LOGPROBS = ("auto", "sampler", "recompute")
 DTYPES = ("float32", "bfloat16", "float16")
 LAUNCHERS = ("none", "torchrun", "accelerate")
 SHARDINGS = ("none", "fsdp")
@@ -152,9 +153,25 @@ VLLM_MISSING = ("generation_backend vllm needs vLLM, which is not installed in t
                 "`make vllm` and use var/vllm-venv/bin/python; on GPU machines `pip install 'ponder[vllm]'`.")
 
 
+COLUMNS_HELP = ("Which of the dataset's columns holds what, for layouts Ponder does not recognise by "
+                "itself, e.g. {\"prompt\": \"question\", \"answer\": \"final\"}; roles: prompt, answer, "
+                "solution, tests, entry_point, language, system_prompt, id.")
+
+
+def require_columns(columns: dict[str, str], dataset: str | None) -> None:
+    """A column mapping names known roles and goes with a dataset."""
+    from engine.datasets import DatasetError, check_columns
+
+    require(not columns or dataset is not None, "columns go with dataset: a built-in task has its own fields.")
+    try:
+        check_columns(columns)
+    except DatasetError as e:
+        raise ValueError(str(e)) from None
+
+
 def require_generation_backend(name: str) -> None:
     """Raise ValueError unless `name` is a backend this Python can run (vLLM is an optional extra)."""
-    require(name in ("torch", "vllm"), f"generation_backend must be torch or vllm, got {name!r}.")
+    require(name in ("torch", "vllm", "auto"), f"generation_backend must be torch, vllm or auto, got {name!r}.")
     require(name != "vllm" or importlib.util.find_spec("vllm") is not None, VLLM_MISSING)
 
 
@@ -177,6 +194,7 @@ class GRPOConfig(TrainConfig):
     dataset: str | None = option(None, "Path of a prompt dataset (rows with `prompt` and `answer`) "
                                  "instead of a built-in task.")
     eval_dataset: str | None = option(None, "Path of held-out prompts for evaluation (with `dataset`).")
+    columns: dict[str, str] = option({}, COLUMNS_HELP)
     train_examples: int | None = option(None, "How many training examples to draw from the task "
                                         "(None: the task's default).")
     eval_examples: int = option(100, "Held-out examples scored at each evaluation.")
@@ -221,15 +239,28 @@ class GRPOConfig(TrainConfig):
     ref_refresh_steps: int = option(0, "Copy the policy into the reference model every N steps "
                                     "(0: keep the initial model).")
     num_iterations: int = option(1, "μ: optimizer updates per generated batch (PPO-style reuse).")
-    dynamic_sampling: bool = option(False, "DAPO dynamic sampling: leave out groups whose rewards "
-                                    "are all equal (they carry no signal).")
+    old_logprobs: str = option("auto", "With num_iterations > 1, where the sampling policy's log-probs come "
+                               "from: sampler (its own, saving a forward pass), recompute (a forward pass "
+                               "before the updates) or auto (sampler where they are exact: the torch backend, "
+                               "float32, temperature 1, one process).")
+    dynamic_sampling: bool = option(False, "DAPO dynamic sampling: groups whose rewards are all equal "
+                                    "carry no signal, so more prompts are sampled until prompts_per_step "
+                                    "groups with signal fill the batch (see max_refills).")
+    max_refills: int = option(3, "With dynamic_sampling: extra rounds of prompts_per_step prompts a step may "
+                              "sample to fill its batch; after them the step trains on the groups it has "
+                              "(0: never refill, just leave the equal groups out).")
     mask_truncated_completions: bool = option(False, "DAPO overlong filtering: exclude completions "
                                               "cut at max_new_tokens from the loss.")
-    generation_backend: str = option("torch", "Sampler: torch (transformers) or vllm.")
+    generation_backend: str = option("torch", "Sampler: torch (transformers), vllm, or auto (vLLM for a model on a "
+                                     "GPU where it is installed, else torch; the run log says which).")
     share_prompt_cache: bool = option(True, "Run each prompt once per micro-batch in training and reuse "
                                       "its key/value cache for the group's completions (same result, "
                                       "several times fewer tokens); turn off for models whose cache "
                                       "cannot be indexed.")
+    pack_sequences: bool = option(False, "Train on sequences packed end to end into rows, without padding "
+                                  "(each completion carries its prompt, so prompt sharing is off): for GPUs with "
+                                  "flash-attention's variable-length kernel. Where a group's completions share a "
+                                  "prompt, the default (share_prompt_cache) does less work on a CPU.")
     stream_samples: int = option(2, "Completions of the first prompt streamed live each step.")
     eval_temperature: float = option(0.6, "Sampling temperature for evaluation (R1's pass@1 setting: 0.6; "
                                      "0: greedy, which flips from guessing to reasoning in a step or two "
@@ -247,6 +278,7 @@ class GRPOConfig(TrainConfig):
                 "Give exactly one of task or dataset: GRPO needs one source of prompts.")
         require(self.eval_dataset is None or self.dataset is not None,
                 "eval_dataset goes with dataset: a built-in task brings its own test split.")
+        require_columns(self.columns, self.dataset)
         require(bool(self.rewards), "rewards must name at least one reward, e.g. {\"task\": 1.0}.")
         require(all(math.isfinite(w) for w in self.rewards.values()), "Reward weights must be finite numbers.")
         require(self.task is not None or ("task" not in self.rewards and self.accuracy_reward != "task"),
@@ -284,6 +316,11 @@ class GRPOConfig(TrainConfig):
         require(self.ref_refresh_steps == 0 or self.beta > 0,
                 "ref_refresh_steps needs beta > 0: without a KL penalty there is no reference model.")
         require(self.num_iterations >= 1, "num_iterations must be at least 1.")
+        require(self.max_refills >= 0, f"max_refills must be >= 0, got {self.max_refills}.")
+        require(self.old_logprobs in OLD_LOGPROBS, f"old_logprobs must be one of {', '.join(OLD_LOGPROBS)}, "
+                f"got {self.old_logprobs!r}.")
+        require(self.old_logprobs != "sampler" or self.temperature == 1.0,
+                "old_logprobs=sampler needs temperature 1.0: the sampler reports log-probs under the raw logits.")
         require(self.importance_sampling_level in IS_LEVELS, "importance_sampling_level must be one of "
                 f"{', '.join(IS_LEVELS)}, got {self.importance_sampling_level!r}.")
         require(self.tis_mode in TIS_MODES, f"tis_mode must be one of {', '.join(TIS_MODES)}, got {self.tis_mode!r}.")

@@ -1,7 +1,8 @@
 """Reading users' prompt datasets and writing SFT datasets.
 
-`load_examples(path)` reads JSONL, Parquet or a `datasets.save_to_disk` directory in
-either common layout and returns task examples (the dict shape of `engine.tasks`):
+`load_examples(path)` reads JSONL, CSV, Parquet or a `datasets.save_to_disk` directory in
+any common layout, or in the user's own with a column mapping (`columns`), and returns
+task examples (the dict shape of `engine.tasks`):
 
 - TRL: `prompt` (a string, or chat messages `[{"role", "content"}]`) and `solution` or
   `answer`; optional `tests`, `language`, `id`.
@@ -26,7 +27,7 @@ from typing import Any
 
 from engine.tasks.base import Example, last_boxed
 
-FORMATS = ("jsonl", "parquet", "datasets")
+FORMATS = ("jsonl", "parquet", "datasets")  # what SFT datasets are written as
 ROLES = {"system", "user", "assistant", "tool"}
 MAX_REPORTED = 5  # row errors listed in one DatasetError
 
@@ -35,11 +36,14 @@ class DatasetError(ValueError):
     """A dataset that cannot be used; the message names every bad row found (up to 5)."""
 
 
-def load_examples(path: str | Path, *, split: str = "train", task: str = "custom") -> list[Example]:
-    """Examples from a JSONL file, a Parquet file or a `save_to_disk` directory.
+def load_examples(path: str | Path, *, split: str = "train", task: str = "custom",
+                  columns: dict[str, str] | None = None) -> list[Example]:
+    """Examples from a JSONL, CSV or Parquet file or a `save_to_disk` directory.
 
-    `split` picks the split of a saved `DatasetDict`; `task` is stored in each example.
+    `split` picks the split of a saved `DatasetDict`; `task` is stored in each example;
+    `columns` maps roles (COLUMN_ROLES) to the file's own column names (`map_columns`).
     """
+    check_columns(columns or {})
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path}: no such file or directory.")
@@ -47,6 +51,8 @@ def load_examples(path: str | Path, *, split: str = "train", task: str = "custom
     errors: list[str] = []
     for where, row in _rows(path, split):
         try:
+            if columns and not isinstance(row, _Invalid):
+                row = map_columns(row, columns)
             examples.append(normalize_row(row, index=len(examples), task=task))
         except DatasetError as e:
             errors.append(f"{where}: {e}")
@@ -66,8 +72,29 @@ def _rows(path: Path, split: str) -> Iterator[tuple[str, Any]]:
         yield from _rows_jsonl(path)
     elif path.suffix == ".parquet":
         yield from _rows_parquet(path)
+    elif path.suffix in (".csv", ".tsv"):
+        yield from _rows_csv(path)
     else:
-        raise DatasetError(f"{path.name}: unknown format; use .jsonl, .parquet or a datasets save_to_disk directory.")
+        raise DatasetError(f"{path.name}: unknown format; use .jsonl, .csv, .parquet or a datasets save_to_disk "
+                           "directory.")
+
+
+def _rows_csv(path: Path) -> Iterator[tuple[str, Any]]:
+    """Rows of a CSV (or TSV) file with a header line; every cell is text, empty cells absent."""
+    import csv
+
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
+        if not reader.fieldnames:
+            raise DatasetError(f"{path.name}: the first line must name the columns.")
+        start = reader.line_num + 1  # a quoted cell may span lines: a row is named by its first
+        for row in reader:
+            where, start = f"{path.name} line {start}", reader.line_num + 1
+            if None in row:  # more cells than the header names
+                yield where, _Invalid(f"{len(reader.fieldnames) + len(row[None])} cells, but the header names "
+                                      f"{len(reader.fieldnames)} columns")
+            else:
+                yield where, {k: v for k, v in row.items() if v not in (None, "")}
 
 
 def _rows_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
@@ -106,6 +133,51 @@ def _rows_saved(path: Path, split: str) -> Iterator[tuple[str, Any]]:
         data = data[split]
     for number, row in enumerate(data, start=1):
         yield f"{path.name} row {number}", row
+
+
+# What a column of the user's file can be: the fields Ponder reads.
+COLUMN_ROLES = ("prompt", "answer", "solution", "tests", "entry_point", "language", "system_prompt", "id")
+REQUIRED_ROLES = {"prompt", "answer", "solution", "tests"}  # a mapped one must have a value in every row
+
+
+def check_columns(columns: dict[str, str]) -> None:
+    """Refuse a mapping that names an unknown role, a role twice over, or no column."""
+    if not isinstance(columns, dict):
+        raise DatasetError("columns: must map roles to column names, e.g. {\"prompt\": \"question\"}")
+    for role, column in columns.items():
+        if role not in COLUMN_ROLES:
+            raise DatasetError(f"columns: unknown role {role!r}; roles are {', '.join(COLUMN_ROLES)}")
+        if not isinstance(column, str) or not column:
+            raise DatasetError(f"columns.{role}: must be the name of a column")
+    if "answer" in columns and "solution" in columns:
+        raise DatasetError("columns: map answer or solution, not both (both are the reference answer)")
+
+
+def map_columns(row: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:
+    """The row with each mapped column renamed to its role, the other columns kept as they are.
+
+    `system_prompt` turns a text prompt into chat messages; `entry_point` with `tests`
+    appends `check(entry_point)` to the tests (HumanEval's convention).
+
+    >>> map_columns({"q": "2 + 3?", "a": "5"}, {"prompt": "q", "answer": "a"})
+    {'prompt': '2 + 3?', 'answer': '5'}
+    """
+    if not isinstance(row, dict):
+        return row
+    for role, column in columns.items():
+        if role in REQUIRED_ROLES and row.get(column) in (None, ""):
+            raise DatasetError(f"columns: no value in column {column!r} (the {role}); this row has "
+                               f"{', '.join(map(str, row)) or 'no columns'}")
+    used = set(columns.values())
+    out = {k: v for k, v in row.items() if k not in used and k not in columns}
+    out.update({role: row[column] for role, column in columns.items() if row.get(column) not in (None, "")})
+    system = out.pop("system_prompt", None)
+    if system and isinstance(out.get("prompt"), str):
+        out["prompt"] = [{"role": "system", "content": str(system)}, {"role": "user", "content": out["prompt"]}]
+    entry = out.pop("entry_point", None)
+    if entry and isinstance(out.get("tests"), str):
+        out["tests"] = f"{out['tests']}\n\ncheck({entry})\n"
+    return out
 
 
 class _Invalid:

@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from engine.behaviours import behaviours
-from engine.config import DTYPES, StageConfigMixin, option, require, require_generation_backend
+from engine.config import (
+    COLUMNS_HELP,
+    DTYPES,
+    StageConfigMixin,
+    option,
+    require,
+    require_columns,
+    require_generation_backend,
+)
 from engine.events import RolloutRecord
 from engine.scoring import RewardScorer, sandboxed_rewards
 from engine.tasks.base import extract_answer
@@ -58,6 +66,7 @@ class SamplingConfig(StageConfigMixin):
     dataset: str | None = option(None, "Path of a prompt dataset (rows with `prompt` and `answer` or "
                                  "`tests`) instead of a built-in task.")
     split: str = option("test", "Split of the task (train or test), or of a saved datasets directory.")
+    columns: dict[str, str] = option({}, COLUMNS_HELP)
     num_prompts: int | None = option(100, "How many prompts to use, from the start of the split "
                                      "(None: the whole split).")
     k: int = option(8, "Completions sampled per prompt.")
@@ -91,6 +100,7 @@ class SamplingConfig(StageConfigMixin):
         require(bool(self.model), "model must name a model: a checkpoint, a Hugging Face name or `starter`.")
         require((self.task is None) != (self.dataset is None),
                 "Give exactly one of task or dataset: the stage needs one source of prompts.")
+        require_columns(self.columns, self.dataset)
         require(self.task is not None or (self.accuracy_reward != "task" and "task" not in self.rewards),
                 "The `task` reward needs a built-in task: with a dataset, set accuracy_reward to a reward "
                 "such as math or code.")
@@ -208,7 +218,7 @@ def load_prompts(config: SamplingConfig, tokenizer: Any, task: Any) -> list[Exam
         from engine.datasets import load_examples
 
         assert config.dataset is not None
-        examples = load_examples(config.dataset, split=config.split)[: config.num_prompts]
+        examples = load_examples(config.dataset, split=config.split, columns=config.columns)[: config.num_prompts]
     for ex in examples:
         ex["text"] = format_prompt(ex["prompt"], tokenizer, style=config.prompt_style,
                                    prefill_think=config.prefill_think)

@@ -31,12 +31,14 @@ from engine.text import split_reasoning
 from engine.training import (
     DataCursor,
     GroupedBatch,
+    PackedBatch,
     StageResult,
     StepClock,
     TokenBatch,
     attach_sampler_logprobs,
     build_grouped_batch,
     build_optimizer,
+    build_packed_batch,
     build_scheduler,
     build_token_batch,
     configure_threads,
@@ -51,7 +53,7 @@ from engine.training import (
 
 __all__ = ["GRPOConfig", "group_advantages", "policy_loss", "run_grpo"]
 
-Batch = TokenBatch | GroupedBatch
+Batch = TokenBatch | GroupedBatch | PackedBatch
 REF_FILE = "ref_model.pt"  # reference weights kept beside a GRPO checkpoint
 
 
@@ -163,10 +165,12 @@ def _setup(config: GRPOConfig, sink: Sink, resume_from: str | Path | None,
     data_state = state.get("data_state") or {}
     if resume_from is not None:
         restore_training_state(optimizer, scheduler, state, model)
-    from engine.backends import make_generator
+    from engine.backends import make_generator, resolve_backend
     from engine.generation import eos_ids
 
     generator = make_generator(config.generation_backend, model, tokenizer)
+    sink.log(f"GRPO: sampling with the {resolve_backend(config.generation_backend, model)} backend"
+             + (" (auto)" if config.generation_backend == "auto" else ""))
     run = _Run(config, sink, model, tokenizer, optimizer, scheduler, generator, train, test,
                DataCursor.restore(len(train), config.seed, data_state.get("cursor")),
                RewardScorer(config.rewards, _task(config), sink.log,
@@ -175,47 +179,104 @@ def _setup(config: GRPOConfig, sink: Sink, resume_from: str | Path | None,
     return run
 
 
+@dataclass
+class _Round:
+    """One round of sampling within a step: this process's shard of `prompts_per_step`
+    prompts (global prompts [first, first + len(examples))), their samples and scores,
+    and what the gather made global."""
+
+    examples: list[dict[str, Any]]
+    first: int
+    samples: list[Any]
+    scores: list[tuple[float, dict[str, float]]]
+    correct: list[bool]
+    everyone: list[tuple[Any, bool, int, bool, int]]  # (B,) rows of every process, global order
+    rewards: torch.Tensor  # (B,) global
+    advantages: torch.Tensor  # (len(samples),) this shard's
+    zero_std: torch.Tensor  # (prompts_per_step,) global: groups whose rewards are all equal
+    seconds: dict[str, float]
+
+
 def _grpo_step(run: _Run, step: int) -> dict[str, float]:
     """One GRPO step: sample, score, compute advantages, update; returns its metrics.
 
-    With several processes, this one samples prompts [first, first + len(examples)) of
-    the step's global batch; advantages come from the gathered (global) rewards.
+    With DAPO's dynamic sampling, groups whose rewards are all equal carry no signal: new
+    prompts are sampled (up to `max_refills` more rounds) until `prompts_per_step` groups
+    with signal are in hand, and the update uses the first that many. With several
+    processes each samples its shard of every round; the choice is made on gathered
+    (global) rewards, so every process makes the same one.
     """
-    cfg, world, g = run.config, run.world, run.config.group_size
-    batch = [run.train[i] for i in run.cursor.take(cfg.prompts_per_step)]  # the same on every rank
-    first, stop = distributed.shard_range(len(batch), world.rank, world.size)
-    examples = batch[first:stop]
-    clock = time.perf_counter()
-    samples = _generate(run, examples, step, first)
-    timings = {"time/generate": time.perf_counter() - clock}
-    clock = time.perf_counter()
-    scores = run.scorer.score_many([(s.text, _graded(examples[s.prompt_index], s, cfg)) for s in samples])
-    timings["time/score"] = time.perf_counter() - clock
-    correct = [run.scorer.correct(s.text, examples[s.prompt_index], comps, cfg.accuracy_reward)
-               for s, (_, comps) in zip(samples, scores, strict=True)]
-    shard = [(score, ok, len(s.completion_ids), s.finish_reason == "length", len(s.prompt_ids))
-             for s, score, ok in zip(samples, scores, correct, strict=True)]
-    everyone = distributed.gather_lists(shard, world)  # (B,) rows in global order
-    rewards = torch.tensor([row[0][0] for row in everyone], dtype=torch.float32)
-    advantages = group_advantages(rewards, g, cfg.scale_rewards)[first * g : stop * g]
-    zero_std = rewards.view(-1, g).std(dim=1) == 0  # (n_groups,), global
-    keep = [i for i in range(len(samples)) if not (cfg.dynamic_sampling and zero_std[first + i // g])]
-    metrics = {**timings, **_optimize(run, [samples[i] for i in keep], advantages[keep])}
+    cfg = run.config
+    rounds = [_sample_round(run, step, 0)]
+    while (cfg.dynamic_sampling and len(rounds) <= cfg.max_refills
+           and sum(int((~r.zero_std).sum()) for r in rounds) < cfg.prompts_per_step):
+        rounds.append(_sample_round(run, step, len(rounds)))
+    samples, advantages = _training_rows(rounds, cfg)
+    timings = {k: sum(r.seconds[k] for r in rounds) for k in rounds[0].seconds}
+    metrics = {**timings, **_optimize(run, samples, advantages)}
     if cfg.ref_refresh_steps and run.ref_model is not None and step % cfg.ref_refresh_steps == 0:
         gathered = distributed.full_state(run.model, None, everywhere=True)  # a collective when sharded
         run.ref_model.load_state_dict(  # with everywhere=True every rank holds the weights
             cast("dict[str, Any]", gathered[0]) if gathered else run.model.state_dict())
     from engine.generation import with_stop_string
 
-    written = [with_stop_string(s, list(cfg.stop), run.tokenizer, run.eos) for s in samples]
-    records = _records(step, samples, examples, scores, advantages, correct, first, written)
-    everything = distributed.gather_lists(records, world)
+    everything: list[RolloutRecord] = []
+    for k, r in enumerate(rounds):
+        written = [with_stop_string(s, list(cfg.stop), run.tokenizer, run.eos) for s in r.samples]
+        records = _records(step, r.samples, r.examples, r.scores, r.advantages, r.correct,
+                           k * cfg.prompts_per_step + r.first, written)
+        everything += distributed.gather_lists(records, run.world)
     run.sink.rollouts(everything)
+    everyone = [row for r in rounds for row in r.everyone]
     metrics.update(behaviour_shares([set(r.metadata["behaviours"]) for r in everything]))
-    metrics.update(_reward_metrics(everyone, rewards))
-    metrics["frac_zero_std_groups"] = float(zero_std.float().mean())
+    metrics.update(_reward_metrics(everyone, torch.cat([r.rewards for r in rounds])))
+    metrics["frac_zero_std_groups"] = float(torch.cat([r.zero_std for r in rounds]).float().mean())
+    if cfg.dynamic_sampling:
+        metrics["sampling_rounds"] = float(len(rounds))
+        metrics["groups_trained"] = float(min(cfg.prompts_per_step, sum(int((~r.zero_std).sum()) for r in rounds)))
     metrics["_tokens"] = float(sum(row[2] + row[4] for row in everyone))
     return metrics
+
+
+def _sample_round(run: _Run, step: int, index: int) -> _Round:
+    """Take the next prompts, sample and score this process's shard of them (round `index`
+    of the step: its random streams follow the prompts sampled before it)."""
+    cfg, world, g = run.config, run.world, run.config.group_size
+    batch = [run.train[i] for i in run.cursor.take(cfg.prompts_per_step)]  # the same on every rank
+    first, stop = distributed.shard_range(len(batch), world.rank, world.size)
+    examples = batch[first:stop]
+    clock = time.perf_counter()
+    samples = _generate(run, examples, step, index * cfg.prompts_per_step + first, stream=index == 0)
+    seconds = {"time/generate": time.perf_counter() - clock}
+    clock = time.perf_counter()
+    scores = run.scorer.score_many([(s.text, _graded(examples[s.prompt_index], s, cfg)) for s in samples])
+    seconds["time/score"] = time.perf_counter() - clock
+    correct = [run.scorer.correct(s.text, examples[s.prompt_index], comps, cfg.accuracy_reward)
+               for s, (_, comps) in zip(samples, scores, strict=True)]
+    shard = [(score, ok, len(s.completion_ids), s.finish_reason == "length", len(s.prompt_ids))
+             for s, score, ok in zip(samples, scores, correct, strict=True)]
+    everyone = distributed.gather_lists(shard, world)
+    rewards = torch.tensor([row[0][0] for row in everyone], dtype=torch.float32)
+    advantages = group_advantages(rewards, g, cfg.scale_rewards)[first * g : stop * g]
+    zero_std = rewards.view(-1, g).std(dim=1) == 0
+    return _Round(examples, first, samples, scores, correct, everyone, rewards, advantages, zero_std, seconds)
+
+
+def _training_rows(rounds: list[_Round], cfg: GRPOConfig) -> tuple[list[Any], torch.Tensor]:
+    """This process's rows of the update: every row without dynamic sampling; with it, the
+    rows of the first `prompts_per_step` groups (in round, then group order) with signal."""
+    g = cfg.group_size
+    if not cfg.dynamic_sampling:
+        return rounds[0].samples, rounds[0].advantages
+    chosen = [(k, j) for k, r in enumerate(rounds) for j in range(len(r.zero_std)) if not r.zero_std[j]]
+    chosen_set = set(chosen[: cfg.prompts_per_step])
+    samples: list[Any] = []
+    advantages: list[torch.Tensor] = []
+    for k, r in enumerate(rounds):
+        rows = [i for i in range(len(r.samples)) if (k, r.first + i // g) in chosen_set]
+        samples += [r.samples[i] for i in rows]
+        advantages.append(r.advantages[rows])
+    return samples, torch.cat(advantages)
 
 
 def _graded(example: dict[str, Any], sample: Any, cfg: GRPOConfig) -> dict[str, Any]:
@@ -224,9 +285,11 @@ def _graded(example: dict[str, Any], sample: Any, cfg: GRPOConfig) -> dict[str, 
     return {**example, "completion_tokens": len(sample.completion_ids), "max_length": cfg.max_new_tokens}
 
 
-def _generate(run: _Run, examples: list[dict[str, Any]], step: int, first: int = 0) -> list[Any]:
-    """Sample `group_size` completions per prompt, streaming a few to the sink live;
-    `examples` start at index `first` of the step's batch (the random streams follow it)."""
+def _generate(run: _Run, examples: list[dict[str, Any]], step: int, first: int = 0, stream: bool = True
+              ) -> list[Any]:
+    """Sample `group_size` completions per prompt, streaming a few to the sink live (when
+    `stream`); `examples` start at index `first` of the step's prompts (the random streams
+    follow it)."""
     from engine.generation import SamplingParams
 
     cfg = run.config
@@ -238,11 +301,11 @@ def _generate(run: _Run, examples: list[dict[str, Any]], step: int, first: int =
         if prompt_index == 0 and sample_index < cfg.stream_samples:
             run.sink.tokens(f"{step}-{sample_index}", text, step=step, prompt=prompts[0])
 
-    streaming = cfg.stream_samples and run.world.is_main  # the first prompt is rank 0's
+    streaming = stream and cfg.stream_samples and run.world.is_main  # the first prompt is rank 0's
     with distributed.full_parameters(run.model):  # ranks sample different numbers of tokens
         samples = run.generator.generate(prompts, cfg.group_size, params, on_token if streaming else None,
                                          first_prompt=first)
-    for j in range(min(cfg.stream_samples, cfg.group_size)):
+    for j in range(min(cfg.stream_samples, cfg.group_size) if stream else 0):
         run.sink.tokens(f"{step}-{j}", "", step=step, prompt=prompts[0], done=True)
     return samples
 
@@ -261,7 +324,7 @@ def _optimize(run: _Run, samples: list[Any], advantages: torch.Tensor) -> dict[s
         run.sink.log("GRPO: no completion tokens to learn from this step; skipping the update.")
         return {**stats, "loss": 0.0, "grad_norm": 0.0, "clip_ratio": 0.0, "entropy": 0.0}
     clock = time.perf_counter()
-    old = _frozen_logprobs(run, run.model, batches) if cfg.num_iterations > 1 else None
+    old = _old_logprobs(run, batches) if cfg.num_iterations > 1 else None
     ref = _frozen_logprobs(run, run.ref_model, batches) if run.ref_model is not None else None
     stats["time/reference"] = time.perf_counter() - clock  # the frozen passes: reference and old policy
     stats["time/forward_backward"] = stats["time/optimizer"] = 0.0
@@ -312,10 +375,17 @@ def _correction(cfg: GRPOConfig, batch: Batch, first_pass: bool) -> dict[str, An
     return {"sampler_logp": batch.sampler_logp, "tis_cap": cfg.tis_cap or None, "tis_mode": cfg.tis_mode}
 
 
+def _batch_builder(cfg: GRPOConfig) -> Any:
+    """Packed (no padding), grouped (each prompt once) or plain padded rows."""
+    if cfg.pack_sequences:
+        return build_packed_batch
+    return build_grouped_batch if cfg.share_prompt_cache else build_token_batch
+
+
 def _micro_batches(run: _Run, samples: list[Any]) -> list[tuple[Batch, list[int]]]:
     """Token batches of at most `micro_batch_size` rows (overlong rows masked if asked)."""
     pad = pad_token_id(run.tokenizer)
-    build = build_grouped_batch if run.config.share_prompt_cache else build_token_batch
+    build = _batch_builder(run.config)
     out: list[tuple[Batch, list[int]]] = []
     for rows in micro_batches(len(samples), run.config.micro_batch_size):
         chunk = [samples[i] for i in rows]
@@ -326,6 +396,22 @@ def _micro_batches(run: _Run, samples: list[Any]) -> list[tuple[Batch, list[int]
             batch.mask = batch.mask & ~truncated.unsqueeze(1)
         out.append((batch, rows))
     return out
+
+
+def _old_logprobs(run: _Run, batches: list[tuple[Batch, list[int]]]) -> list[torch.Tensor]:
+    """The sampling policy's log-probs for updates after the first: the sampler's own when
+    they are the trainer's up to float rounding (or when asked), else a forward pass."""
+    from engine.backends import resolve_backend
+
+    cfg = run.config
+    exact = (resolve_backend(cfg.generation_backend, run.model) == "torch" and cfg.temperature == 1.0
+             and run.world.size == 1
+             and all(p.dtype == torch.float32 for p in run.model.parameters()))
+    from_sampler = [b.sampler_logp for b, _ in batches]
+    if (cfg.old_logprobs == "sampler" or (cfg.old_logprobs == "auto" and exact)) and all(
+            t is not None for t in from_sampler):
+        return cast("list[torch.Tensor]", from_sampler)
+    return _frozen_logprobs(run, run.model, batches)
 
 
 def _frozen_logprobs(run: _Run, model: torch.nn.Module | None, batches: list[tuple[Batch, list[int]]]
@@ -342,7 +428,7 @@ def _dummy(run: _Run) -> Batch:
     """A one-token batch for the passes a rank runs only to keep a sharded model's
     collectives in step with the others."""
     pad = pad_token_id(run.tokenizer)
-    build = build_grouped_batch if run.config.share_prompt_cache else build_token_batch  # as many forwards
+    build = _batch_builder(run.config)  # as many forwards
     return build([[pad]], [[pad]], pad, run.config.device)
 
 
@@ -472,8 +558,8 @@ def _load_prompts(config: GRPOConfig, tokenizer: Any) -> tuple[list[dict[str, An
         from engine.datasets import load_examples
 
         assert config.dataset is not None
-        train = list(load_examples(config.dataset))
-        test = list(load_examples(config.eval_dataset)) if config.eval_dataset else []
+        train = list(load_examples(config.dataset, columns=config.columns))
+        test = list(load_examples(config.eval_dataset, columns=config.columns)) if config.eval_dataset else []
     for ex in train + test:
         ex["text"] = format_prompt(ex["prompt"], tokenizer, style=config.prompt_style,
                                    prefill_think=config.prefill_think)

@@ -111,7 +111,7 @@ def build_masked_batch(rows: Sequence[tuple[list[int], list[bool]]], pad_id: int
     return TokenBatch(ids_t.to(device), attn.to(device), scored[:, start + 1 :].to(device), start)
 
 
-def attach_sampler_logprobs(batch: TokenBatch | GroupedBatch, logprobs: Sequence[Sequence[float]]) -> None:
+def attach_sampler_logprobs(batch: TokenBatch | GroupedBatch | PackedBatch, logprobs: Sequence[Sequence[float]]) -> None:
     """Lay the sampler's per-token log-probs of each completion out like `batch.mask`
     (call before masking rows out). Skipped when a row's count does not match its tokens."""
     scored = batch.mask
@@ -135,7 +135,7 @@ def token_logprobs(
     temperature so the log-probs describe the distribution that was sampled.
     """
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # (B, L, V)
-    return _gather_logprobs(logits[:, batch.start : -1].float(), batch.input_ids[:, batch.start + 1 :],
+    return _gather_logprobs(logits[:, batch.start : -1], batch.input_ids[:, batch.start + 1 :],
                             temperature, with_entropy)
 
 
@@ -206,32 +206,169 @@ def grouped_logprobs(
     rest = model(input_ids=batch.completion_ids, attention_mask=attention, position_ids=c_pos,
                  use_cache=True, **{cache_arg: cache})
     # Token 0 is predicted by the prompt's last position, token t by completion position t - 1.
-    logits = torch.cat([first.logits[:, -1:][batch.owner], rest.logits[:, :-1]], dim=1).float()  # (B, T, V)
+    logits = torch.cat([first.logits[:, -1:][batch.owner], rest.logits[:, :-1]], dim=1)  # (B, T, V)
     return _gather_logprobs(logits, batch.completion_ids, temperature, with_entropy)
 
 
-def sequence_logprobs(
-    model: torch.nn.Module, batch: TokenBatch | GroupedBatch, temperature: float = 1.0, with_entropy: bool = False
+@dataclass
+class PackedBatch:
+    """Prompt + completion sequences laid end to end, positions restarting at each one, in
+    as few rows as hold them (first fit, longest first, rows as long as the longest
+    sequence): next to no padding. transformers reads the restarts as a block-diagonal
+    causal mask; with flash-attention that is its variable-length kernel.
+
+    input_ids, position_ids: (R, L). keep: (R, L) bool, the positions whose logits
+    predict a completion token; targets: (M,) those tokens and dest: (M,) where each lands
+    in the flattened (B, T) layout, both in keep's row-major order. completion_mask:
+    (B, T), right-padded; mask: (B, T), the scored tokens.
+    """
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    keep: torch.Tensor
+    targets: torch.Tensor
+    dest: torch.Tensor
+    completion_mask: torch.Tensor
+    mask: torch.Tensor
+    sampler_logp: torch.Tensor | None = None
+
+
+def build_packed_batch(
+    prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_id: int, device: str = "cpu"
+) -> PackedBatch:
+    """Pack each prompt with its completion into rows; the rest of a row is `pad_id`
+    tokens forming a sequence of their own (their logits are never read)."""
+    seqs = [list(p) + list(c) for p, c in zip(prompts, completions, strict=True)]
+    width = max(2, max(len(x) for x in seqs))
+    rows: list[list[int]] = []  # sequence numbers per row
+    room: list[int] = []
+    for i in sorted(range(len(seqs)), key=lambda i: -len(seqs[i])):
+        fit = next((r for r, free in enumerate(room) if free >= len(seqs[i])), None)
+        if fit is None:
+            rows.append([])
+            room.append(width)
+            fit = len(rows) - 1
+        rows[fit].append(i)
+        room[fit] -= len(seqs[i])
+    t = max(1, max(len(c) for c in completions))
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    keep = torch.zeros((len(rows), width), dtype=torch.bool)
+    targets: list[int] = []
+    dest: list[int] = []
+    for r, members in enumerate(rows):
+        at = 0
+        for i in members:
+            n, lp = len(seqs[i]), len(prompts[i])
+            ids[r, at : at + n] = torch.tensor(seqs[i], dtype=torch.long)
+            positions[r, at : at + n] = torch.arange(n)
+            keep[r, at + lp - 1 : at + n - 1] = True  # position j predicts token j + 1
+            targets += seqs[i][lp:]
+            dest += range(i * t, i * t + n - lp)
+            at += n
+        positions[r, at:] = torch.arange(width - at)  # the padding: one more sequence
+    c_mask = torch.zeros((len(completions), t), dtype=torch.bool)
+    for i, c in enumerate(completions):
+        c_mask[i, : len(c)] = True
+    return PackedBatch(ids.to(device), positions.to(device), keep.to(device),
+                       torch.tensor(targets, dtype=torch.long, device=device),
+                       torch.tensor(dest, dtype=torch.long, device=device), c_mask.to(device), c_mask.clone().to(device))
+
+
+def packed_logprobs(
+    model: torch.nn.Module, batch: PackedBatch, temperature: float = 1.0, with_entropy: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """`token_logprobs` or `grouped_logprobs`, whichever fits the batch."""
+    """Like `token_logprobs` for a PackedBatch: logp (B, T) of each completion token, with
+    logits computed only at the M positions that predict one."""
+    kwargs = {"logits_to_keep": batch.keep} if _accepts(model, "logits_to_keep") else {}
+    logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False, **kwargs).logits
+    if logits.dim() == 3:  # a model that computed every position's logits
+        logits = logits[batch.keep]
+    # (M, 1, V): one position per row, so the chunks of _gather_logprobs split positions.
+    logp, entropy = _gather_logprobs(logits.unsqueeze(1), batch.targets.unsqueeze(1), temperature, with_entropy)
+    shape = batch.completion_mask.shape
+    out = logp.new_zeros(shape[0] * shape[1]).index_put((batch.dest,), logp.squeeze(1)).view(shape)
+    if entropy is not None:
+        entropy = entropy.new_zeros(shape[0] * shape[1]).index_put((batch.dest,), entropy.squeeze(1)).view(shape)
+    return out, entropy
+
+
+def sequence_logprobs(
+    model: torch.nn.Module, batch: TokenBatch | GroupedBatch | PackedBatch, temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`token_logprobs`, `grouped_logprobs` or `packed_logprobs`, whichever fits the batch."""
     if isinstance(batch, GroupedBatch):
         return grouped_logprobs(model, batch, temperature, with_entropy)
+    if isinstance(batch, PackedBatch):
+        return packed_logprobs(model, batch, temperature, with_entropy)
     return token_logprobs(model, batch, temperature, with_entropy)
+
+
+# Logit elements turned into float32 log-probs at a time (~256 MB): a 150k vocabulary
+# fits without a float32 copy of the whole batch's logits.
+LOGPROB_CHUNK_ELEMENTS = 64 * 1024 * 1024
 
 
 def _gather_logprobs(
     logits: torch.Tensor, targets: torch.Tensor, temperature: float, with_entropy: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """log_softmax(logits / temperature) at `targets` (B, T), and optionally the entropy."""
-    if temperature != 1.0:
-        logits = logits / temperature
-    logprobs = torch.log_softmax(logits, dim=-1)  # (B, T, V)
-    logp = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    """log_softmax(logits / temperature) at `targets` (B, T), and optionally the entropy.
+
+    logits: (B, T, V) in the model's dtype. Rows go through in chunks of about
+    LOGPROB_CHUNK_ELEMENTS (`_ChunkedLogprobs`): the float32 log-softmax of a chunk exists
+    only while that chunk is computed, forward and backward, so the peak is the logits,
+    their gradient and one chunk instead of two more float32 copies of the whole batch.
+    """
+    rows = max(1, LOGPROB_CHUNK_ELEMENTS // max(1, logits.shape[1] * logits.shape[2]))
+    logp = _ChunkedLogprobs.apply(logits, targets, temperature, rows)
     entropy = None
     if with_entropy:
         with torch.no_grad():
-            entropy = -(logprobs.exp() * logprobs).sum(-1)
+            parts = []
+            for start in range(0, logits.shape[0], rows):
+                logp_all = torch.log_softmax(_scaled(logits[start : start + rows], temperature), dim=-1)
+                parts.append(-(logp_all.exp() * logp_all).sum(-1))
+            entropy = torch.cat(parts)
     return logp, entropy
+
+
+def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    x = logits.float()
+    return x / temperature if temperature != 1.0 else x
+
+
+class _ChunkedLogprobs(torch.autograd.Function):
+    """(B, T, V) logits, (B, T) targets -> (B, T) float32 log-probs, `rows` rows at a time.
+
+    Backward writes d logp / d logits = (onehot(target) - softmax) / temperature chunk by
+    chunk into one gradient tensor, from the saved per-position log-sum-exp.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, targets: torch.Tensor, temperature: float, rows: int
+                ) -> torch.Tensor:
+        out = torch.empty(logits.shape[:2], dtype=torch.float32, device=logits.device)
+        lse = torch.empty_like(out)
+        for s in range(0, logits.shape[0], rows):
+            x = _scaled(logits[s : s + rows], temperature)
+            lse[s : s + rows] = torch.logsumexp(x, dim=-1)
+            out[s : s + rows] = x.gather(-1, targets[s : s + rows].unsqueeze(-1)).squeeze(-1) - lse[s : s + rows]
+        ctx.save_for_backward(logits, targets, lse)
+        ctx.temperature, ctx.rows = temperature, rows
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        logits, targets, lse = ctx.saved_tensors
+        grad = torch.empty_like(logits)
+        for s in range(0, logits.shape[0], ctx.rows):
+            e = s + ctx.rows
+            g = grad_out[s:e].unsqueeze(-1).float()  # (b, T, 1)
+            gx = torch.exp(_scaled(logits[s:e], ctx.temperature) - lse[s:e].unsqueeze(-1)).mul_(-g)
+            gx.scatter_add_(-1, targets[s:e].unsqueeze(-1), g)
+            grad[s:e] = gx.div_(ctx.temperature) if ctx.temperature != 1.0 else gx
+        return grad, None, None, None
 
 
 def _accepts(model: torch.nn.Module, name: str) -> bool:

@@ -80,9 +80,9 @@ def test_it_names_bad_parquet_rows_by_number(tmp_path: Path) -> None:
 
 
 def test_it_rejects_unknown_formats_and_missing_files(tmp_path: Path) -> None:
-    (tmp_path / "data.csv").write_text("a,b\n")
+    (tmp_path / "data.xlsx").write_text("a,b\n")
     with pytest.raises(DatasetError, match="unknown format"):
-        load_examples(tmp_path / "data.csv")
+        load_examples(tmp_path / "data.xlsx")
     with pytest.raises(DatasetError, match="no such file"):
         load_examples(tmp_path / "missing.jsonl")
 
@@ -164,3 +164,51 @@ def test_humaneval_and_mbpp_layouts_grade_code_in_the_sandbox(tmp_path):
         assert code_reward(wrong, example) == 0.25
     assert human[0]["entry_point"] == problems[0]["entry_point"] and "```python" in human[0]["prompt"]
     assert "Your code should pass these tests" in mbpp[0]["prompt"]
+
+
+def test_a_csv_in_its_own_layout_reads_through_a_column_mapping(tmp_path: Path) -> None:
+    """A spreadsheet export: its own column names, a system prompt column, quoted cells
+    with commas and newlines; the mapping says which column is what."""
+    import csv
+
+    path = tmp_path / "mine.csv"
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["Frage", "Lösung", "sys", "notes"])
+        w.writerow(["Wie viel ist 2 + 3, bitte?\nKurz.", "5", "Antworte knapp.", "easy"])
+        w.writerow(["Was ist 1/2 + 1/4?", "3/4", "", ""])
+    rows = load_examples(path, columns={"prompt": "Frage", "answer": "Lösung", "system_prompt": "sys"})
+    assert rows[0]["prompt"] == [{"role": "system", "content": "Antworte knapp."},
+                                 {"role": "user", "content": "Wie viel ist 2 + 3, bitte?\nKurz."}]
+    assert rows[0]["answer"] == "5" and rows[0]["notes"] == "easy"
+    assert rows[1]["prompt"] == "Was ist 1/2 + 1/4?" and rows[1]["answer"] == "3/4"  # empty cells are absent
+    with pytest.raises(DatasetError, match="mine.csv line 2: field 'prompt'"):
+        load_examples(path)  # without the mapping there is no prompt
+
+
+def test_a_mapped_entry_point_completes_the_tests(tmp_path: Path) -> None:
+    path = tmp_path / "code.jsonl"
+    path.write_text(json.dumps({"task": "Write add(a, b).", "checks": "def check(f):\n    assert f(1, 2) == 3",
+                                "fn": "add"}) + "\n")
+    [row] = load_examples(path, columns={"prompt": "task", "tests": "checks", "entry_point": "fn"})
+    assert row["tests"].rstrip().endswith("check(add)")
+
+
+@pytest.mark.parametrize("columns,match", [
+    ({"question": "q"}, "unknown role 'question'"),
+    ({"prompt": ""}, "columns.prompt: must be the name of a column"),
+    ({"answer": "a", "solution": "s", "prompt": "q"}, "not both"),
+    ({"prompt": "missing", "answer": "a"}, "mine.jsonl line 1: columns: no value in column 'missing' .the prompt"),
+])
+def test_a_bad_mapping_is_refused_by_name(tmp_path: Path, columns: dict, match: str) -> None:
+    path = tmp_path / "mine.jsonl"
+    path.write_text(json.dumps({"q": "2 + 3?", "a": "5"}) + "\n")
+    with pytest.raises(DatasetError, match=match):
+        load_examples(path, columns=columns)
+
+
+def test_a_csv_row_with_more_cells_than_the_header_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("prompt,answer\n2 + 3?,5\n1 + 1?,2,extra\n")
+    with pytest.raises(DatasetError, match="bad.csv line 3: 3 cells, but the header names 2 columns"):
+        load_examples(path)

@@ -168,3 +168,12 @@ def test_a_shared_prefill_samples_what_each_row_alone_would(tiny_model_and_token
         assert [s.completion_ids for s in shared] == [s.completion_ids for s in reference]
         for a, b in zip(shared, reference, strict=True):
             assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs, strict=True)) < 1e-5
+
+
+def test_auto_picks_the_torch_sampler_for_a_model_on_the_cpu(tiny_model_and_tokenizer: tuple) -> None:
+    from engine.backends import resolve_backend
+    from engine.generation import TorchGenerator
+
+    model, tokenizer = tiny_model_and_tokenizer
+    assert resolve_backend("auto", model) == "torch" and resolve_backend("vllm", model) == "vllm"
+    assert isinstance(make_generator("auto", model, tokenizer), TorchGenerator)

@@ -119,12 +119,45 @@ def test_micro_batch_size_does_not_change_the_update(tiny_model: Path, tmp_path:
         assert one["grad_norm"] == pytest.approx(many["grad_norm"], rel=1e-4)
 
 
-def test_sharing_the_prompt_cache_gives_the_same_update(tiny_model: Path, tmp_path: Path) -> None:
-    results = [run(make_config(tiny_model, tmp_path / str(share), steps=1, share_prompt_cache=share, eval_examples=0,
-                               beta=0.1, num_iterations=2)) for share in (True, False)]
-    shared, plain = (r.history[0] for r in results)
+def test_sharing_the_prompt_cache_or_packing_gives_the_same_update(tiny_model: Path, tmp_path: Path) -> None:
+    layouts = [{"share_prompt_cache": True}, {"share_prompt_cache": False}, {"pack_sequences": True}]
+    results = [run(make_config(tiny_model, tmp_path / str(i), steps=1, eval_examples=0, beta=0.1, num_iterations=2,
+                               old_logprobs="recompute", **layout)) for i, layout in enumerate(layouts)]
+    shared, plain, packed = (r.history[0] for r in results)
     for key in ("loss", "grad_norm", "entropy", "kl"):
         assert shared[key] == pytest.approx(plain[key], rel=1e-4, abs=1e-6), key
+        assert packed[key] == pytest.approx(plain[key], rel=1e-4, abs=1e-6), key
+
+
+def test_old_logprobs_from_the_sampler_give_the_update_a_forward_pass_gives(tiny_model: Path, tmp_path: Path
+                                                                              ) -> None:
+    """Three updates on one batch: the torch sampler's log-probs (fp32, temperature 1) stand
+    in for the old policy's forward pass and the weights come out the same."""
+    from transformers import AutoModelForCausalLM
+
+    results = [run(make_config(tiny_model, tmp_path / source, steps=1, num_iterations=3, eval_examples=0,
+                               old_logprobs=source)) for source in ("sampler", "recompute")]
+    fast, slow = (AutoModelForCausalLM.from_pretrained(r.checkpoint) for r in results)
+    for (name, a), b in zip(fast.state_dict().items(), slow.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5), name
+    assert results[0].history[0]["time/reference"] < results[1].history[0]["time/reference"]
+
+
+@pytest.mark.parametrize("variant", [
+    {"loss_type": "cispo"},
+    {"importance_sampling_level": "sequence", "loss_type": "grpo"},
+    {"tis_cap": 2.0, "tis_mode": "mask"},
+])
+def test_newer_objectives_train_and_log_the_sampler_mismatch(tiny_model: Path, tmp_path: Path, variant: dict) -> None:
+    result = run(make_config(tiny_model, tmp_path, steps=2, eval_examples=0, **variant))
+    assert result.status == "succeeded"
+    for h in result.history:
+        assert math.isfinite(h["loss"]) and h["grad_norm"] > 0
+        # The torch sampler in fp32 is the trainer up to rounding: no mismatch to correct.
+        assert 0 <= h["mismatch/kl"] < 1e-6 and h["tis/capped"] == 0
+        assert all(h[f"time/{part}"] >= 0 for part in ("generate", "score", "reference", "forward_backward",
+                                                       "optimizer"))
+        assert h["time/generate"] + h["time/forward_backward"] <= h["step_time"]
 
 
 def test_variants_run(tiny_model: Path, tmp_path: Path) -> None:
@@ -199,3 +232,36 @@ def test_grpo_trains_on_a_reasoning_gym_task(tiny_model: Path, tmp_path: Path) -
     assert all(set(r.metadata["behaviours"]) <= set(NAMES) for r in sink.rollout_records)
     truncated = [r for r in sink.rollout_records if r.finish_reason == "length"]
     assert all("truncated" in r.metadata["behaviours"] for r in truncated)
+
+
+def half_flat(completion: str, example: dict) -> float:
+    """No signal for every other prompt (all its samples score 0); for the rest, the
+    parity of the completion's length."""
+    import zlib
+
+    return 0.0 if zlib.crc32(example["text"].encode()) % 2 else float(len(completion) % 2)
+
+
+@pytest.mark.parametrize("refills", [3, 0])
+def test_dynamic_sampling_refills_the_batch_with_groups_that_carry_signal(tiny_model: Path, tmp_path: Path,
+                                                                          refills: int) -> None:
+    """DAPO: groups whose rewards are all equal are replaced by newly sampled ones (up to
+    max_refills more rounds) so the update trains on prompts_per_step groups with signal;
+    with no refills they are only left out. Every sampled completion is still stored."""
+    config = make_config(tiny_model, tmp_path, steps=4, prompts_per_step=2, group_size=4, rewards={"half": 1.0},
+                         dynamic_sampling=True, max_refills=refills, eval_examples=0, train_examples=64)
+    sink = StreamingSink()
+    result = run_grpo(config, sink, reward_functions={"half": half_flat})
+    per_step: dict[int, int] = {}
+    for r in sink.rollout_records:
+        per_step[r.step] = per_step.get(r.step, 0) + 1
+    for h in result.history:
+        rounds = int(h["sampling_rounds"])
+        assert 1 <= rounds <= refills + 1
+        assert per_step[int(h["step"])] == rounds * 2 * 4  # every round's completions, stored
+        if refills == 0:
+            assert h["groups_trained"] == round(2 * (1 - h["frac_zero_std_groups"]))
+        elif rounds <= refills:  # it stopped early: the batch was full
+            assert h["groups_trained"] == 2
+    if refills:
+        assert any(h["sampling_rounds"] > 1 for h in result.history)

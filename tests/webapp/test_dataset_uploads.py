@@ -218,6 +218,72 @@ class TestParsedInProcess:
         assert len(prompts) == 2_500 and seen == [1_000, 2_000, 2_500]
 
 
+class TestColumnMapping:
+    """A file in its own layout: its first rows shown, the columns chosen in the browser,
+    the mapping kept with the version and used by the import."""
+
+    pytestmark = pytest.mark.django_db
+
+    CSV = ("Frage,Lösung,Quelle\n"
+           '"Wie viel ist 2 + 3?",5,<script>alert(1)</script>\n'
+           '"Was ist 1/2 + 1/4?",3/4,buch\n').encode()
+
+    @pytest.fixture(autouse=True)
+    def data_dir(self, settings, tmp_path, client, personas):
+        settings.PONDER_DATA_DIR = tmp_path
+        client.force_login(personas.owner)
+        return tmp_path
+
+    def test_an_unknown_layout_waits_for_its_mapping_then_imports_with_it(self, client, django_capture_on_commit_callbacks):
+        from workers.exports import execute_import
+
+        response = post(client, "eigene.csv", self.CSV)
+        dataset = Dataset.objects.get()
+        assert dataset.status == "mapping" and response["Location"] == reverse("dataset-columns", args=[dataset.pk])
+        page = client.get(response["Location"]).content.decode()
+        assert "<th class=\"mono\">Frage</th>" in page and "Wie viel ist 2 + 3?" in page
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page  # cells are text
+        bad = client.post(response["Location"], {"prompt": "Frage"})
+        assert bad.status_code == 400 and "field &#x27;answer&#x27;" in bad.content.decode()
+        assert Dataset.objects.get().status == "mapping"  # nothing queued by a refused mapping
+        with django_capture_on_commit_callbacks(execute=False):
+            good = client.post(response["Location"], {"prompt": "Frage", "answer": "Lösung"})
+        assert good["Location"] == reverse("dataset-detail", args=[dataset.pk])
+        dataset.refresh_from_db()
+        assert dataset.status == "queued" and dataset.source["columns"] == {"prompt": "Frage", "answer": "Lösung"}
+        assert execute_import(dataset_id=dataset.pk) == "ready"
+        rows = list(Dataset.objects.get().prompts.order_by("index").values("text", "answer", "metadata"))
+        assert [(r["text"], r["answer"]) for r in rows] == [("Wie viel ist 2 + 3?", "5"), ("Was ist 1/2 + 1/4?", "3/4")]
+
+    def test_a_mapping_given_with_the_upload_skips_the_page(self, client):
+        response = client.post(reverse("dataset-import"), {
+            "project": "alpha", "name": "", "columns": json.dumps({"prompt": "Frage", "answer": "Lösung"}),
+            "file": SimpleUploadedFile("eigene.csv", self.CSV)})
+        dataset = Dataset.objects.get()
+        assert response["Location"] == reverse("dataset-detail", args=[dataset.pk]) and dataset.status == "queued"
+
+    def test_a_mapping_naming_no_such_column_is_refused_with_nothing_left(self, client, data_dir):
+        response = client.post(reverse("dataset-import"), {
+            "project": "alpha", "name": "", "columns": json.dumps({"prompt": "Question", "answer": "Lösung"}),
+            "file": SimpleUploadedFile("eigene.csv", self.CSV)})
+        assert response.status_code == 400
+        assert "no value in column &#x27;Question&#x27; (the prompt)" in response.content.decode()
+        assert not Dataset.objects.exists() and leftovers(data_dir) == []
+
+    def test_a_recognised_layout_needs_no_mapping(self, client):
+        post(client, "gsm8k.csv", b'question,answer\n"Tom has 3 apples and buys 4. How many?","3 + 4 = 7\n#### 7"\n')
+        assert Dataset.objects.get().status == "queued"
+
+    def test_only_the_owner_maps_and_an_outsider_sees_nothing(self, client, personas):
+        post(client, "eigene.csv", self.CSV)
+        url = reverse("dataset-columns", args=[Dataset.objects.get().pk])
+        client.force_login(personas.teammate)
+        assert client.post(url, {"prompt": "Frage", "answer": "Lösung"}).status_code == 400
+        assert Dataset.objects.get().status == "mapping"
+        client.force_login(personas.outsider)
+        assert client.get(url).status_code == 404
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.slow
 class TestRealWorker:

@@ -31,11 +31,22 @@ from typing import Any
 
 from django.conf import settings
 
-from engine.datasets import MAX_REPORTED, DatasetError, check_sft_row, normalize_row
+from engine.datasets import (
+    MAX_REPORTED,
+    DatasetError,
+    check_columns,
+    check_sft_row,
+    map_columns,
+    normalize_row,
+    recognise_layout,
+)
 from webapp.datasets.models import Dataset, Prompt
 
 FORMATS = ("jsonl", "parquet", "datasets")
-SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".zip": "datasets"}
+SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".zip": "datasets",
+            ".csv": "csv", ".tsv": "csv"}
+PREVIEW_ROWS = 5
+PREVIEW_CHARS = 300  # a cell longer than this is cut in the preview
 SFT_KEYS = ("completion", "messages")
 MB = 1024 * 1024
 MAX_STATE_BYTES = MB  # a state.json lists file names; anything bigger is not one
@@ -50,7 +61,7 @@ def upload_name(name: str | None) -> str:
     """The upload's file name, safe to put in a folder, or DatasetError for unknown formats."""
     name = Path(name or "upload").name
     if Path(name).suffix.lower() not in SUFFIXES:
-        raise DatasetError(f"{name}: unknown format; upload .jsonl, .parquet or a .zip of a datasets "
+        raise DatasetError(f"{name}: unknown format; upload .jsonl, .csv, .parquet or a .zip of a datasets "
                            "save_to_disk folder.")
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
@@ -235,16 +246,80 @@ def detect_kind(path: Path) -> str:
 
 
 def read_prompts(path: Path, kind: str, *, max_rows: int | None = None,
-                 on_progress: Callable[[int], None] | None = None) -> list[Prompt]:
+                 on_progress: Callable[[int], None] | None = None, columns: dict[str, str] | None = None
+                 ) -> list[Prompt]:
     """Unsaved Prompt rows (index set) from the file at `path`, or DatasetError naming bad rows.
 
     With `max_rows`, reading stops (refused) at the first row past it; `on_progress` hears
-    the number of rows read every PROGRESS_EVERY rows."""
+    the number of rows read every PROGRESS_EVERY rows; `columns` maps roles to the file's
+    column names (`engine.datasets.map_columns`)."""
     if kind == Dataset.Kind.SFT:
         rows = _checked_rows(path, _sft_row, max_rows, on_progress)
         return [_sft_prompt(i, row) for i, row in enumerate(rows)]
-    examples = _checked_rows(path, _example_row, max_rows, on_progress)
+    check = _example_row if not columns else lambda row, number: _example_row(_mapped(row, columns), number)
+    examples = _checked_rows(path, check, max_rows, on_progress)
     return [_example_prompt(i, ex) for i, ex in enumerate(examples)]
+
+
+def _mapped(row: Any, columns: dict[str, str]) -> Any:
+    return map_columns(row, columns) if isinstance(row, dict) else row
+
+
+def preview(path: Path, n: int = PREVIEW_ROWS) -> tuple[list[str], list[dict[str, str]]]:
+    """The first `n` rows of a JSONL, CSV or Parquet upload as text cells, and every column
+    name they use (in order of first appearance), for the column mapping page."""
+    rows: list[dict[str, str]] = []
+    names: dict[str, None] = {}
+    for _, row in _first_rows(path, n):
+        if not isinstance(row, dict):
+            continue
+        cells = {str(k): _cell(v) for k, v in row.items()}
+        names.update(dict.fromkeys(cells))
+        rows.append(cells)
+    return list(names), rows
+
+
+def _first_rows(path: Path, n: int) -> Iterator[tuple[str, Any]]:
+    if path.suffix.lower() == ".parquet":  # one batch, not the whole table
+        import pyarrow.parquet as pq
+
+        batch = next(pq.ParquetFile(path).iter_batches(batch_size=n), None)
+        yield from ((f"{path.name} row {i + 1}", r) for i, r in enumerate(batch.to_pylist() if batch else []))
+        return
+    for i, item in enumerate(_raw_rows(path)):
+        if i >= n:
+            return
+        yield item
+
+
+def _cell(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "…"
+
+
+def needs_mapping(path: Path) -> bool:
+    """True when the upload's first rows are neither SFT rows nor prompts in a layout
+    `engine.datasets` recognises (a zipped `datasets` folder is read as it is)."""
+    if path.suffix.lower() == ".zip":
+        return False
+    for _, row in _first_rows(path, 1):
+        if not isinstance(row, dict) or any(k in row for k in SFT_KEYS):
+            return False  # unparsable rows and SFT rows: the import reads them (or says why, with the line)
+        layout = recognise_layout(row)
+        return "prompt" not in layout or not any(k in layout for k in ("answer", "solution", "tests", "reward_model"))
+    return False
+
+
+def check_mapping(path: Path, columns: dict[str, str]) -> None:
+    """DatasetError naming the field and the rule when `columns` does not read the first rows."""
+    check_columns(columns)
+    if "prompt" not in columns:
+        raise DatasetError("columns.prompt: choose the column that holds the prompt")
+    for where, row in _first_rows(path, PREVIEW_ROWS):
+        try:
+            normalize_row(_mapped(row, columns))
+        except DatasetError as e:
+            raise DatasetError(f"{where}: {e}") from None
 
 
 def _sft_row(row: Any, number: int) -> dict[str, Any]:

@@ -13,7 +13,9 @@ class Dataset(models.Model):
 
     class Status(models.TextChoices):
         # An upload is staged by the web process and parsed by a worker: queued → importing
-        # → ready, or failed with the reason. Every other dataset is written ready.
+        # → ready, or failed with the reason; one in a layout Ponder does not recognise waits
+        # in `mapping` for its column mapping first. Every other dataset is written ready.
+        MAPPING = "mapping", "Waiting for its column mapping"
         QUEUED = "queued", "Queued for import"
         IMPORTING = "importing", "Importing"
         READY = "ready", "Ready"

@@ -45,3 +45,16 @@ def export_for(dataset: Dataset, export_id: int) -> DatasetExport:
 def is_importing(dataset: Dataset) -> bool:
     """Still with a worker (queued or being parsed): its page refreshes until it ends."""
     return dataset.status in (Dataset.Status.QUEUED, Dataset.Status.IMPORTING)
+
+
+def upload_preview(dataset: Dataset) -> tuple[list[str], list[dict[str, str]]]:
+    """The column names and first rows of a staged upload (empty once it is imported)."""
+    from webapp.datasets import files, services
+
+    path = services.upload_dir(dataset.pk) / files.upload_name(dataset.source.get("file"))
+    if not path.is_file():
+        return [], []
+    try:
+        return files.preview(path)
+    except files.DatasetError:
+        return [], []

@@ -95,12 +95,16 @@ def upload_dir(dataset_id: int) -> Path:
     return uploads_dir() / str(dataset_id)
 
 
-def dataset_upload_start(*, project: Project, user: AuthUser, name: str, upload: Any) -> Dataset:
-    """A queued dataset for an uploaded JSONL, Parquet or zipped `datasets` folder: the file
-    is saved to its staging folder and a worker parses it (`dataset_import_run`).
+def dataset_upload_start(*, project: Project, user: AuthUser, name: str, upload: Any,
+                         columns: dict[str, str] | None = None) -> Dataset:
+    """A queued dataset for an uploaded JSONL, CSV, Parquet or zipped `datasets` folder: the
+    file is saved to its staging folder and a worker parses it (`dataset_import_run`). A file
+    in a layout Ponder does not recognise, given no `columns`, waits in status `mapping` for
+    `dataset_columns_set`.
 
     Raises ValidationError({"file": ...}) when the size or the file's metadata alone refuse
-    it (`files.check_upload`); then no row and no file is left behind."""
+    it (`files.check_upload`), or ({"columns": ...}) for a mapping that does not read its
+    first rows; then no row and no file is left behind."""
     _check_owner(user, project)
     original = Path(upload.name or "upload").name
     name = _check_name(name or Path(original).stem)
@@ -113,34 +117,68 @@ def dataset_upload_start(*, project: Project, user: AuthUser, name: str, upload:
     incoming = uploads_dir() / f"incoming-{uuid.uuid4().hex}"
     incoming.mkdir(parents=True)
     try:
-        files.check_upload(files.save_upload(upload, incoming / filename))
-        return _queue_import(project, user, name, original, incoming)
+        staged = files.save_upload(upload, incoming / filename)
+        files.check_upload(staged)
     except DatasetError as e:
+        shutil.rmtree(incoming, ignore_errors=True)
         raise ValidationError({"file": str(e)}) from None
+    try:
+        if columns:
+            files.check_mapping(staged, columns)
+        waits = not columns and files.needs_mapping(staged)
+        return _queue_import(project, user, name, original, incoming, columns or None, waits)
+    except DatasetError as e:
+        raise ValidationError({"columns" if columns else "file": str(e)}) from None
     finally:
         shutil.rmtree(incoming, ignore_errors=True)
 
 
-def _queue_import(project: Project, user: AuthUser, name: str, original: str, incoming: Path) -> Dataset:
+def dataset_columns_set(*, dataset: Dataset, user: AuthUser, columns: dict[str, str]) -> Dataset:
+    """Queue the import of an upload waiting for its mapping, with `columns` (role → the
+    file's column) stored in its `source`. ValidationError({"columns": ...}) names the
+    field and the rule when the mapping does not read the file's first rows."""
+    _check_owner(user, dataset.project)
+    if dataset.status != Dataset.Status.MAPPING:
+        raise ValidationError({"columns": f"this dataset is {dataset.status}, not waiting for a column mapping"})
+    path = upload_dir(dataset.pk) / files.upload_name(dataset.source.get("file"))
+    try:
+        files.check_mapping(path, columns)
+    except DatasetError as e:
+        raise ValidationError({"columns": str(e)}) from None
+    with transaction.atomic():
+        updated = Dataset.objects.filter(pk=dataset.pk, status=Dataset.Status.MAPPING).update(
+            status=Dataset.Status.QUEUED, source={**dataset.source, "columns": columns})
+        if updated:
+            transaction.on_commit(lambda: _enqueue_import(dataset.pk))
+    dataset.refresh_from_db()
+    return dataset
+
+
+def _queue_import(project: Project, user: AuthUser, name: str, original: str, incoming: Path,
+                  columns: dict[str, str] | None, waits: bool) -> Dataset:
     for attempt in range(3):
         try:
-            return _create_queued(project, user, name, original, incoming)
+            return _create_queued(project, user, name, original, incoming, columns, waits)
         except IntegrityError:  # someone took the same version number first; take the next
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")
 
 
-def _create_queued(project: Project, user: AuthUser, name: str, original: str, incoming: Path) -> Dataset:
+def _create_queued(project: Project, user: AuthUser, name: str, original: str, incoming: Path,
+                   columns: dict[str, str] | None, waits: bool) -> Dataset:
     staged: Path | None = None
+    source = {"type": "upload", "file": original, **({"columns": columns} if columns else {})}
     try:
         with transaction.atomic():
             latest = Dataset.objects.filter(project=project, name=name).aggregate(v=Max("version"))["v"] or 0
             dataset = Dataset.objects.create(project=project, name=name, version=latest + 1, created_by=user,
-                                             status=Dataset.Status.QUEUED, source={"type": "upload", "file": original})
+                                             status=Dataset.Status.MAPPING if waits else Dataset.Status.QUEUED,
+                                             source=source)
             staged = upload_dir(dataset.pk)
             os.rename(incoming, staged)  # same folder tree: a rename, not a copy
-            transaction.on_commit(lambda: _enqueue_import(dataset.pk))
+            if not waits:
+                transaction.on_commit(lambda: _enqueue_import(dataset.pk))
         return dataset
     except BaseException:
         if staged is not None:  # the row never committed: its file goes too
@@ -173,9 +211,11 @@ def dataset_import_run(*, dataset_id: int) -> None:
     if not path.is_file():
         raise DatasetError(f"{path.name}: the uploaded file is no longer in its staging folder; upload it again.")
     data = files.unpack(path, folder / "work")
-    kind = files.detect_kind(data)
+    columns = dataset.source.get("columns") or None
+    kind = Dataset.Kind.PROMPTS if columns else files.detect_kind(data)
     prompts = files.read_prompts(data, kind, max_rows=int(settings.PONDER_MAX_DATASET_ROWS),
-                                 on_progress=lambda n: import_progress(dataset_id=dataset.pk, rows=n))
+                                 on_progress=lambda n: import_progress(dataset_id=dataset.pk, rows=n),
+                                 columns=columns)
     _store_import(dataset, kind, prompts)
 
 

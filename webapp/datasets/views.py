@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET
 
 from webapp.datasets import selectors, services, uploads
 from webapp.datasets.files import FORMATS
-from webapp.datasets.forms import ImportForm
+from webapp.datasets.forms import ColumnsForm, ImportForm
 from webapp.datasets.models import Dataset, DatasetExport
 from webapp.projects.selectors import AuthedRequest
 
@@ -47,7 +47,10 @@ def dataset_import(request: AuthedRequest) -> HttpResponse:
         try:
             dataset = services.dataset_upload_start(project=form.projects[form.cleaned_data["project"]],
                                                     user=request.user, name=form.cleaned_data["name"],
-                                                    upload=form.cleaned_data["file"])
+                                                    upload=form.cleaned_data["file"],
+                                                    columns=form.cleaned_data.get("columns") or None)
+            if dataset.status == Dataset.Status.MAPPING:
+                return redirect("dataset-columns", dataset_id=dataset.pk)
             return redirect("dataset-detail", dataset_id=dataset.pk)
         except ValidationError as e:
             for field, msgs in e.message_dict.items():
@@ -58,6 +61,29 @@ def dataset_import(request: AuthedRequest) -> HttpResponse:
     status = 400 if request.method == "POST" else 200
     return render(request, "datasets/import.html", {"form": form, "projects": projects,
                                                     "max_upload_mb": settings.PONDER_MAX_UPLOAD_MB}, status=status)
+
+
+def dataset_columns(request: AuthedRequest, dataset_id: int) -> HttpResponse:
+    """An upload in a layout Ponder does not recognise: its first rows, and which column is what."""
+    dataset = selectors.dataset_for(request.user, dataset_id)
+    if dataset.status != Dataset.Status.MAPPING:
+        return redirect("dataset-detail", dataset_id=dataset.pk)
+    names, rows = selectors.upload_preview(dataset)
+    form = ColumnsForm(request.POST or None, names=names)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.dataset_columns_set(dataset=dataset, user=request.user, columns=form.mapping())
+            return redirect("dataset-detail", dataset_id=dataset.pk)
+        except ValidationError as e:
+            for msgs in e.message_dict.values():
+                for m in msgs:
+                    form.add_error(None, m)
+        except PermissionDenied as e:
+            form.add_error(None, str(e))
+    status = 400 if request.method == "POST" else 200
+    return render(request, "datasets/columns.html", {"dataset": dataset, "form": form, "names": names,
+                                                     "rows": [[r.get(n, "") for n in names] for r in rows]},
+                  status=status)
 
 
 @require_GET

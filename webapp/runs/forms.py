@@ -28,7 +28,7 @@ KNOWN_CHOICES: dict[str, tuple[str, ...]] = {
     "scale_rewards": ADVANTAGE_SCALES,
     "dtype": ("float32", "bfloat16", "float16"),
     "prompt_style": ("auto", "r1_zero", "chat"),
-    "generation_backend": ("torch", "vllm"),
+    "generation_backend": ("torch", "vllm", "auto"),
     "template": ("none", "auto", "r1_zero", "chat"),
     "device": ("cpu", "cuda"),
     "launcher": ("none", "torchrun", "accelerate"),
