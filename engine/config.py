@@ -23,6 +23,7 @@ LOSS_TYPES = ("grpo", "bnpo", "dapo", "dr_grpo", "cispo")
 IS_LEVELS = ("token", "sequence")  # token: PPO/GRPO; sequence: GSPO
 TIS_MODES = ("truncate", "mask")
 OLD_LOGPROBS = ("auto", "sampler", "recompute")
+BATCH_LAYOUTS = ("auto", "grouped", "packed", "padded")
 DTYPES = ("float32", "bfloat16", "float16")
 LAUNCHERS = ("none", "torchrun", "accelerate")
 SHARDINGS = ("none", "fsdp")
@@ -257,10 +258,11 @@ class GRPOConfig(TrainConfig):
                                       "its key/value cache for the group's completions (same result, "
                                       "several times fewer tokens); turn off for models whose cache "
                                       "cannot be indexed.")
-    pack_sequences: bool = option(False, "Train on sequences packed end to end into rows, without padding "
-                                  "(each completion carries its prompt, so prompt sharing is off): for GPUs with "
-                                  "flash-attention's variable-length kernel. Where a group's completions share a "
-                                  "prompt, the default (share_prompt_cache) does less work on a CPU.")
+    batch_layout: str = option("auto", "How training lays out a micro-batch: grouped (each prompt once, its "
+                               "cache reused by its completions), packed (prompt + completion end to end, no "
+                               "padding; flash-attention's variable-length kernel on a GPU), padded (one padded "
+                               "row each), or auto: grouped or packed, whichever computes fewer tokens (padded "
+                               "or packed with share_prompt_cache off; grouped or padded with several processes).")
     stream_samples: int = option(2, "Completions of the first prompt streamed live each step.")
     eval_temperature: float = option(0.6, "Sampling temperature for evaluation (R1's pass@1 setting: 0.6; "
                                      "0: greedy, which flips from guessing to reasoning in a step or two "
@@ -317,6 +319,10 @@ class GRPOConfig(TrainConfig):
                 "ref_refresh_steps needs beta > 0: without a KL penalty there is no reference model.")
         require(self.num_iterations >= 1, "num_iterations must be at least 1.")
         require(self.max_refills >= 0, f"max_refills must be >= 0, got {self.max_refills}.")
+        require(self.batch_layout in BATCH_LAYOUTS, f"batch_layout must be one of {', '.join(BATCH_LAYOUTS)}, "
+                f"got {self.batch_layout!r}.")
+        require(self.batch_layout != "grouped" or self.share_prompt_cache,
+                "batch_layout grouped reuses the prompt cache: it needs share_prompt_cache on.")
         require(self.old_logprobs in OLD_LOGPROBS, f"old_logprobs must be one of {', '.join(OLD_LOGPROBS)}, "
                 f"got {self.old_logprobs!r}.")
         require(self.old_logprobs != "sampler" or self.temperature == 1.0,

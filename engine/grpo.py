@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -44,6 +45,7 @@ from engine.training import (
     configure_threads,
     load_policy,
     micro_batches,
+    packing_supported,
     pad_token_id,
     restore_training_state,
     save_stage_checkpoint,
@@ -84,6 +86,7 @@ class _Run:
     history: list[dict[str, float]] = field(default_factory=list)
     last_checkpoint: str | None = None
     eos: set[int] = field(default_factory=set)  # a completion ending in one has no stop string
+    packing_ok: bool = False  # the model reads packed rows as separate sequences (`packing_supported`)
 
 
 def run_grpo(
@@ -175,7 +178,11 @@ def _setup(config: GRPOConfig, sink: Sink, resume_from: str | Path | None,
                DataCursor.restore(len(train), config.seed, data_state.get("cursor")),
                RewardScorer(config.rewards, _task(config), sink.log,
                             {**sandboxed_rewards(config.custom_rewards), **reward_functions}), world=world,
-               ref_model=ref_model, step=int(state.get("step", 0)), eos=eos_ids(model, tokenizer))
+               ref_model=ref_model, step=int(state.get("step", 0)), eos=eos_ids(model, tokenizer),
+               packing_ok=config.batch_layout in ("auto", "packed") and packing_supported(model))
+    if config.batch_layout == "packed" and not run.packing_ok:
+        raise ValueError("batch_layout packed: this model does not read packed rows as separate sequences "
+                         "(its attention ignores restarting position ids); use grouped or padded.")
     return run
 
 
@@ -375,20 +382,39 @@ def _correction(cfg: GRPOConfig, batch: Batch, first_pass: bool) -> dict[str, An
     return {"sampler_logp": batch.sampler_logp, "tis_cap": cfg.tis_cap or None, "tis_mode": cfg.tis_mode}
 
 
-def _batch_builder(cfg: GRPOConfig) -> Any:
-    """Packed (no padding), grouped (each prompt once) or plain padded rows."""
-    if cfg.pack_sequences:
-        return build_packed_batch
-    return build_grouped_batch if cfg.share_prompt_cache else build_token_batch
+_BUILDERS: dict[str, Callable[..., Batch]] = {"grouped": build_grouped_batch, "packed": build_packed_batch,
+                                              "padded": build_token_batch}
+
+
+def _layout(run: _Run, chunk: list[Any]) -> str:
+    """The micro-batch layout: as configured, or for `auto` the one that computes fewer
+    tokens. Packed rows hold every token once; grouped rows hold each distinct prompt once
+    but pad every completion to the longest (packing must also beat the cost of its block
+    mask, hence the margin). Several processes must run the same forwards, so they do not
+    choose per batch."""
+    cfg = run.config
+    if cfg.batch_layout != "auto":
+        return cfg.batch_layout
+    fallback = "grouped" if cfg.share_prompt_cache else "padded"
+    if run.world.size > 1 or not run.packing_ok or not chunk:
+        return fallback
+    packed = sum(len(s.prompt_ids) + len(s.completion_ids) for s in chunk)
+    longest = max(len(s.completion_ids) for s in chunk)
+    if cfg.share_prompt_cache:
+        prompts = {tuple(s.prompt_ids) for s in chunk}
+        other = len(prompts) * max(len(p) for p in prompts) + len(chunk) * longest
+    else:
+        other = len(chunk) * max(len(s.prompt_ids) + len(s.completion_ids) for s in chunk)
+    return "packed" if packed < 0.8 * other else fallback
 
 
 def _micro_batches(run: _Run, samples: list[Any]) -> list[tuple[Batch, list[int]]]:
     """Token batches of at most `micro_batch_size` rows (overlong rows masked if asked)."""
     pad = pad_token_id(run.tokenizer)
-    build = _batch_builder(run.config)
     out: list[tuple[Batch, list[int]]] = []
     for rows in micro_batches(len(samples), run.config.micro_batch_size):
         chunk = [samples[i] for i in rows]
+        build = _BUILDERS[_layout(run, chunk)]
         batch = build([s.prompt_ids for s in chunk], [s.completion_ids for s in chunk], pad, run.config.device)
         attach_sampler_logprobs(batch, [s.logprobs for s in chunk])
         if run.config.mask_truncated_completions:
@@ -428,7 +454,7 @@ def _dummy(run: _Run) -> Batch:
     """A one-token batch for the passes a rank runs only to keep a sharded model's
     collectives in step with the others."""
     pad = pad_token_id(run.tokenizer)
-    build = _batch_builder(run.config)  # as many forwards
+    build = _BUILDERS[_layout(run, [])]  # the layout every rank uses: as many forwards
     return build([[pad]], [[pad]], pad, run.config.device)
 
 

@@ -293,6 +293,22 @@ def packed_logprobs(
     return out, entropy
 
 
+def packing_supported(model: torch.nn.Module) -> bool:
+    """Whether `model` reads restarting position ids as separate sequences (transformers'
+    packed-sequence masks do; a model with its own attention mask code may not): the
+    log-probs of three short sequences, two of them sharing a packed row, match the
+    sequences run one by one."""
+    device = next(model.parameters()).device
+    vocab = int(getattr(getattr(model, "config", None), "vocab_size", 16) or 16)
+    seqs = [[t % vocab for t in seq] for seq in ([1, 2, 3, 4], [5, 6], [7, 8])]
+    with torch.no_grad():
+        batch = build_packed_batch([s[:1] for s in seqs], [s[1:] for s in seqs], 0, str(device))
+        packed = packed_logprobs(model, batch)[0][batch.mask]
+        alone = torch.cat([token_logprobs(model, build_token_batch([s[:1]], [s[1:]], 0, str(device)))[0][0]
+                           for s in seqs])
+    return bool(torch.allclose(packed, alone, atol=1e-3))
+
+
 def sequence_logprobs(
     model: torch.nn.Module, batch: TokenBatch | GroupedBatch | PackedBatch, temperature: float = 1.0,
     with_entropy: bool = False,
@@ -362,12 +378,17 @@ class _ChunkedLogprobs(torch.autograd.Function):
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         logits, targets, lse = ctx.saved_tensors
         grad = torch.empty_like(logits)
+        in_place = logits.dtype == torch.float32 and ctx.temperature == 1.0
         for s in range(0, logits.shape[0], ctx.rows):
             e = s + ctx.rows
             g = grad_out[s:e].unsqueeze(-1).float()  # (b, T, 1)
-            gx = torch.exp(_scaled(logits[s:e], ctx.temperature) - lse[s:e].unsqueeze(-1)).mul_(-g)
-            gx.scatter_add_(-1, targets[s:e].unsqueeze(-1), g)
-            grad[s:e] = gx.div_(ctx.temperature) if ctx.temperature != 1.0 else gx
+            if in_place:  # the softmax is written straight into the gradient: no temporary at all
+                gx = torch.sub(logits[s:e], lse[s:e].unsqueeze(-1), out=grad[s:e])
+            else:
+                gx = _scaled(logits[s:e], ctx.temperature).sub_(lse[s:e].unsqueeze(-1))
+            gx.exp_().mul_(-g).scatter_add_(-1, targets[s:e].unsqueeze(-1), g)
+            if not in_place:
+                grad[s:e] = gx.div_(ctx.temperature) if ctx.temperature != 1.0 else gx
         return grad, None, None, None
 
 

@@ -85,3 +85,23 @@ def test_packed_sequences_give_the_padded_log_probs_and_gradients(tmp_path) -> N
     torch.testing.assert_close(ea, eb, atol=1e-5, rtol=1e-5)
     for x, y in zip(ga, gb, strict=True):
         torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)
+
+
+def test_packing_is_checked_on_the_model(tmp_path) -> None:
+    """A model whose attention reads restarting positions as new sequences passes; one that
+    attends across them (positions ignored by its mask) is caught."""
+    from transformers import AutoModelForCausalLM
+
+    from engine.training import packing_supported
+
+    model = AutoModelForCausalLM.from_pretrained(build_tiny_model(tmp_path / "m"))
+    assert packing_supported(model)
+    forward = model.forward
+
+    def leaky(*args, position_ids=None, **kwargs):  # as a model that builds its own causal mask would
+        if position_ids is not None:
+            position_ids = torch.arange(position_ids.shape[1]).expand_as(position_ids)
+        return forward(*args, position_ids=position_ids, **kwargs)
+
+    model.forward = leaky
+    assert not packing_supported(model)

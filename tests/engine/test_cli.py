@@ -44,6 +44,20 @@ def test_eval_runs_into_the_output_dir(tiny_teacher: Path, tmp_path: Path, capsy
     assert json.loads((out / "stage_config.json").read_text())["output_dir"] == str(out)
 
 
+def test_eval_reads_a_csv_in_its_own_layout_through_columns(tiny_teacher: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    """The CLI reads a user's file with the same mapping the web app stores (`columns`)."""
+    data = tmp_path / "mine.csv"
+    data.write_text("Frage,Lösung\n" + "".join(f'"Was ist {i} + {i}?",{2 * i}\n' for i in range(6)))
+    config = write(tmp_path / "eval.json", {"model": str(tiny_teacher), **SAMPLING, "task": None,
+                                           "dataset": str(data), "columns": {"prompt": "Frage", "answer": "Lösung"}})
+    assert main(["eval", "--config", config, "--output-dir", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    results = lines(tmp_path / "out" / "eval_results.jsonl")
+    assert [r["question"] for r in results] == [f"Was ist {i} + {i}?" for i in range(6)]
+    assert [r["reference"] for r in results] == [str(2 * i) for i in range(6)]
+
+
 def test_sft_trains_and_resumes_from_a_checkpoint(tiny_teacher: Path, tmp_path: Path) -> None:
     rows = [{"prompt": f"Q: {a} plus 1?", "completion": f" A: {a + 1}"} for a in range(8)]
     data = tmp_path / "rows.jsonl"

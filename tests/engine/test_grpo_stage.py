@@ -120,7 +120,7 @@ def test_micro_batch_size_does_not_change_the_update(tiny_model: Path, tmp_path:
 
 
 def test_sharing_the_prompt_cache_or_packing_gives_the_same_update(tiny_model: Path, tmp_path: Path) -> None:
-    layouts = [{"share_prompt_cache": True}, {"share_prompt_cache": False}, {"pack_sequences": True}]
+    layouts = [{"batch_layout": "grouped"}, {"batch_layout": "padded"}, {"batch_layout": "packed"}]
     results = [run(make_config(tiny_model, tmp_path / str(i), steps=1, eval_examples=0, beta=0.1, num_iterations=2,
                                old_logprobs="recompute", **layout)) for i, layout in enumerate(layouts)]
     shared, plain, packed = (r.history[0] for r in results)

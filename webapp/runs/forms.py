@@ -15,7 +15,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 
-from engine.config import ADVANTAGE_SCALES, IS_LEVELS, LOSS_TYPES, TIS_MODES
+from engine.config import ADVANTAGE_SCALES, BATCH_LAYOUTS, IS_LEVELS, LOSS_TYPES, OLD_LOGPROBS, TIS_MODES
 
 # Fields the web app fills itself.
 HIDDEN_FIELDS = {"output_dir"}
@@ -25,6 +25,8 @@ KNOWN_CHOICES: dict[str, tuple[str, ...]] = {
     "loss_type": LOSS_TYPES,
     "importance_sampling_level": IS_LEVELS,
     "tis_mode": TIS_MODES,
+    "batch_layout": BATCH_LAYOUTS,
+    "old_logprobs": OLD_LOGPROBS,
     "scale_rewards": ADVANTAGE_SCALES,
     "dtype": ("float32", "bfloat16", "float16"),
     "prompt_style": ("auto", "r1_zero", "chat"),
