@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from engine.rewards.language import known_language
 from engine.tasks.base import Example, last_boxed
 
 FORMATS = ("jsonl", "parquet", "datasets")  # what SFT datasets are written as
@@ -201,9 +202,10 @@ def normalize_row(row: Any, *, index: int = 0, task: str = "custom") -> Example:
         raise DatasetError("field 'tests': must be Python source (a string) or absent")
     if answer is None and tests is None:
         raise DatasetError("field 'answer': a row needs 'solution', 'answer', 'reward_model.ground_truth' or 'tests'")
-    language = row.get("language") or "en"
-    if language not in ("en", "zh"):
-        raise DatasetError("field 'language': must be 'en' or 'zh'")
+    language = row.get("language") or "auto"
+    if language != "auto" and not known_language(language):
+        raise DatasetError("field 'language': must be an ISO 639-1 code such as 'en', 'zh' or 'fr', or 'auto' "
+                           "(the prompt's language, detected)")
     example: Example = {k: v for k, v in row.items() if k not in ("prompt", "solution", "answer", "reward_model")}
     example.update(id=str(row.get("id", f"{task}-{index}")), prompt=prompt, answer=answer if answer is not None else "",
                    tests=tests, language=language, task=task)

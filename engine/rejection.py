@@ -100,7 +100,7 @@ def is_language_mixed(completion: str, example: Example, min_share: float) -> bo
     language. Reasoning without words (only numbers and symbols) is not mixed."""
     if min_share <= 0 or sum(count_units(reasoning_text(completion)).values()) == 0:
         return False
-    return language_reward(completion, {"language": example.get("language") or "en"}) < min_share
+    return language_reward(completion, {**example, "language": example.get("language") or "auto"}) < min_share
 
 
 def has_long_paragraph(completion: str, max_chars: int) -> bool:

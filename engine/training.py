@@ -6,6 +6,7 @@ Shapes: B = sequences in a batch, L = padded sequence length, V = vocabulary.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import random
@@ -280,7 +281,7 @@ def packed_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Like `token_logprobs` for a PackedBatch: logp (B, T) of each completion token, with
     logits computed only at the M positions that predict one."""
-    kwargs = {"logits_to_keep": batch.keep} if _accepts(model, "logits_to_keep") else {}
+    kwargs = {"logits_to_keep": batch.keep} if _accepts(model, "logits_to_keep") and _keeps_by_mask() else {}
     logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False, **kwargs).logits
     if logits.dim() == 3:  # a model that computed every position's logits
         logits = logits[batch.keep]
@@ -293,6 +294,14 @@ def packed_logprobs(
     return out, entropy
 
 
+@functools.cache
+def _keeps_by_mask() -> bool:
+    """Whether this transformers takes a (B, L) boolean `logits_to_keep` (5.2x and later)."""
+    import transformers.modeling_utils as modeling_utils
+
+    return hasattr(modeling_utils, "slice_logits_to_keep")
+
+
 def packing_supported(model: torch.nn.Module) -> bool:
     """Whether `model` reads restarting position ids as separate sequences (transformers'
     packed-sequence masks do; a model with its own attention mask code may not): the
@@ -301,11 +310,14 @@ def packing_supported(model: torch.nn.Module) -> bool:
     device = next(model.parameters()).device
     vocab = int(getattr(getattr(model, "config", None), "vocab_size", 16) or 16)
     seqs = [[t % vocab for t in seq] for seq in ([1, 2, 3, 4], [5, 6], [7, 8])]
-    with torch.no_grad():
-        batch = build_packed_batch([s[:1] for s in seqs], [s[1:] for s in seqs], 0, str(device))
-        packed = packed_logprobs(model, batch)[0][batch.mask]
-        alone = torch.cat([token_logprobs(model, build_token_batch([s[:1]], [s[1:]], 0, str(device)))[0][0]
-                           for s in seqs])
+    try:
+        with torch.no_grad():
+            batch = build_packed_batch([s[:1] for s in seqs], [s[1:] for s in seqs], 0, str(device))
+            packed = packed_logprobs(model, batch)[0][batch.mask]
+            alone = torch.cat([token_logprobs(model, build_token_batch([s[:1]], [s[1:]], 0, str(device)))[0][0]
+                               for s in seqs])
+    except Exception:  # noqa: BLE001 - a model that cannot even run packed rows does not support them
+        return False
     return bool(torch.allclose(packed, alone, atol=1e-3))
 
 

@@ -1,5 +1,11 @@
 """The `language` reward: R1's language-consistency reward, the share of the reasoning
-written in ``example["language"]`` (``"en"`` or ``"zh"``).
+written in ``example["language"]``: an ISO 639-1 code (``"en"`` when absent), or ``"auto"``
+(what users' datasets get when a row does not say) for the prompt's language, detected by
+lingua.
+
+English and Chinese, the seed's two, are counted by units as below (fast, exact on
+mixed text). Any other language goes through lingua: the reasoning is cut into sentences
+and each sentence's letters count for the language lingua finds in it.
 
 Reasoning is the text inside the ``<think>`` block (up to ``</think>``; the opening tag
 may have been pre-filled by the prompt), else the whole completion. Before counting,
@@ -22,6 +28,7 @@ The reward is target units / all units, in [0, 1]; reasoning with no units score
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -45,12 +52,76 @@ def language_reward(completion: str, example: dict[str, Any]) -> float:
     >>> language_reward("", {"language": "en"})
     0.0
     """
-    language = example.get("language", "en")
+    language = example.get("language") or "en"  # CONTRACTS: a row without one is read as English
+    if language == "auto":
+        language = prompt_language(example) or "en"
+    text = reasoning_text(completion)[:MAX_CHARS]
     if language not in LANGUAGES:
-        raise ValueError(f"language must be one of {', '.join(LANGUAGES)}, got {language!r}")
-    counts = count_units(reasoning_text(completion)[:MAX_CHARS])
+        return lingua_share(text, language)
+    counts = count_units(text)
     total = sum(counts.values())
     return counts[language] / total if total else 0.0
+
+
+# Languages lingua tells apart when it detects a prompt's language, or a sentence's in a
+# reasoning (plus the target, when it is not among them). All 75 of lingua's at once cost
+# ~1 GB and 16 s to load; these ~220 MB and a few seconds, once per process.
+COMMON = ("ar", "de", "en", "es", "fa", "fr", "hi", "id", "it", "ja", "ko", "nl", "pl", "pt", "ru", "sv",
+          "th", "tr", "uk", "vi", "zh")
+_SENTENCE = re.compile(r"(?<=[.!?;:。！？；：])\s*|\n+")
+_LETTER = re.compile(r"[^\W\d_]")
+
+
+def known_language(code: str) -> bool:
+    """Whether `code` is an ISO 639-1 code lingua can detect."""
+    from lingua import IsoCode639_1
+
+    return isinstance(code, str) and code.isalpha() and hasattr(IsoCode639_1, code.upper())
+
+
+@functools.cache
+def _detector(extra: str | None = None) -> Any:
+    from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
+
+    codes = sorted(set(COMMON) | ({extra} if extra else set()))
+    languages = [Language.from_iso_code_639_1(getattr(IsoCode639_1, c.upper())) for c in codes]
+    return LanguageDetectorBuilder.from_languages(*languages).build()
+
+
+def detect_language(text: str, among: str | None = None) -> str | None:
+    """The ISO 639-1 code of `text`'s language (math and code left out), or None."""
+    found = _detector(among if among not in COMMON else None).detect_language_of(_STRIP.sub(" ", text))
+    return None if found is None else found.iso_code_639_1.name.lower()
+
+
+@functools.lru_cache(maxsize=4096)
+def _prompt_language(text: str) -> str | None:
+    return detect_language(text)
+
+
+def prompt_language(example: dict[str, Any]) -> str | None:
+    """The language of the example's prompt (its user turns, for chat prompts)."""
+    prompt = example.get("prompt") or example.get("question") or ""
+    if isinstance(prompt, list):
+        prompt = "\n".join(m.get("content", "") for m in prompt if m.get("role") == "user")
+    return _prompt_language(str(prompt)[:MAX_CHARS]) if str(prompt).strip() else None
+
+
+def lingua_share(text: str, language: str) -> float:
+    """Share of the letters of `text` in sentences lingua reads as `language`.
+
+    >>> lingua_share("Réfléchissons. Nous ajoutons deux et deux.", "fr")
+    1.0
+    """
+    if not known_language(language):
+        raise ValueError(f"language must be an ISO 639-1 code lingua knows (or auto), got {language!r}")
+    total = hits = 0
+    for sentence in _SENTENCE.split(_STRIP.sub(" ", text)):
+        letters = len(_LETTER.findall(sentence))
+        if letters:
+            total += letters
+            hits += letters * (detect_language(sentence, language) == language)
+    return hits / total if total else 0.0
 
 
 def reasoning_text(completion: str) -> str:

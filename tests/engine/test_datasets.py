@@ -212,3 +212,13 @@ def test_a_csv_row_with_more_cells_than_the_header_is_named(tmp_path: Path) -> N
     path.write_text("prompt,answer\n2 + 3?,5\n1 + 1?,2,extra\n")
     with pytest.raises(DatasetError, match="bad.csv line 3: 3 cells, but the header names 2 columns"):
         load_examples(path)
+
+
+def test_a_rows_language_is_any_iso_code_or_auto(tmp_path: Path) -> None:
+    path = tmp_path / "langs.jsonl"
+    path.write_text(json.dumps({"prompt": "Combien font 2 + 2 ?", "answer": "4"}) + "\n"
+                    + json.dumps({"prompt": "Wie viel ist 2 + 2?", "answer": "4", "language": "de"}) + "\n")
+    assert [r["language"] for r in load_examples(path)] == ["auto", "de"]
+    path.write_text(json.dumps({"prompt": "2 + 2?", "answer": "4", "language": "klingon"}) + "\n")
+    with pytest.raises(DatasetError, match="langs.jsonl line 1: field 'language': must be an ISO 639-1 code"):
+        load_examples(path)

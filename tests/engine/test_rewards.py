@@ -131,11 +131,6 @@ def test_language(completion: str, lang: str, want: float) -> None:
     assert language(completion, {"language": lang}) == pytest.approx(want)
 
 
-def test_language_rejects_unknown_languages() -> None:
-    with pytest.raises(ValueError, match="en, zh"):
-        language("hello", {"language": "fr"})
-
-
 def test_language_is_fast_on_huge_input() -> None:
     assert language("<think>" + "word " * 400_000 + "$$ unclosed", {"language": "en"}) == 1.0
 
@@ -232,3 +227,38 @@ def test_docstring_examples_run(module: str) -> None:
             pytest.skip(str(exc))
     failures, attempted = doctest.testmod(mod)
     assert attempted > 0 and failures == 0
+
+
+# ---- language consistency in any language (lingua) -------------------------------------
+
+FRENCH_PROMPT = {"prompt": "Combien font deux plus deux ? Réfléchis étape par étape.", "language": "auto"}
+
+
+@pytest.mark.parametrize("completion,low,high", [
+    ("<think>Réfléchissons. Deux plus deux font quatre. Je vérifie encore une fois.</think> 4", 0.99, 1.0),
+    ("<think>Let me think. Two plus two is four. I check it once more.</think> 4", 0.0, 0.01),
+    ("<think>Réfléchissons bien ensemble. Two plus two is four, I am sure.</think> 4", 0.3, 0.7),
+])
+def test_the_prompts_language_is_detected_and_the_reasoning_scored_in_it(completion: str, low: float,
+                                                                          high: float) -> None:
+    from engine.rewards.language import language_reward
+
+    assert low <= language_reward(completion, FRENCH_PROMPT) <= high
+
+
+def test_a_rows_language_overrides_detection_and_math_belongs_to_no_language() -> None:
+    from engine.rewards.language import language_reward
+
+    german = "<think>Lass uns nachdenken. Wir rechnen $x^2 + y^2 = z^2$ und prüfen es.</think> 5"
+    assert language_reward(german, {**FRENCH_PROMPT, "language": "de"}) == 1.0
+    assert language_reward(german, FRENCH_PROMPT) == 0.0
+    chat = {"language": "auto", "prompt": [{"role": "system", "content": "You are helpful."},
+                       {"role": "user", "content": "Wie viel ist zwei plus zwei? Denk Schritt für Schritt."}]}
+    assert language_reward(german, chat) == 1.0  # the user's turns say what the language is
+
+
+def test_an_unknown_language_code_is_refused() -> None:
+    from engine.rewards.language import language_reward
+
+    with pytest.raises(ValueError, match="ISO 639-1 code"):
+        language_reward("<think>hm</think>", {"language": "xx"})

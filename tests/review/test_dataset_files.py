@@ -105,7 +105,7 @@ def test_bad_rows_are_named_and_the_import_fails(client, personas, name, content
 
 
 @pytest.mark.parametrize("name, content, message", [
-    ("bad.csv", b"a,b\n", "bad.csv: unknown format"),
+    ("bad.xlsx", b"a,b\n", "bad.xlsx: unknown format"),
     ("bad.zip", b"not a zip", "bad.zip: not a zip file"),
 ])
 def test_bad_files_are_refused_at_upload(client, personas, name, content, message):

@@ -14,6 +14,22 @@ def test_the_form_shows_every_field_with_help(client, personas):
     assert "G: completions sampled per prompt" in body
 
 
+@pytest.mark.parametrize("stage", ["grpo", "sft", "eval", "rejection", "distill"])
+def test_every_field_sits_in_a_named_section_in_reading_order(client, personas, stage):
+    import re
+
+    client.force_login(personas.owner)
+    body = client.get(reverse("run-new") + f"?stage={stage}").content.decode()
+    sections = re.findall(r'data-section="([^"]+)"', body)
+    assert sections and "Other" not in sections  # every config field has a home
+    order = ["Model", "Data", "Rewards", "Phases", "Algorithm", "Sampling", "Schedule", "Resources"]
+    assert sections == [s for s in order if s in sections]
+    if stage == "grpo":
+        algorithm = body.split('data-section="Algorithm"')[1].split("</fieldset>")[0]
+        assert 'data-field="loss_type"' in algorithm and 'data-field="tis_cap"' in algorithm
+        assert 'data-field="group_size"' not in algorithm
+
+
 def test_it_refuses_a_group_of_one_with_the_rule(client, personas):
     client.force_login(personas.owner)
     response = client.post(reverse("run-new"), {"stage": "grpo", "project": "alpha", "name": "bad",

@@ -81,6 +81,32 @@ def _default(f: dataclasses.Field) -> Any:
     return None
 
 
+# Launch form sections, in reading order; a field goes to the first whose names hold it.
+SECTIONS: list[tuple[str, set[str]]] = [
+    ("Model", {"model", "teacher", "student", "dtype", "lora", "template", "prompt_style", "prefill_think"}),
+    ("Data", {"task", "task_options", "dataset", "eval_dataset", "columns", "train_examples", "split", "num_prompts",
+              "eval_fraction", "max_length", "packing"}),
+    ("Rewards", {"rewards", "accuracy_reward", "custom_rewards", "vote_by", "pass_at", "min_language",
+                 "require_reasoning", "drop_code_in_reasoning", "dedup_threshold", "max_per_prompt",
+                 "pass_rate_band", "max_paragraph_chars"}),
+    ("Phases", {"rejection", "sft"}),  # distillation's two stages, each a config of its own
+    ("Algorithm", {"loss_type", "scale_rewards", "epsilon_low", "epsilon_high", "beta", "ref_refresh_steps",
+                   "num_iterations", "importance_sampling_level", "tis_cap", "tis_mode", "old_logprobs",
+                   "dynamic_sampling", "max_refills", "mask_truncated_completions"}),
+    ("Sampling", {"group_size", "prompts_per_step", "prompts_per_batch", "k", "max_new_tokens", "temperature",
+                  "top_p", "stop", "generation_backend", "stream_samples", "eval_temperature", "eval_samples",
+                  "eval_examples"}),
+    ("Schedule", {"steps", "max_steps", "epochs", "learning_rate", "lr_schedule", "warmup_steps", "weight_decay",
+                  "max_grad_norm", "eval_every", "save_every", "seed"}),
+    ("Resources", {"device", "micro_batch_size", "batch_size", "batch_layout", "share_prompt_cache", "num_threads",
+                   "launcher", "nproc_per_node", "sharding"}),
+]
+
+
+def section_of(name: str) -> str:
+    return next((title for title, names in SECTIONS if name in names), "Other")
+
+
 class LaunchForm(forms.Form):
     name = forms.CharField(max_length=200, help_text="A name to find this run by.")
 
@@ -97,6 +123,14 @@ class LaunchForm(forms.Form):
             self.fields[f"cfg_{f.name}"] = field
         self.model_choices = list(model_choices)
         self.dataset_choices = list(dataset_choices)
+
+    def sections(self) -> list[tuple[str, list[forms.BoundField]]]:
+        """The config fields by section (SECTIONS order, then Other), each in config order."""
+        grouped: dict[str, list[forms.BoundField]] = {}
+        for name in self.config_field_names():
+            grouped.setdefault(section_of(name[4:]), []).append(self[name])
+        order = [title for title, _ in SECTIONS] + ["Other"]
+        return [(title, grouped[title]) for title in order if title in grouped]
 
     def config_field_names(self) -> list[str]:
         return [n for n in self.fields if n.startswith("cfg_")]
