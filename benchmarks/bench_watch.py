@@ -144,11 +144,13 @@ def main() -> int:
     server, url = procs.start_server(env, ROOT / "var" / "bench")
     queued = broadcast._deliver
 
+    from asgiref.sync import async_to_sync
+
     def before(run_id: int, frames: Any) -> None:  # the old path: ask, build and send on the caller's thread
         if broadcast.watched(run_id):
             built = list(frames() if callable(frames) else frames)
             if built:
-                broadcast.deliver_now(run_id, built)
+                async_to_sync(broadcast._send_all)(run_id, built)
 
     modes = {"no viewer": (0, queued), f"{args.viewers} viewers, sender thread": (args.viewers, queued),
              f"{args.viewers} viewers, sent on the training thread (before)": (args.viewers, before)}

@@ -19,7 +19,6 @@ from typing import Any
 
 import orjson
 import redis
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
@@ -71,16 +70,6 @@ async def _send_all(run_id: int, frames: list[dict[str, Any]]) -> None:
         await layer.group_send(group_name(run_id), {"type": "run.event", "text": _text(frame)})
 
 
-def deliver_now(run_id: int, frames: list[dict[str, Any]]) -> None:
-    """Send frames to the run's group on the caller's thread. Frames are a live view of
-    data already stored: when Redis is away they are dropped (the pages read the
-    database), never the data."""
-    try:
-        async_to_sync(_send_all)(run_id, frames)
-    except (redis.RedisError, OSError, TimeoutError) as exc:
-        log.warning("run %s: %d live frame(s) dropped, the channel layer is unavailable: %s", run_id, len(frames), exc)
-
-
 class _Sender:
     """One thread per process that owns an event loop and sends frames in the order they
     were handed over. A training step handing frames over does not wait for Redis, and
@@ -108,6 +97,8 @@ class _Sender:
                     if built:
                         await _send_all(run_id, built)
             except Exception as exc:  # noqa: BLE001 - a live view never takes the sender down
+                # Frames are a live view of data already stored: when Redis is away they are
+                # dropped (the pages read the database), never the data.
                 log.warning("run %s: live frame(s) dropped: %s", run_id, exc)
             finally:
                 with self.idle:
