@@ -189,18 +189,19 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(directory: str | Path, *, device: str = "cpu", dtype: str = "float32") -> tuple[Any, Any, TrainerState]:
-    """(model, tokenizer, state) from a checkpoint written by `save_checkpoint`.
+def load_checkpoint(directory: str | Path, *, device: str = "cpu", dtype: str = "float32",
+                    with_model: bool = True, **model_options: Any) -> tuple[Any, Any, TrainerState]:
+    """(model, tokenizer, state) from a checkpoint written by `save_checkpoint`
+    (model None when `with_model` is false; `model_options` go to `load_model`).
 
     A plain Hugging Face directory (no `trainer_state.pt`) loads too, with a fresh state.
-    The model has the full (for LoRA runs: merged) weights; to resume LoRA training, load
-    the original base model and `peft.PeftModel.from_pretrained(base, DIR / "adapter",
-    is_trainable=True)`.
+    The model has the full (for LoRA runs: merged) weights; LoRA training resumes from the
+    base model and `DIR / "adapter"` (`engine.training.load_policy`).
     """
     from engine.models import load_model, load_tokenizer
 
     path = Path(directory)
-    model = load_model(path, dtype=dtype, device=device)
+    model = load_model(path, dtype=dtype, device=device, **model_options) if with_model else None
     tokenizer = load_tokenizer(path)
     state = TrainerState()
     if (path / STATE_FILE).exists():

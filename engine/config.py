@@ -25,6 +25,7 @@ TIS_MODES = ("truncate", "mask")
 OLD_LOGPROBS = ("auto", "sampler", "recompute")
 BATCH_LAYOUTS = ("auto", "grouped", "packed", "padded")
 DTYPES = ("float32", "bfloat16", "float16")
+ATTN_IMPLEMENTATIONS = ("auto", "eager", "sdpa", "flash_attention_2", "flex_attention")
 LAUNCHERS = ("none", "torchrun", "accelerate")
 SHARDINGS = ("none", "fsdp")
 
@@ -114,6 +115,12 @@ class TrainConfig(StageConfigMixin):
     device: str = option("cpu", "Torch device, e.g. cpu or cuda.")
     lora: dict[str, Any] | None = option(None, "LoRA settings passed to `engine.models.load_model` "
                                          "(e.g. {\"r\": 8, \"alpha\": 16}); None trains all weights.")
+    gradient_checkpointing: bool = option(False, "Recompute each layer's activations in the backward pass "
+                                          "instead of keeping them: much less memory for about a third "
+                                          "more compute per training pass.")
+    attn_implementation: str = option("auto", "Attention kernel: auto (the model's default, SDPA for most), "
+                                      "eager, sdpa, flash_attention_2 (CUDA, needs flash-attn) or "
+                                      "flex_attention.")
     num_threads: int | None = option(None, "torch CPU threads for this run (None leaves the process "
                                      "setting alone).")
     launcher: str = launcher_option()
@@ -139,6 +146,7 @@ class TrainConfig(StageConfigMixin):
         require(self.save_every >= 0, f"save_every must be >= 0 (0: only at the end), got {self.save_every}.")
         require(self.eval_every >= 0, f"eval_every must be >= 0 (0: only at the end), got {self.eval_every}.")
         require(self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}.")
+        require_attention(self.attn_implementation, self.device, self.dtype)
         require(bool(self.model), "model must name a model: a Hugging Face name, a local path or `starter`.")
         require(self.num_threads is None or self.num_threads >= 1,
                 f"num_threads must be at least 1 or None, got {self.num_threads}.")
@@ -168,6 +176,20 @@ def require_columns(columns: dict[str, str], dataset: str | None) -> None:
         check_columns(columns)
     except DatasetError as e:
         raise ValueError(str(e)) from None
+
+
+def require_attention(name: str, device: str, dtype: str) -> None:
+    """Raise ValueError unless `name` is an attention kernel that can run on `device` in `dtype`."""
+    require(name in ATTN_IMPLEMENTATIONS, f"attn_implementation must be one of "
+            f"{', '.join(ATTN_IMPLEMENTATIONS)}, got {name!r}.")
+    if name != "flash_attention_2":
+        return
+    require(device.startswith("cuda"), "attn_implementation flash_attention_2 runs on CUDA only: use sdpa "
+            f"on {device!r}.")
+    require(dtype in ("bfloat16", "float16"), "attn_implementation flash_attention_2 needs dtype bfloat16 "
+            f"or float16, got {dtype!r}.")
+    require(importlib.util.find_spec("flash_attn") is not None, "attn_implementation flash_attention_2 "
+            "needs the flash-attn package, which is not installed in this Python: use sdpa.")
 
 
 def require_generation_backend(name: str) -> None:
@@ -239,6 +261,9 @@ class GRPOConfig(TrainConfig):
                          "0 skips the reference model.")
     ref_refresh_steps: int = option(0, "Copy the policy into the reference model every N steps "
                                     "(0: keep the initial model).")
+    ref_offload: bool = option(False, "Keep the reference model's copy in CPU memory and bring it to the "
+                               "device only for its forward passes (LoRA runs need no copy: their "
+                               "reference is the policy with its adapter off).")
     num_iterations: int = option(1, "μ: optimizer updates per generated batch (PPO-style reuse).")
     old_logprobs: str = option("auto", "With num_iterations > 1, where the sampling policy's log-probs come "
                                "from: sampler (its own, saving a forward pass), recompute (a forward pass "
@@ -317,12 +342,17 @@ class GRPOConfig(TrainConfig):
         require(self.ref_refresh_steps >= 0, "ref_refresh_steps must be >= 0 (0: never refresh).")
         require(self.ref_refresh_steps == 0 or self.beta > 0,
                 "ref_refresh_steps needs beta > 0: without a KL penalty there is no reference model.")
+        require(not self.ref_offload or self.beta > 0,
+                "ref_offload needs beta > 0: without a KL penalty there is no reference model.")
         require(self.num_iterations >= 1, "num_iterations must be at least 1.")
         require(self.max_refills >= 0, f"max_refills must be >= 0, got {self.max_refills}.")
         require(self.batch_layout in BATCH_LAYOUTS, f"batch_layout must be one of {', '.join(BATCH_LAYOUTS)}, "
                 f"got {self.batch_layout!r}.")
         require(self.batch_layout != "grouped" or self.share_prompt_cache,
                 "batch_layout grouped reuses the prompt cache: it needs share_prompt_cache on.")
+        require(self.batch_layout != "grouped" or not self.gradient_checkpointing,
+                "batch_layout grouped cannot go with gradient_checkpointing: a checkpointed layer is "
+                "replayed without the shared prompt cache; use auto, packed or padded.")
         require(self.old_logprobs in OLD_LOGPROBS, f"old_logprobs must be one of {', '.join(OLD_LOGPROBS)}, "
                 f"got {self.old_logprobs!r}.")
         require(self.old_logprobs != "sampler" or self.temperature == 1.0,

@@ -10,6 +10,7 @@ T = padded completion length.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from engine.behaviours import shares as behaviour_shares
 from engine.config import GRPOConfig
 from engine.events import RolloutRecord, Sink
 from engine.grpo_math import group_advantages, policy_loss
+from engine.models import checkpointing_layers
 from engine.scoring import RewardFn, RewardScorer, sandboxed_rewards
 from engine.tasks.base import extract_answer
 from engine.tasks.templates import format_prompt
@@ -79,7 +81,8 @@ class _Run:
     test: list[dict[str, Any]]
     cursor: DataCursor
     scorer: RewardScorer
-    ref_model: torch.nn.Module | None = None
+    ref_model: torch.nn.Module | None = None  # a frozen copy of the policy (None: no KL, or base_reference)
+    base_reference: bool = False  # LoRA: the reference is the policy with its adapter off
     world: distributed.World = field(default_factory=distributed.World)
     step: int = 0
     clock: StepClock = field(default_factory=StepClock)
@@ -158,7 +161,10 @@ def _setup(config: GRPOConfig, sink: Sink, resume_from: str | Path | None,
                          f"processes ({world.size}): each process samples whole groups.")
     model, tokenizer, state = load_policy(config, resume_from)
     # Before sharding: the reference stays whole on every rank (it only runs forwards).
-    ref_model = _reference_model(model, resume_from) if config.beta > 0 else None
+    base_reference = config.beta > 0 and _adapter_off_reference(model, config)
+    ref_model = _reference_model(model, resume_from, config) if config.beta > 0 and not base_reference else None
+    if base_reference:
+        sink.log("GRPO: the KL reference is the policy with its LoRA adapter off (no second copy)")
     model = distributed.prepare_model(model, world, config.sharding)
     model.eval()  # no dropout: sampling and training must see the same policy
     train, test = _load_prompts(config, tokenizer)
@@ -178,7 +184,7 @@ def _setup(config: GRPOConfig, sink: Sink, resume_from: str | Path | None,
                DataCursor.restore(len(train), config.seed, data_state.get("cursor")),
                RewardScorer(config.rewards, _task(config), sink.log,
                             {**sandboxed_rewards(config.custom_rewards), **reward_functions}), world=world,
-               ref_model=ref_model, step=int(state.get("step", 0)), eos=eos_ids(model, tokenizer),
+               ref_model=ref_model, base_reference=base_reference, step=int(state.get("step", 0)), eos=eos_ids(model, tokenizer),
                packing_ok=config.batch_layout in ("auto", "packed") and packing_supported(model))
     if config.batch_layout == "packed" and not run.packing_ok:
         raise ValueError("batch_layout packed: this model does not read packed rows as separate sequences "
@@ -332,7 +338,7 @@ def _optimize(run: _Run, samples: list[Any], advantages: torch.Tensor) -> dict[s
         return {**stats, "loss": 0.0, "grad_norm": 0.0, "clip_ratio": 0.0, "entropy": 0.0}
     clock = time.perf_counter()
     old = _old_logprobs(run, batches) if cfg.num_iterations > 1 else None
-    ref = _frozen_logprobs(run, run.ref_model, batches) if run.ref_model is not None else None
+    ref = _reference_logprobs(run, batches) if cfg.beta > 0 else None
     stats["time/reference"] = time.perf_counter() - clock  # the frozen passes: reference and old policy
     stats["time/forward_backward"] = stats["time/optimizer"] = 0.0
     for iteration in range(cfg.num_iterations):
@@ -342,23 +348,9 @@ def _optimize(run: _Run, samples: list[Any], advantages: torch.Tensor) -> dict[s
         acc = dict.fromkeys(["loss", "clip_ratio", "clip_ratio/low", "clip_ratio/high"]
                             + ["kl"] * (cfg.beta > 0) + ["entropy"] * (iteration == 0)
                             + list(_MISMATCH_KEYS) * (cfg.temperature == 1.0 and iteration == 0), 0.0)
-        for k, item in enumerate(distributed.lockstep(batches, run.model, run.world)):
-            if item is None:  # this rank is out of rows; the sharded model still needs its pass
-                (sequence_logprobs(run.model, _dummy(run), cfg.temperature)[0].sum() * 0.0).backward()
-                continue
-            batch, rows = item
-            logp, entropy = sequence_logprobs(run.model, batch, cfg.temperature, with_entropy=iteration == 0)
-            loss, mb = policy_loss(
-                logp, logp.detach() if old is None else old[k], None if ref is None else ref[k],
-                advantages[rows].to(logp.device),
-                batch.mask, loss_type=cfg.loss_type, epsilon_low=cfg.epsilon_low, epsilon_high=cfg.epsilon_high,
-                beta=cfg.beta, max_completion_length=cfg.max_new_tokens,
-                importance_sampling_level=cfg.importance_sampling_level,
-                **_correction(cfg, batch, old is None and iteration == 0))
-            share = float(batch.mask.sum()) / total_tokens
-            weight = share if cfg.loss_type in ("bnpo", "dapo") else len(rows) / total_rows
-            (loss * weight).backward()
-            _accumulate(acc, mb, weight, share, entropy, batch.mask)
+        checkpointing = checkpointing_layers(run.model) if cfg.gradient_checkpointing else contextlib.nullcontext()
+        with checkpointing:
+            _train_pass(run, batches, advantages, old, ref, acc, iteration, total_tokens, total_rows)
         acc = distributed.all_sum(acc, run.world)
         stats["time/forward_backward"] += time.perf_counter() - clock
         clock = time.perf_counter()
@@ -367,6 +359,30 @@ def _optimize(run: _Run, samples: list[Any], advantages: torch.Tensor) -> dict[s
         if iteration == 0:  # report the first pass, as TRL does
             stats.update(acc)
     return stats
+
+
+def _train_pass(run: _Run, batches: list[tuple[Batch, list[int]]], advantages: torch.Tensor,
+                old: list[torch.Tensor] | None, ref: list[torch.Tensor] | None, acc: dict[str, float],
+                iteration: int, total_tokens: float, total_rows: float) -> None:
+    """Forward and backward over every micro-batch, accumulating gradients and `acc`."""
+    cfg = run.config
+    for k, item in enumerate(distributed.lockstep(batches, run.model, run.world)):
+        if item is None:  # this rank is out of rows; the sharded model still needs its pass
+            (sequence_logprobs(run.model, _dummy(run), cfg.temperature)[0].sum() * 0.0).backward()
+            continue
+        batch, rows = item
+        logp, entropy = sequence_logprobs(run.model, batch, cfg.temperature, with_entropy=iteration == 0)
+        loss, mb = policy_loss(
+            logp, logp.detach() if old is None else old[k], None if ref is None else ref[k],
+            advantages[rows].to(logp.device),
+            batch.mask, loss_type=cfg.loss_type, epsilon_low=cfg.epsilon_low, epsilon_high=cfg.epsilon_high,
+            beta=cfg.beta, max_completion_length=cfg.max_new_tokens,
+            importance_sampling_level=cfg.importance_sampling_level,
+            **_correction(cfg, batch, old is None and iteration == 0))
+        share = float(batch.mask.sum()) / total_tokens
+        weight = share if cfg.loss_type in ("bnpo", "dapo") else len(rows) / total_rows
+        (loss * weight).backward()
+        _accumulate(acc, mb, weight, share, entropy, batch.mask)
 
 
 # Token means of the sampler/trainer mismatch (policy_loss's stats), logged on the first pass.
@@ -395,12 +411,15 @@ def _layout(run: _Run, chunk: list[Any]) -> str:
     cfg = run.config
     if cfg.batch_layout != "auto":
         return cfg.batch_layout
-    fallback = "grouped" if cfg.share_prompt_cache else "padded"
+    # A checkpointed layer replays without the cache, so the grouped layout's shared prompt
+    # cache is out: its completion rows would be replayed without their prompt.
+    grouped_ok = cfg.share_prompt_cache and not cfg.gradient_checkpointing
+    fallback = "grouped" if grouped_ok else "padded"
     if run.world.size > 1 or not run.packing_ok or not chunk:
         return fallback
     packed = sum(len(s.prompt_ids) + len(s.completion_ids) for s in chunk)
     longest = max(len(s.completion_ids) for s in chunk)
-    if cfg.share_prompt_cache:
+    if grouped_ok:
         prompts = {tuple(s.prompt_ids) for s in chunk}
         other = len(prompts) * max(len(p) for p in prompts) + len(chunk) * longest
     else:
@@ -438,6 +457,22 @@ def _old_logprobs(run: _Run, batches: list[tuple[Batch, list[int]]]) -> list[tor
             t is not None for t in from_sampler):
         return cast("list[torch.Tensor]", from_sampler)
     return _frozen_logprobs(run, run.model, batches)
+
+
+def _reference_logprobs(run: _Run, batches: list[tuple[Batch, list[int]]]) -> list[torch.Tensor]:
+    """The KL reference's log-probs: the base model (the policy with its LoRA adapter off),
+    or the frozen copy, brought to the device for the passes when it is offloaded."""
+    if run.base_reference:
+        with cast("Any", run.model).disable_adapter():
+            return _frozen_logprobs(run, run.model, batches)
+    assert run.ref_model is not None
+    if not run.config.ref_offload:
+        return _frozen_logprobs(run, run.ref_model, batches)
+    run.ref_model.to(run.config.device)
+    try:
+        return _frozen_logprobs(run, run.ref_model, batches)
+    finally:
+        run.ref_model.to("cpu")
 
 
 def _frozen_logprobs(run: _Run, model: torch.nn.Module | None, batches: list[tuple[Batch, list[int]]]
@@ -563,13 +598,23 @@ def _save(run: _Run) -> None:
     run.last_checkpoint = str(path)
 
 
-def _reference_model(model: torch.nn.Module, resume_from: str | Path | None) -> torch.nn.Module:
-    """A frozen copy of the policy (restored from the checkpoint when resuming)."""
+def _adapter_off_reference(model: torch.nn.Module, config: GRPOConfig) -> bool:
+    """Whether the KL reference can be the policy itself with its LoRA adapter switched off:
+    the base weights never change under LoRA, so no second copy is needed (unless the
+    reference is refreshed from the policy, which then needs a copy of its own)."""
+    return config.lora is not None and not config.ref_refresh_steps and hasattr(model, "disable_adapter")
+
+
+def _reference_model(model: torch.nn.Module, resume_from: str | Path | None, config: GRPOConfig) -> torch.nn.Module:
+    """A frozen copy of the policy (restored from the checkpoint when resuming), in CPU
+    memory when `ref_offload` is on."""
     ref = copy.deepcopy(model)
     saved = Path(resume_from) / REF_FILE if resume_from is not None else None
     if saved is not None and saved.exists():
         ref.load_state_dict(torch.load(saved, map_location="cpu", weights_only=True))
     ref.requires_grad_(False)
+    if config.ref_offload:
+        ref.to("cpu")
     return ref.eval()
 
 

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,21 +59,61 @@ def load_model(
     *,
     dtype: str = "float32",
     device: str = "cpu",
-    lora: LoraSettings | dict[str, Any] | None = None,
+    lora: LoraSettings | dict[str, Any] | Path | None = None,
     data_dir: str | Path | None = None,
+    attn_implementation: str = "auto",
+    gradient_checkpointing: bool = False,
 ) -> Any:
     """A causal LM from a Hugging Face id or local directory ("starter", "starter-moe"
     build the offline starter first), on `device` in `dtype`, in eval mode, optionally
-    wrapped with a fresh LoRA adapter (only the adapter is then trainable)."""
+    wrapped with a fresh LoRA adapter, or the saved one in the folder `lora` names (only
+    the adapter is then trainable), with the
+    attention kernel asked for ("auto": the model's default) and with gradient
+    checkpointing switched on if asked (see `checkpointing_layers`)."""
     from transformers import AutoModelForCausalLM
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}.")
-    model = AutoModelForCausalLM.from_pretrained(resolve(name_or_path, data_dir), dtype=DTYPES[dtype], device_map=device)
+    extra = {} if attn_implementation == "auto" else {"attn_implementation": attn_implementation}
+    model = AutoModelForCausalLM.from_pretrained(resolve(name_or_path, data_dir), dtype=DTYPES[dtype],
+                                                 device_map=device, **extra)
     model.eval()
-    if lora is not None:
+    if gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    if isinstance(lora, Path):
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(model, lora, is_trainable=True)
+    elif lora is not None:
         model = with_lora(model, lora if isinstance(lora, LoraSettings) else LoraSettings(**lora))
     return model
+
+
+def enable_gradient_checkpointing(model: Any) -> None:
+    """Recompute layer activations in the backward pass. Non-reentrant checkpointing needs
+    no input that requires grad, so it works under LoRA (frozen embeddings) as well."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ValueError(f"gradient_checkpointing: {type(model).__name__} does not support it.")
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+@contextlib.contextmanager
+def checkpointing_layers(model: Any) -> Iterator[None]:
+    """Inside the block, the checkpointed layers of an eval-mode model recompute their
+    activations. transformers checkpoints a layer only while it is in training mode, and a
+    GRPO policy stays in eval mode (sampling and training must see the same policy, so no
+    dropout): only the layer objects themselves are switched, not their children."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing]
+    before = [m.training for m in layers]
+    for m in layers:
+        m.training = True
+    try:
+        yield
+    finally:
+        for m, was in zip(layers, before, strict=True):
+            m.training = was
 
 
 def with_lora(model: Any, settings: LoraSettings) -> Any:

@@ -277,6 +277,12 @@ def ensure_starter(arch: str = "dense", data_dir: str | Path | None = None, prog
     return target
 
 
+def built_starter(arch: str, data_dir: str | Path | None = None) -> Path | None:
+    """The starter's directory when it is built already, else None (nothing is built)."""
+    target = resolve_data_dir(data_dir) / "models" / starter_dir_name(StarterRecipe.for_arch(STARTER_NAMES.get(arch, arch)))
+    return target if _complete(target) else None
+
+
 def _complete(path: Path) -> bool:
     meta = path / "ponder_starter.json"
     if not meta.exists():

@@ -479,18 +479,26 @@ def micro_batches(n: int, size: int) -> list[list[int]]:
 def load_policy(config: TrainConfig, resume_from: str | Path | None) -> tuple[Any, Any, dict[str, Any]]:
     """(model, tokenizer, state): the configured model, or the one saved at `resume_from`
     with its training state (step, optimizer, scheduler, data position) and RNGs restored."""
+    from engine.models import load_model, load_tokenizer
+
+    options: dict[str, Any] = {"dtype": config.dtype, "device": config.device, "attn_implementation": config.attn_implementation,
+               "gradient_checkpointing": config.gradient_checkpointing}
     if resume_from is not None:
         from engine.checkpoint import load_checkpoint, restore_rng
 
-        model, tokenizer, saved = load_checkpoint(resume_from, device=config.device, dtype=config.dtype)
+        adapter = Path(resume_from) / "adapter"
+        if config.lora is not None and adapter.is_dir():
+            # The checkpoint's weights are merged; LoRA training goes on from the base model
+            # and the saved adapter, so the optimizer state fits the adapter's parameters.
+            model = load_model(config.model, lora=adapter, **options)
+            _, tokenizer, saved = load_checkpoint(resume_from, with_model=False)
+        else:
+            model, tokenizer, saved = load_checkpoint(resume_from, **options)
         state = {f.name: getattr(saved, f.name) for f in fields(saved)}
         restore_rng(state.get("rng") or {})
         return model, tokenizer, state
-    from engine.models import load_model, load_tokenizer
-
     # `starter` / `starter-moe` are built on first use by engine.models.
-    model = load_model(config.model, dtype=config.dtype, device=config.device, lora=config.lora)
-    return model, load_tokenizer(config.model), {}
+    return load_model(config.model, lora=config.lora, **options), load_tokenizer(config.model), {}
 
 
 def restore_training_state(optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any],

@@ -55,3 +55,25 @@ def test_launch_watch_cancel_resume_finish(page, personas, starter_model, celery
     page.screenshot(path=str(artifacts_dir / "live-run-finished.png"), full_page=True, timeout=60_000)
     steps = list(Rollout.objects.filter(run=run).values_list("step", flat=True))
     assert sorted(set(steps)) == list(range(1, STEPS + 1)) and len(steps) == STEPS * 8
+
+
+def test_the_estimate_follows_the_form_and_scales_the_defaults_to_the_model(page, personas, starter_model):
+    log_in(page, "alice", "alice-pass-123")
+    page.goto("/runs/new/?stage=grpo")
+    estimate = page.locator("#estimate")
+    expect(estimate).to_contain_text("Memory on the device: about", timeout=30_000)
+    expect(estimate).to_contain_text("all trainable")
+    learning_rate = page.locator("[name=cfg_learning_rate]")
+    assert float(learning_rate.input_value()) == 2e-4  # the starter: GRPO's own defaults
+    page.fill("[name=cfg_lora]", '{"r": 4, "alpha": 8}')
+    expect(estimate).to_contain_text("trainable (LoRA)")
+    # Still at the stage's default, so it follows the model, and says so.
+    expect(learning_rate).to_have_value("0.002")
+    expect(page.locator("[data-field=learning_rate] .scaled")).to_contain_text("Scaled to this model: 0.002")
+    page.fill("[name=cfg_learning_rate]", "0.0005")  # the person's own choice stays, with the suggestion beside it
+    expect(page.locator("[data-field=learning_rate] .scaled")).to_contain_text("Suggested for this model: 0.002")
+    assert learning_rate.input_value() == "0.0005"
+    page.click("[data-field=learning_rate] .use-scaled")
+    expect(learning_rate).to_have_value("0.002")
+    page.fill("[name=cfg_model]", "meta-llama/Llama-3.1-8B")  # not allowed here: said, not estimated
+    expect(estimate).to_contain_text("is not a model you may use")

@@ -76,6 +76,19 @@ def test_grpo_in_float32_on_cuda_takes_the_steps_it_takes_on_the_cpu(tiny_model:
     assert all(math.isclose(a, b, rel_tol=1e-3, abs_tol=1e-5) for a, b in zip(cpu_losses, gpu_losses, strict=True))
 
 
+def test_an_offloaded_reference_gives_the_kl_a_resident_one_gives(tiny_model: Path, tmp_path: Path) -> None:
+    """`ref_offload` keeps the reference copy in CPU memory between its passes; the KL
+    penalty, and so the run, must not change."""
+    sinks = {}
+    for offload in (False, True):
+        sinks[offload] = RecordingSink()
+        run_grpo(grpo_config(tiny_model, tmp_path / str(offload), device="cuda", beta=0.1, ref_offload=offload),
+                 sinks[offload], reward_functions={"letter_a": letter_a})
+    kls = {k: [m["kl"] for _, m in sink.metric_points if "kl" in m] for k, sink in sinks.items()}
+    assert len(kls[True]) == 3 and kls[True][-1] > 0
+    assert all(math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-9) for a, b in zip(kls[False], kls[True], strict=True))
+
+
 def test_grpo_in_bfloat16_on_cuda_trains_and_saves_a_checkpoint_the_cpu_loads(tiny_starter: Path,
                                                                              tmp_path: Path) -> None:
     from engine.checkpoint import load_checkpoint

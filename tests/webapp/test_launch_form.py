@@ -1,6 +1,9 @@
+import json
+
 import pytest
 from django.urls import reverse
 
+from webapp.runs import presets
 from webapp.runs.models import Checkpoint, Run
 
 pytestmark = pytest.mark.django_db
@@ -76,3 +79,100 @@ def test_an_outsider_cannot_use_someone_elses_checkpoint(client, personas):
                                                 "cfg_rewards": '{"task": 1.0}'})
     assert "is not a checkpoint you can see" in response.content.decode()
     assert not Run.objects.filter(name="steal").exists()
+
+
+# ---------------------------------------------------------------------------
+# Presets, the estimate and defaults scaled to the model
+# ---------------------------------------------------------------------------
+
+QWEN_05B = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True)
+
+
+@pytest.fixture
+def model_dirs(tmp_path, settings):
+    """A folder the operator allowed, holding the config of a Qwen2.5-0.5B-shaped model (a
+    config.json is all an estimate reads: no weights)."""
+    from transformers import Qwen2Config
+
+    Qwen2Config(**QWEN_05B).save_pretrained(tmp_path / "qwen-0.5b")
+    settings.PONDER_MODEL_DIRS = [str(tmp_path)]
+    return tmp_path
+
+
+def estimate(client, **fields):
+    response = client.get(reverse("run-estimate"), {"stage": "grpo", **{f"cfg_{k}": v for k, v in fields.items()}})
+    assert response.status_code == 200
+    return response.json()
+
+
+def test_a_preset_fills_the_form_and_says_what_is_left_to_choose(client, personas):
+    client.force_login(personas.owner)
+    body = client.get(reverse("run-new")).content.decode()
+    for slug in ("r1-zero-starter", "grpo-qwen-gsm8k", "code-rl-mbpp", "distil-1.5b-to-0.5b"):
+        assert f'data-preset="{slug}"' in body
+    body = client.get(reverse("run-new") + "?preset=grpo-qwen-gsm8k").content.decode()
+    assert 'value="Qwen/Qwen2.5-0.5B"' in body and 'name="stage" value="grpo"' in body
+    assert 'value="1e-06"' in body and 'value="1024"' in body
+    assert "Still to choose: your GSM8K-layout dataset" in body
+    assert client.get(reverse("run-new") + "?preset=nope").status_code == 404
+
+
+def test_every_preset_is_a_valid_config_once_its_data_is_chosen(tmp_path):
+    from webapp.runs.configs import validate_config
+    from webapp.runs.presets import PRESETS
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"prompt": "1+1?", "answer": "2"}\n')
+    for preset in PRESETS:
+        config = {**preset.config, **({"dataset": str(data)} if preset.still_to_choose else {})}
+        validate_config(preset.stage, config)  # raises naming the field if a preset went stale
+
+
+def test_a_preset_launches_with_an_allowed_model_and_a_ready_dataset(client, personas, settings):
+    from webapp.datasets.models import Dataset
+
+    settings.PONDER_ALLOWED_MODELS = ["Qwen/*"]
+    dataset = Dataset.objects.create(project=personas.project, name="gsm8k", status=Dataset.Status.READY,
+                                     row_count=10, created_by=personas.owner)
+    client.force_login(personas.owner)
+    preset = presets.get("grpo-qwen-gsm8k")
+    data = {"stage": "grpo", "project": "alpha", "name": "gsm8k r1-zero", "cfg_dataset": f"dataset:{dataset.pk}"}
+    for key, value in preset.config.items():  # as the prefilled form posts them
+        if value not in (None, False):
+            data[f"cfg_{key}"] = json.dumps(value) if isinstance(value, dict | list) else "on" if value is True else value
+    response = client.post(reverse("run-new"), data)
+    assert response.status_code == 302, response.context["form"].errors
+    run = Run.objects.get(name="gsm8k r1-zero")
+    assert run.config["model"] == "Qwen/Qwen2.5-0.5B" and run.config["learning_rate"] == 1e-6
+    assert run.config["gradient_checkpointing"] is True and run.config["dataset"] == f"dataset:{dataset.pk}"
+
+
+def test_the_estimate_counts_the_models_memory_and_scales_its_defaults(client, personas, model_dirs):
+    client.force_login(personas.owner)
+    model = str(model_dirs / "qwen-0.5b")
+    full = estimate(client, model=model, beta="0.04", max_new_tokens="1024")
+    assert "494M parameters (Qwen2ForCausalLM), all trainable." in full["lines"]
+    assert any(line.startswith("Memory on the device: about") and "reference" in line for line in full["lines"])
+    assert full["defaults"]["learning_rate"] == {"value": 1e-6, "why": "494M parameters, full fine-tune",
+                                                 "stage_default": 2e-4}
+    assert full["defaults"]["max_new_tokens"]["value"] == 256  # arithmetic: short reasoning
+    lora = estimate(client, model=model, beta="0.04", max_new_tokens="1024", lora='{"r": 16}')
+    assert lora["defaults"]["learning_rate"]["value"] == 1e-5
+    assert "The KL reference is the policy with its adapter off: no second copy." in lora["lines"]
+    assert lora["total_memory"] < full["total_memory"]
+    checkpointed = estimate(client, model=model, beta="0.04", max_new_tokens="1024", gradient_checkpointing="on")
+    assert checkpointed["total_memory"] < full["total_memory"]
+    starter = estimate(client)  # the starter keeps its own tuned defaults
+    assert starter["defaults"]["learning_rate"]["value"] == 2e-4 and starter["defaults"]["max_new_tokens"]["value"] == 64
+
+
+def test_the_estimate_checks_who_asks_and_what_they_name(client, personas, settings):
+    source = Run.objects.create(project=personas.project, name="first", stage="grpo")
+    ckpt = Checkpoint.objects.create(run=source, step=10, path="/tmp/ckpt-10")
+    assert client.get(reverse("run-estimate"), {"stage": "grpo"}).status_code == 302  # to the login page
+    client.force_login(personas.outsider)
+    assert "is not a checkpoint you can see" in estimate(client, model=f"checkpoint:{ckpt.pk}")["error"]
+    assert "is not a model you may use" in estimate(client, model="meta-llama/Llama-3.1-8B")["error"]
+    settings.PONDER_ALLOWED_MODELS = ["meta-llama/*"]
+    assert "its config is not on this machine" in estimate(client, model="meta-llama/Llama-3.1-8B")["error"]

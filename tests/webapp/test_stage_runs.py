@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -228,3 +229,38 @@ def test_a_reasoning_gym_task_trains_and_evaluates_on_the_starter(personas, api_
         assert rollouts and all(r.prompt.strip() and r.reference for r in rollouts)
         assert all(r.reference.lstrip("-").isdigit() for r in rollouts)  # the library's answers, as references
     assert run.summary["eval/pass@1"] >= 0 and "eval/cons@k" in run.summary
+
+
+def test_grpo_on_plain_hugging_face_checkpoints_from_the_launch_form_and_the_api(
+        personas, api_for, client, celery_worker, tmp_path, settings):
+    """Random-init Llama (a chat template, LoRA) and Qwen2 (a base model, all weights)
+    written with `save_pretrained` into a folder the operator allowed: one launched from the
+    form, one through the API, both trained by the worker into stored rollouts and a
+    checkpoint, each prompted the way its tokenizer asks."""
+    from tests.engine.tiny_lm import CHAT_TEMPLATE, build_tiny_model
+
+    settings.PONDER_MODEL_DIRS = [str(tmp_path)]
+    llama = build_tiny_model(tmp_path / "llama-chat", arch="llama", chat_template=CHAT_TEMPLATE)
+    qwen2 = build_tiny_model(tmp_path / "qwen2-base", arch="qwen2")
+    tiny = {"task": "arithmetic", "rewards": {"format": 0.5, "task": 1.0}, "group_size": 4,
+            "prompts_per_step": 2, "max_new_tokens": 8, "eval_examples": 0, "steps": 2, "learning_rate": 1e-3}
+    client.force_login(personas.owner)
+    form = {"stage": "grpo", "project": "alpha", "name": "llama lora", "cfg_model": str(llama),
+            "cfg_lora": '{"r": 4, "alpha": 8}', "cfg_beta": "0.04",
+            **{f"cfg_{k}": (json.dumps(v) if isinstance(v, dict) else v) for k, v in tiny.items()}}
+    assert client.post("/runs/new/", form).status_code == 302
+    response = api_for(personas.owner).post("/api/v1/runs", {"name": "qwen2 full", "stage": "grpo", "project": "alpha",
+                                                             "config": {**tiny, "model": str(qwen2)}})
+    assert response.status_code == 201, response.content
+    for run, chat in ((Run.objects.get(name="llama lora"), True), (Run.objects.get(name="qwen2 full"), False)):
+        run = wait_for(run, {"succeeded", "failed"})
+        assert run.status == "succeeded", run.error
+        rollouts = list(Rollout.objects.filter(run=run))
+        assert len(rollouts) == 2 * 2 * 4
+        assert all(r.prompt.startswith("<|system|>") and r.prompt.endswith("<|assistant|>") for r in rollouts) if chat \
+            else all(r.prompt.startswith("A conversation") for r in rollouts)
+        checkpoint = Checkpoint.objects.filter(run=run).order_by("-step").first()
+        assert checkpoint is not None and checkpoint.step == 2
+        assert (Path(checkpoint.path) / "adapter").is_dir() == chat  # the LoRA run saved its adapter
+        names = set(MetricPoint.objects.filter(run=run).values_list("name", flat=True))
+        assert ("kl" in names) == chat

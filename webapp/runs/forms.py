@@ -83,7 +83,8 @@ def _default(f: dataclasses.Field) -> Any:
 
 # Launch form sections, in reading order; a field goes to the first whose names hold it.
 SECTIONS: list[tuple[str, set[str]]] = [
-    ("Model", {"model", "teacher", "student", "dtype", "lora", "template", "prompt_style", "prefill_think"}),
+    ("Model", {"model", "teacher", "student", "dtype", "lora", "template", "prompt_style", "prefill_think",
+               "attn_implementation"}),
     ("Data", {"task", "task_options", "dataset", "eval_dataset", "columns", "train_examples", "split", "num_prompts",
               "eval_fraction", "max_length", "packing"}),
     ("Rewards", {"rewards", "accuracy_reward", "custom_rewards", "vote_by", "pass_at", "min_language",
@@ -99,7 +100,7 @@ SECTIONS: list[tuple[str, set[str]]] = [
     ("Schedule", {"steps", "max_steps", "epochs", "learning_rate", "lr_schedule", "warmup_steps", "weight_decay",
                   "max_grad_norm", "eval_every", "save_every", "seed"}),
     ("Resources", {"device", "micro_batch_size", "batch_size", "batch_layout", "share_prompt_cache", "num_threads",
-                   "launcher", "nproc_per_node", "sharding"}),
+                   "launcher", "nproc_per_node", "sharding", "gradient_checkpointing", "ref_offload"}),
 ]
 
 

@@ -10,7 +10,7 @@ from django.http import Http404, QueryDict
 from webapp.datasets.models import Dataset
 from webapp.projects.models import Membership, Role
 from webapp.projects.selectors import AuthUser, User, projects_for
-from webapp.runs import services, stages
+from webapp.runs import presets, services, stages
 from webapp.runs.forms import LaunchForm
 from webapp.runs.models import Checkpoint, Run
 from webapp.runs.selectors import run_for
@@ -37,11 +37,16 @@ def dataset_choices(user: User) -> list[tuple[str, str]]:
 
 
 def _prefill(user: User, params: QueryDict) -> tuple[str | None, dict[str, Any], str]:
-    """(stage, config, name) from ?clone= or ?checkpoint=, else defaults."""
+    """(stage, config, name) from ?clone=, ?preset= or ?checkpoint=, else defaults."""
     # params[key] is the key's last value, a str (the stubs also allow a list)
     if params.get("clone"):
         source = run_for(user, _int(cast(str, params["clone"])))
         return source.stage, dict(source.config), f"{source.name} (clone)"
+    if params.get("preset"):
+        preset = presets.get(cast(str, params["preset"]))
+        if preset is None:
+            raise Http404("No such preset.")
+        return preset.stage, dict(preset.config), preset.title
     if params.get("checkpoint"):
         ckpt = Checkpoint.objects.filter(run__project__in=projects_for(user),
                                          pk=_int(cast(str, params["checkpoint"]))).first()
@@ -71,7 +76,8 @@ def launch_context(user: AuthUser, params: QueryDict) -> dict[str, Any]:
     data = params if "name" in params else None
     form = LaunchForm(data, config_cls=spec.config, initial_config=initial_config, initial={"name": name},
                       model_choices=model_choices(user), dataset_choices=dataset_choices(user))
-    return {"stage": stage, "stages": stages.launchable(), "form": form,
+    return {"stage": stage, "stages": stages.launchable(), "form": form, "presets": presets.PRESETS,
+            "preset": presets.get(cast(str, params.get("preset") or "")),
             "projects": projects, "project": params.get("project") or (projects[0].slug if projects else "")}
 
 

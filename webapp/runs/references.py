@@ -98,6 +98,12 @@ def _owned_projects(user: AuthUser) -> Any:
     return Membership.objects.filter(user=user, role=Role.OWNER).values("project_id")
 
 
+def model_reference(user: AuthUser, field: str, value: Any) -> Checkpoint | None:
+    """The checkpoint `value` names, None for another model the caller may use;
+    ValidationError({field: rule}) for one they may not."""
+    return _model(user, field, value, in_pipeline=False)
+
+
 def _model(user: AuthUser, field: str, value: Any, in_pipeline: bool) -> Checkpoint | None:
     if value in ("", None) and field.endswith("teacher"):
         return None  # the stage's own rule names what is missing

@@ -11,7 +11,8 @@ urlpatterns = [
     path("checkpoints/<int:checkpoint_id>/", views.checkpoint_detail, name="checkpoint-detail"),
 ]
 
-urlpatterns += [path("runs/new/", views.run_new, name="run-new")]
+urlpatterns += [path("runs/new/", views.run_new, name="run-new"),
+                path("runs/new/estimate.json", views.run_estimate, name="run-estimate")]
 urlpatterns += [path("workers/", views.worker_list, name="worker-list")]
 urlpatterns += [
     path("pipelines/", views.pipeline_list, name="pipeline-list"),

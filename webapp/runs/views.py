@@ -5,10 +5,10 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from webapp.projects.selectors import AuthedRequest, can_write, projects_for
-from webapp.runs import annotations, launch, pipelines, selectors, services, stages
+from webapp.runs import annotations, estimates, launch, pipelines, selectors, services, stages
 from webapp.runs.checkpoints import checkpoint_model
 from webapp.runs.models import Pipeline, Status
 from webapp.runs.workers_status import lost_runs, workers_overview
@@ -99,6 +99,12 @@ def run_new(request: AuthedRequest) -> HttpResponse:
         if run is not None:
             return redirect("run-detail", run_id=run.pk)
     return render(request, "runs/new.html", ctx)
+
+
+@require_GET
+def run_estimate(request: AuthedRequest) -> JsonResponse:
+    """The launch form's memory and time estimate and model-scaled defaults, as JSON."""
+    return JsonResponse(estimates.launch_estimate(request.user, request.GET))
 
 
 def worker_list(request: HttpRequest) -> HttpResponse:

@@ -1,0 +1,62 @@
+"""The launch form's estimate: memory and time of the run as set, and the defaults scaled
+to its model (`engine.estimate`), for the model the caller may use."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.http import QueryDict
+
+from webapp.projects.selectors import AuthUser
+from webapp.runs import references, stages
+from webapp.runs.forms import LaunchForm
+
+MODEL_FIELD = {"grpo": "model", "sft": "model", "eval": "model", "rejection": "model", "distill": "student"}
+
+
+def launch_estimate(user: AuthUser, params: QueryDict) -> dict[str, Any]:
+    """{"lines": [...], "defaults": {field: {"value", "why"}}} for the launch form's current
+    values, or {"error": sentence} naming what stops an estimate."""
+    from engine import estimate as engine_estimate
+
+    stage = params.get("stage") or ""
+    spec = stages.spec(stage)
+    if spec is None or stage not in MODEL_FIELD:
+        return {"error": f"no estimate for the {stage or '?'} stage"}
+    form = LaunchForm(params, config_cls=spec.config)
+    form.is_valid()  # a half-filled form still estimates: the fields that are valid count
+    # Fields sent blank are None (as a launch reads them); fields not sent take the defaults.
+    config = {**engine_estimate.stage_defaults(stage),
+              **{k[4:]: v for k, v in form.cleaned_data.items() if k.startswith("cfg_") and k in params}}
+    field = MODEL_FIELD[stage]
+    try:
+        where = _model_path(user, field, config.get(field) or "starter")
+    except ValidationError as exc:
+        return {"error": "; ".join(f"{k}: {m}" for k, ms in exc.message_dict.items() for m in ms)}
+    if where is None:
+        return {"error": "the starter is built on its first run; an estimate follows once it is"}
+    try:
+        shape = engine_estimate.model_shape(where)
+    except (OSError, ValueError, KeyError) as exc:
+        return {"error": f"{field}: its config is not on this machine ({type(exc).__name__}), so no estimate"}
+    speed = engine_estimate.rates(str(config.get("device") or "cpu"), str(config.get("dtype") or "float32"))
+    result = engine_estimate.estimate(stage, config, shape, speed)
+    defaults = engine_estimate.suggested_defaults(stage, config, shape)
+    stage_defaults = engine_estimate.stage_defaults(stage)
+    return {"lines": result.lines(), "total_memory": result.total_memory,
+            "defaults": {k: {"value": v, "why": why, "stage_default": stage_defaults.get(k)}
+                         for k, (v, why) in defaults.items()}}
+
+
+def _model_path(user: AuthUser, field: str, value: Any) -> str | None:
+    """A folder or cached Hub name for `value`, checked as a launch checks it (None: the
+    starter, not built yet)."""
+    from engine.starter import STARTER_NAMES, built_starter
+
+    if value in STARTER_NAMES:
+        path = built_starter(value, settings.PONDER_DATA_DIR)
+        return None if path is None else str(path)
+    checkpoint = references.model_reference(user, field, value)
+    return checkpoint.path if checkpoint is not None else str(value)
