@@ -82,11 +82,11 @@ def ponder_config(model: str, prompts: int, steps: int, threads: int, output_dir
 
 def ponder_prompt_order(config) -> list[dict]:
     """The examples Ponder's stage will take, step by step (same cursor, same seed)."""
-    from engine.grpo import _load_prompts
+    from engine.grpo import _load_prompts, _task
     from engine.models import load_tokenizer
     from engine.training import DataCursor
 
-    train, _ = _load_prompts(config, load_tokenizer(config.model))
+    train, _ = _load_prompts(config, load_tokenizer(config.model), _task(config))
     cursor = DataCursor.restore(len(train), config.seed, None)
     return [train[i] for _ in range(config.steps) for i in cursor.take(config.prompts_per_step)]
 

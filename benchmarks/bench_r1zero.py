@@ -10,6 +10,8 @@ verdict against the target, and plots both curves to a PNG under var/bench/.
     .venv/bin/python benchmarks/bench_r1zero.py            # the default 10-minute run
     .venv/bin/python benchmarks/bench_r1zero.py --minutes 3 --set learning_rate=3e-4 --tag=-lr3e-4
     .venv/bin/python benchmarks/bench_r1zero.py --steps 60 --minutes 60   # judge by steps on a busy box
+    .venv/bin/python benchmarks/bench_r1zero.py --data gsm8k-layout      # a GSM8K-layout file, math-verify
+    .venv/bin/python benchmarks/bench_r1zero.py --data reasoning_gym:basic_arithmetic   # the library's task and scorer
 
 Target (2 CPU threads): held-out accuracy from <= 30% at step 0 to >= 70% within 10
 minutes, with the mean response length rising (the model learns to reason first).
@@ -94,7 +96,45 @@ class BenchSink(NullSink):
         return time.monotonic() > self.deadline
 
 
-def plot(sink: BenchSink, out: Path, eval_label: str) -> Path:
+def gsm8k_layout(out: Path) -> tuple[Path, Path]:
+    """Train and test JSONL files in GSM8K's published layout (`question`, and `answer` with
+    the working and `#### n`), written from the arithmetic task's word problems: Ponder must
+    recognise the layout and grade with math-verify, not with the task's own grader."""
+    from engine import tasks
+
+    task = tasks.get("arithmetic")
+    paths = []
+    for split, n in (("train", 2000), ("test", 100)):
+        path = out / f"gsm8k-layout-{split}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as f:
+            for ex in task.examples(split, n):
+                working, total = [], ex["start"]
+                for op, k in ex["steps"]:
+                    new = total + k if op == "+" else total - k
+                    working.append(f"{total} {op} {k} = <<{total}{op}{k}={new}>>{new}")
+                    total = new
+                f.write(json.dumps({"question": ex["prompt"], "answer": "\n".join(working) + f"\n#### {total}"}) + "\n")
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def data_overrides(data: str, out: Path) -> dict[str, object]:
+    """Config fields for `--data`: the built-in arithmetic task, a GSM8K-layout file, or a
+    reasoning_gym task (its easiest settings, which the starter can read)."""
+    if data == "arithmetic":
+        return {}
+    if data == "gsm8k-layout":
+        train, test = gsm8k_layout(out)
+        return {"task": None, "dataset": str(train), "eval_dataset": str(test),
+                "rewards": {"format": 0.5, "math": 1.0}, "accuracy_reward": "math"}
+    if data.startswith("reasoning_gym:"):
+        return {"task": data, "task_options": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
+                if data == "reasoning_gym:basic_arithmetic" else {}}
+    raise SystemExit(f"--data: arithmetic, gsm8k-layout or reasoning_gym:<name>, not {data!r}")
+
+
+def plot(sink: BenchSink, out: Path, eval_label: str, data: str = "arithmetic") -> Path:
     """Accuracy (held-out and train batch) and mean response length against training steps."""
     import matplotlib
 
@@ -105,7 +145,7 @@ def plot(sink: BenchSink, out: Path, eval_label: str) -> Path:
     steps, evals = sorted(sink.train), sorted(sink.evals)
     ax_acc.plot(steps, [sink.train[s]["accuracy"] for s in steps], alpha=0.35, label="train batch (T=1)")
     ax_acc.plot(evals, [sink.evals[s]["accuracy"] for s in evals], "o-", label=eval_label)
-    ax_acc.set(xlabel="step", ylabel="accuracy", ylim=(0, 1), title="R1-Zero on the starter: accuracy")
+    ax_acc.set(xlabel="step", ylabel="accuracy", ylim=(0, 1), title=f"R1-Zero on the starter ({data}): accuracy")
     ax_acc.legend(loc="lower right")
     ax_len.plot(steps, [sink.train[s]["length"] for s in steps], color="tab:green", alpha=0.5,
                 label="train batch (T=1)")
@@ -131,6 +171,8 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "var" / "bench"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a GRPOConfig field (JSON value), e.g. --set learning_rate=2e-4")
+    parser.add_argument("--data", default="arithmetic",
+                        help="arithmetic (the built-in task), gsm8k-layout, or reasoning_gym:<name>")
     parser.add_argument("--tag", default="", help="suffix for the plot and run folder names (write --tag=-x)")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -142,7 +184,8 @@ def main() -> int:
     print(f"starter ({args.arch}) ready at {model} after {time.monotonic() - started:.0f} s", flush=True)
     out = Path(args.out)
     config = r1zero_config(str(model), str(out / f"r1zero-{args.arch}{args.tag}"), args.eval_every)
-    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    overrides = {**data_overrides(args.data, out),
+                 **{k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}}
     if args.steps:
         overrides["steps"] = args.steps
     if overrides:
@@ -157,7 +200,7 @@ def main() -> int:
                                    "length": result.metrics["eval/response_length"],
                                    "seconds": time.monotonic() - sink.started}
     held_out = "held-out (greedy)" if config.eval_temperature == 0 else f"held-out (T={config.eval_temperature:g})"
-    return report(sink, args.minutes, plot(sink, out / f"r1zero-{args.arch}{args.tag}.png", held_out))
+    return report(sink, args.minutes, plot(sink, out / f"r1zero-{args.arch}{args.tag}.png", held_out, args.data))
 
 
 def report(sink: BenchSink, minutes: float, png: Path) -> int:

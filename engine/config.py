@@ -178,6 +178,30 @@ def require_columns(columns: dict[str, str], dataset: str | None) -> None:
         raise ValueError(str(e)) from None
 
 
+CURRICULUM_KEYS = {"promote_at": 0.75, "window": 5, "start_level": 0}
+
+
+def require_curriculum(curriculum: dict[str, Any], task: str | None) -> None:
+    """A curriculum goes with a reasoning_gym task whose dataset has one, with known keys in range."""
+    if not curriculum:
+        return
+    require(bool(task) and str(task).startswith("reasoning_gym:"), "curriculum needs a reasoning_gym:<name> "
+            f"task: its difficulty levels come from reasoning-gym, and {task or 'a dataset'} has none.")
+    unknown = sorted(set(curriculum) - set(CURRICULUM_KEYS))
+    require(not unknown, f"curriculum has unknown keys {', '.join(unknown)}; it takes {', '.join(CURRICULUM_KEYS)}.")
+    c = {**CURRICULUM_KEYS, **curriculum}
+    require(isinstance(c["promote_at"], int | float) and 0 < c["promote_at"] <= 1,
+            f"curriculum.promote_at must be an accuracy in (0, 1], got {c['promote_at']!r}.")
+    require(isinstance(c["window"], int) and c["window"] >= 1,
+            f"curriculum.window must be a whole number of steps >= 1, got {c['window']!r}.")
+    require(isinstance(c["start_level"], int) and c["start_level"] >= 0,
+            f"curriculum.start_level must be a whole number >= 0, got {c['start_level']!r}.")
+    from reasoning_gym.factory import has_curriculum
+
+    name = str(task).split(":", 1)[1]
+    require(has_curriculum(name), f"curriculum: reasoning-gym has no curriculum for {name}; train it at its options.")
+
+
 def require_attention(name: str, device: str, dtype: str) -> None:
     """Raise ValueError unless `name` is an attention kernel that can run on `device` in `dtype`."""
     require(name in ATTN_IMPLEMENTATIONS, f"attn_implementation must be one of "
@@ -218,6 +242,10 @@ class GRPOConfig(TrainConfig):
                                  "instead of a built-in task.")
     eval_dataset: str | None = option(None, "Path of held-out prompts for evaluation (with `dataset`).")
     columns: dict[str, str] = option({}, COLUMNS_HELP)
+    curriculum: dict[str, Any] = option({}, "Difficulty curriculum for a reasoning_gym task (its library's "
+                                        "levels): {\"promote_at\": 0.75, \"window\": 5, \"start_level\": 0} "
+                                        "moves to the next level once mean accuracy over the last `window` "
+                                        "steps reaches `promote_at`; {} trains at the task's own options.")
     train_examples: int | None = option(None, "How many training examples to draw from the task "
                                         "(None: the task's default).")
     eval_examples: int = option(100, "Held-out examples scored at each evaluation.")
@@ -306,6 +334,7 @@ class GRPOConfig(TrainConfig):
         require(self.eval_dataset is None or self.dataset is not None,
                 "eval_dataset goes with dataset: a built-in task brings its own test split.")
         require_columns(self.columns, self.dataset)
+        require_curriculum(self.curriculum, self.task)
         require(bool(self.rewards), "rewards must name at least one reward, e.g. {\"task\": 1.0}.")
         require(all(math.isfinite(w) for w in self.rewards.values()), "Reward weights must be finite numbers.")
         require(self.task is not None or ("task" not in self.rewards and self.accuracy_reward != "task"),

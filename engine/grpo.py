@@ -23,7 +23,7 @@ import torch
 from engine import distributed
 from engine.behaviours import behaviours
 from engine.behaviours import shares as behaviour_shares
-from engine.config import GRPOConfig
+from engine.config import CURRICULUM_KEYS, GRPOConfig
 from engine.events import RolloutRecord, Sink
 from engine.grpo_math import group_advantages, policy_loss
 from engine.models import checkpointing_layers
@@ -90,6 +90,42 @@ class _Run:
     last_checkpoint: str | None = None
     eos: set[int] = field(default_factory=set)  # a completion ending in one has no stop string
     packing_ok: bool = False  # the model reads packed rows as separate sequences (`packing_supported`)
+    task: Any = None  # the built-in task (None for a dataset): it made the examples, it scores them
+    curriculum: _Curriculum | None = None
+
+
+@dataclass
+class _Curriculum:
+    """Where a reasoning_gym task's difficulty curriculum stands: the level trained at and
+    the accuracies of the steps since it began."""
+
+    level: int
+    top: int  # the hardest level
+    promote_at: float
+    window: int
+    recent: list[float] = field(default_factory=list)
+
+    @classmethod
+    def restore(cls, config: GRPOConfig, task: Any, saved: dict[str, Any] | None) -> _Curriculum | None:
+        if not config.curriculum:
+            return None
+        settings = {**CURRICULUM_KEYS, **config.curriculum}
+        saved = saved or {}
+        top = max(task.levels() - 1, 0)
+        return cls(level=min(int(saved.get("level", settings["start_level"])), top), top=top,
+                   promote_at=float(settings["promote_at"]), window=int(settings["window"]),
+                   recent=[float(a) for a in saved.get("recent", [])])
+
+    def observe(self, accuracy: float) -> bool:
+        """Record a step's accuracy; True when it moves the curriculum up a level."""
+        self.recent = [*self.recent, accuracy][-self.window:]
+        if self.level >= self.top or len(self.recent) < self.window or sum(self.recent) / self.window < self.promote_at:
+            return False
+        self.level, self.recent = self.level + 1, []
+        return True
+
+    def state(self) -> dict[str, Any]:
+        return {"level": self.level, "recent": list(self.recent)}
 
 
 def run_grpo(
@@ -144,6 +180,7 @@ def _end_step(run: _Run, metrics: dict[str, float]) -> None:
     cfg, step = run.config, run.step
     metrics["step_time"] = run.clock.stop()
     metrics["tokens_per_s"] = metrics.pop("_tokens") / metrics["step_time"]
+    _advance_curriculum(run, metrics)
     if _every(cfg.eval_every, step) and step < cfg.steps:  # the last step is evaluated after the loop
         metrics.update(_evaluate(run))
     run.sink.metrics(step, metrics)
@@ -151,6 +188,21 @@ def _end_step(run: _Run, metrics: dict[str, float]) -> None:
     run.sink.progress(step, cfg.steps, eta_s=run.clock.eta(cfg.steps - step))
     if _every(cfg.save_every, step) and step < cfg.steps:
         _save(run)
+
+
+def _advance_curriculum(run: _Run, metrics: dict[str, float]) -> None:
+    """Log the level this step trained at; once accuracy has held at `promote_at` for a
+    window of steps, train on the next level's problems (every process decides alike: the
+    accuracy is global)."""
+    c = run.curriculum
+    if c is None:
+        return
+    metrics["curriculum/level"] = float(c.level)
+    if c.observe(metrics.get("accuracy", 0.0)):
+        run.train, _ = _load_prompts(run.config, run.tokenizer, run.task, c.level, with_test=False)
+        run.cursor = DataCursor.restore(len(run.train), run.config.seed + c.level, None)
+        run.sink.log(f"GRPO: curriculum level {c.level} of {c.top} from step {run.step + 1}: "
+                     + ", ".join(f"{k}={v}" for k, v in run.task.level_options(c.level).items()))
 
 
 def _setup(config: GRPOConfig, sink: Sink, resume_from: str | Path | None,
@@ -167,11 +219,13 @@ def _setup(config: GRPOConfig, sink: Sink, resume_from: str | Path | None,
         sink.log("GRPO: the KL reference is the policy with its LoRA adapter off (no second copy)")
     model = distributed.prepare_model(model, world, config.sharding)
     model.eval()  # no dropout: sampling and training must see the same policy
-    train, test = _load_prompts(config, tokenizer)
+    task = _task(config)
+    data_state = state.get("data_state") or {}
+    curriculum = _Curriculum.restore(config, task, data_state.get("curriculum"))
+    train, test = _load_prompts(config, tokenizer, task, None if curriculum is None else curriculum.level)
     optimizer = build_optimizer(model, config)
     total_updates = config.steps * config.num_iterations
     scheduler = build_scheduler(optimizer, config.lr_schedule, config.warmup_steps, total_updates)
-    data_state = state.get("data_state") or {}
     if resume_from is not None:
         restore_training_state(optimizer, scheduler, state, model)
     from engine.backends import make_generator, resolve_backend
@@ -181,11 +235,13 @@ def _setup(config: GRPOConfig, sink: Sink, resume_from: str | Path | None,
     sink.log(f"GRPO: sampling with the {resolve_backend(config.generation_backend, model)} backend"
              + (" (auto)" if config.generation_backend == "auto" else ""))
     run = _Run(config, sink, model, tokenizer, optimizer, scheduler, generator, train, test,
-               DataCursor.restore(len(train), config.seed, data_state.get("cursor")),
-               RewardScorer(config.rewards, _task(config), sink.log,
+               DataCursor.restore(len(train), config.seed + (curriculum.level if curriculum else 0),
+                                  data_state.get("cursor")),
+               RewardScorer(config.rewards, task, sink.log,
                             {**sandboxed_rewards(config.custom_rewards), **reward_functions}), world=world,
                ref_model=ref_model, base_reference=base_reference, step=int(state.get("step", 0)), eos=eos_ids(model, tokenizer),
-               packing_ok=config.batch_layout in ("auto", "packed") and packing_supported(model))
+               packing_ok=config.batch_layout in ("auto", "packed") and packing_supported(model),
+               task=task, curriculum=curriculum)
     if config.batch_layout == "packed" and not run.packing_ok:
         raise ValueError("batch_layout packed: this model does not read packed rows as separate sequences "
                          "(its attention ignores restarting position ids); use grouped or padded.")
@@ -588,7 +644,7 @@ def _save(run: _Run) -> None:
     gathered = distributed.full_state(run.model, run.optimizer)  # a collective when sharded
     if run.world.is_main:
         record = save_stage_checkpoint(path, run.model, run.tokenizer, step=run.step, optimizer=run.optimizer,
-                                       scheduler=run.scheduler, data_state={"cursor": run.cursor.state()},
+                                       scheduler=run.scheduler, data_state=_data_state(run),
                                        config=run.config.to_dict(), full_state=gathered)
         if run.ref_model is not None:
             # The reference may be a refreshed copy of the policy: keep it for an exact resume.
@@ -605,6 +661,14 @@ def _adapter_off_reference(model: torch.nn.Module, config: GRPOConfig) -> bool:
     return config.lora is not None and not config.ref_refresh_steps and hasattr(model, "disable_adapter")
 
 
+def _data_state(run: _Run) -> dict[str, Any]:
+    """Where the data stands, for an exact resume: the cursor, and the curriculum's level."""
+    state: dict[str, Any] = {"cursor": run.cursor.state()}
+    if run.curriculum is not None:
+        state["curriculum"] = run.curriculum.state()
+    return state
+
+
 def _reference_model(model: torch.nn.Module, resume_from: str | Path | None, config: GRPOConfig) -> torch.nn.Module:
     """A frozen copy of the policy (restored from the checkpoint when resuming), in CPU
     memory when `ref_offload` is on."""
@@ -618,13 +682,15 @@ def _reference_model(model: torch.nn.Module, resume_from: str | Path | None, con
     return ref.eval()
 
 
-def _load_prompts(config: GRPOConfig, tokenizer: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Train and test examples, each with `text`: the prompt as the model sees it."""
-    if config.task is not None:
-        task = _task(config)
-        assert task is not None
-        train = task.examples("train", config.train_examples)
-        test = task.examples("test", config.eval_examples) if config.eval_examples else []
+def _load_prompts(config: GRPOConfig, tokenizer: Any, task: Any, level: int | None = None, *,
+                  with_test: bool = True) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Train and test examples, each with `text`: the prompt as the model sees it. With a
+    curriculum, train is at `level`; test stays at the task's own options, so evaluations
+    along the run compare."""
+    if task is not None:
+        train = task.examples("train", config.train_examples, level=level) if level is not None else \
+            task.examples("train", config.train_examples)
+        test = task.examples("test", config.eval_examples) if config.eval_examples and with_test else []
     else:
         from engine.datasets import load_examples
 

@@ -265,3 +265,69 @@ def test_dynamic_sampling_refills_the_batch_with_groups_that_carry_signal(tiny_m
             assert h["groups_trained"] == 2
     if refills:
         assert any(h["sampling_rounds"] > 1 for h in result.history)
+
+
+def test_a_reasoning_gym_task_is_scored_by_its_own_library(tiny_model: Path, tmp_path: Path) -> None:
+    """Every stored reward equals reasoning-gym's score_answer on the completion's answer
+    (the run's scorer grades the examples its task made)."""
+    from reasoning_gym import create_dataset
+
+    from engine.tasks.base import extract_answer
+
+    config = make_config(tiny_model, tmp_path, task="reasoning_gym:basic_arithmetic", steps=1,
+                         task_options={"min_terms": 2, "max_terms": 2}, rewards={"task": 1.0})
+    sink = StreamingSink()
+    run(config, sink)
+    library = create_dataset("basic_arithmetic", size=1, seed=1, min_terms=2, max_terms=2)
+    assert not any("reward task" in line.lower() and "error" in line.lower() for line in sink.lines)
+    for record in sink.rollout_records:
+        entry = {"answer": record.reference}
+        answer = extract_answer(record.completion)
+        expected = 0.0 if answer is None else library.score_answer(answer=answer, entry=entry)
+        assert record.rewards["task"] == pytest.approx(expected)
+    # The reference answer itself scores 1.0 through the same scorer a run uses.
+    from engine.scoring import RewardScorer
+    from engine.tasks import get
+
+    task = get("reasoning_gym:basic_arithmetic", min_terms=2, max_terms=2)
+    [example] = task.examples("train", 1)
+    other = RewardScorer({"task": 1.0}, get("reasoning_gym:basic_arithmetic", min_terms=2, max_terms=2), print)
+    assert other.score(f"<think>x</think> <answer>{example['answer']}</answer>", example)[0] == 1.0
+
+
+def test_a_curriculum_moves_up_a_level_when_accuracy_holds_and_resumes_there(tiny_model: Path, tmp_path: Path) -> None:
+    def solved(completion: str, example: dict) -> float:
+        return float(not example["id"].endswith("-3"))  # every prompt but one in ten-ish counts as solved
+
+    rewards = {"letter_a": letter_a, "solved": solved}
+    config = make_config(tiny_model, tmp_path / "full", task="reasoning_gym:basic_arithmetic", steps=4, save_every=1,
+                         rewards={"task": 1.0, "letter_a": 1.0}, accuracy_reward="solved",
+                         curriculum={"promote_at": 0.6, "window": 2})
+    sink = StreamingSink()
+    result = run_grpo(config, sink, reward_functions=rewards)
+    levels = [h["curriculum/level"] for h in result.history if "curriculum/level" in h]
+    accuracies = [h["accuracy"] for h in result.history if "curriculum/level" in h]
+    expected, level, recent = [], 0, []
+    for a in accuracies:  # each step trains at the level earned by the steps before it
+        expected.append(float(level))
+        recent = [*recent, a][-2:]
+        if len(recent) == 2 and sum(recent) / 2 >= 0.6:
+            level, recent = level + 1, []
+    assert levels == expected and max(levels) >= 1, (levels, accuracies)
+    promoted = next(line for line in sink.lines if "curriculum level 1 of 4" in line)
+    assert "max_terms=3" in promoted and "max_digits=2" in promoted  # the library's next level
+    resumed = run_grpo(replace(config, output_dir=str(tmp_path / "resumed")), StreamingSink(),
+                       reward_functions=rewards, resume_from=tmp_path / "full" / "checkpoint-2")
+    assert [h["curriculum/level"] for h in resumed.history] == levels[2:]
+    assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in result.history[2:]], rel=1e-5,
+                                                                  abs=1e-7)
+
+
+@pytest.mark.parametrize(("curriculum", "task", "match"), [
+    ({"window": 5}, "arithmetic", "curriculum needs a reasoning_gym:<name> task"),
+    ({"promote_at": 1.5}, "reasoning_gym:basic_arithmetic", "curriculum.promote_at must be an accuracy in"),
+    ({"pace": 2}, "reasoning_gym:basic_arithmetic", "curriculum has unknown keys pace"),
+])
+def test_a_bad_curriculum_is_refused_naming_the_rule(curriculum: dict, task: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        GRPOConfig(task=task, curriculum=curriculum)

@@ -176,3 +176,8 @@ def test_the_estimate_checks_who_asks_and_what_they_name(client, personas, setti
     assert "is not a model you may use" in estimate(client, model="meta-llama/Llama-3.1-8B")["error"]
     settings.PONDER_ALLOWED_MODELS = ["meta-llama/*"]
     assert "its config is not on this machine" in estimate(client, model="meta-llama/Llama-3.1-8B")["error"]
+
+
+def test_the_estimate_names_a_setting_it_cannot_read(client, personas):
+    client.force_login(personas.owner)
+    assert estimate(client, lora="[4]")["error"].startswith("lora: must be an object")

@@ -42,7 +42,12 @@ def launch_estimate(user: AuthUser, params: QueryDict) -> dict[str, Any]:
     except (OSError, ValueError, KeyError) as exc:
         return {"error": f"{field}: its config is not on this machine ({type(exc).__name__}), so no estimate"}
     speed = engine_estimate.rates(str(config.get("device") or "cpu"), str(config.get("dtype") or "float32"))
-    result = engine_estimate.estimate(stage, config, shape, speed)
+    if not isinstance(config.get("lora"), dict | None):
+        return {"error": "lora: must be an object such as {\"r\": 8, \"alpha\": 16}, or blank"}
+    try:
+        result = engine_estimate.estimate(stage, config, shape, speed)
+    except (TypeError, ValueError) as exc:  # a setting of the wrong kind: the launch names it
+        return {"error": f"no estimate for these settings ({exc})"}
     defaults = engine_estimate.suggested_defaults(stage, config, shape)
     stage_defaults = engine_estimate.stage_defaults(stage)
     return {"lines": result.lines(), "total_memory": result.total_memory,
