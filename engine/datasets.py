@@ -1,7 +1,7 @@
 """Reading users' prompt datasets and writing SFT datasets.
 
-`load_examples(path)` reads JSONL, CSV, Parquet or a `datasets.save_to_disk` directory in
-any common layout, or in the user's own with a column mapping (`columns`), and returns
+`load_examples(path)` reads JSONL, CSV, Parquet, a `datasets.save_to_disk` directory or a
+Hugging Face Hub dataset (`hf:<owner>/<name>[:<config>][@<split>]`) in any common layout, or in the user's own with a column mapping (`columns`), and returns
 task examples (the dict shape of `engine.tasks`):
 
 - TRL: `prompt` (a string, or chat messages `[{"role", "content"}]`) and `solution` or
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -31,6 +32,8 @@ from engine.tasks.base import Example, last_boxed
 FORMATS = ("jsonl", "parquet", "datasets")  # what SFT datasets are written as
 ROLES = {"system", "user", "assistant", "tool"}
 MAX_REPORTED = 5  # row errors listed in one DatasetError
+HUB_PREFIX = "hf:"
+_HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")  # owner/name: never a path
 
 
 class DatasetError(ValueError):
@@ -46,7 +49,7 @@ def load_examples(path: str | Path, *, split: str = "train", task: str = "custom
     """
     check_columns(columns or {})
     path = Path(path)
-    if not path.exists():
+    if not is_hub_ref(path) and not path.exists():
         raise DatasetError(f"{path}: no such file or directory.")
     examples: list[Example] = []
     errors: list[str] = []
@@ -65,9 +68,44 @@ def load_examples(path: str | Path, *, split: str = "train", task: str = "custom
     return examples
 
 
+def is_hub_ref(path: str | Path) -> bool:
+    return str(path).startswith(HUB_PREFIX)
+
+
+def parse_hub_ref(ref: str) -> tuple[str, str | None, str | None]:
+    """(name, config, split) of `hf:<owner>/<name>[:<config>][@<split>]`; DatasetError
+    for anything else (a local path is never a Hub name)."""
+    body, _, split = str(ref).removeprefix(HUB_PREFIX).partition("@")
+    name, _, config = body.partition(":")
+    if not _HUB_NAME.fullmatch(name) or ".." in name or (split and not re.fullmatch(r"[\w.\[\]:%-]+", split)):
+        raise DatasetError(f"{ref}: a Hub dataset is named hf:<owner>/<name>[:<config>][@<split>], "
+                           "e.g. hf:openai/gsm8k:main@test.")
+    return name, config or None, split or None
+
+
+def _rows_hub(ref: str, split: str) -> Iterator[tuple[str, Any]]:
+    """Rows of a Hub dataset through `datasets.load_dataset` (downloaded, or from the local
+    Hugging Face cache when there is no network)."""
+    from datasets import load_dataset
+
+    name, config, pinned = parse_hub_ref(ref)
+    if Path(name).exists():  # load_dataset would read a local folder of that name instead
+        raise DatasetError(f"{ref}: {name} is also a local folder here; a Hub name must not read local files.")
+    try:
+        data = load_dataset(name, config, split=pinned or split)
+    except Exception as e:  # no network, no such dataset, config or split: datasets raises many types
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DatasetError(f"{ref}: cannot be loaded from the Hugging Face Hub ({reason}); without network "
+                           "access only datasets already in the local Hugging Face cache load.") from None
+    for number, row in enumerate(data, start=1):
+        yield f"{ref} row {number}", row
+
+
 def _rows(path: Path, split: str) -> Iterator[tuple[str, Any]]:
     """(location for error messages, raw row) for every row of the dataset at `path`."""
-    if path.is_dir():
+    if is_hub_ref(path):
+        yield from _rows_hub(str(path), split)
+    elif path.is_dir():
         yield from _rows_saved(path, split)
     elif path.suffix in (".jsonl", ".json", ".ndjson"):
         yield from _rows_jsonl(path)

@@ -45,7 +45,7 @@ def execute_import(*, dataset_id: int) -> str:
     if not import_claim(dataset_id=dataset_id):
         return "not queued"
     try:
-        dataset_import_run(dataset_id=dataset_id)
+        result = dataset_import_run(dataset_id=dataset_id)
     except DatasetError as e:  # the file's fault: the sentence names the rule it broke
         import_fail(dataset_id=dataset_id, reason=str(e))
         return "failed"
@@ -55,4 +55,4 @@ def execute_import(*, dataset_id: int) -> str:
         return "failed"
     finally:
         import_cleanup(dataset_id=dataset_id)  # the staged upload, whichever way it ended
-    return "ready"
+    return result

@@ -222,3 +222,18 @@ def test_a_rows_language_is_any_iso_code_or_auto(tmp_path: Path) -> None:
     path.write_text(json.dumps({"prompt": "2 + 2?", "answer": "4", "language": "klingon"}) + "\n")
     with pytest.raises(DatasetError, match="langs.jsonl line 1: field 'language': must be an ISO 639-1 code"):
         load_examples(path)
+
+
+def test_a_hub_dataset_in_the_local_cache_loads_by_name_in_its_published_layout(tmp_path, monkeypatch):
+    from tests.hub_cache import cache_hub_dataset, offline_cache
+
+    offline_cache(monkeypatch, tmp_path / "cache")
+    rows = [{"question": f"What is {i} + {i}?", "answer": f"{i} + {i} = {2 * i}\n#### {2 * i}"} for i in range(4)]
+    cache_hub_dataset(tmp_path / "cache", "acme/gsm8k-mini", {"train": rows, "test": rows[:2]})
+    train = load_examples("hf:acme/gsm8k-mini")
+    assert [(e["prompt"], e["answer"]) for e in train] == [(f"What is {i} + {i}?", str(2 * i)) for i in range(4)]
+    assert len(load_examples("hf:acme/gsm8k-mini@test")) == 2
+    with pytest.raises(DatasetError, match="cannot be loaded from the Hugging Face Hub .*local Hugging Face cache"):
+        load_examples("hf:acme/not-downloaded")
+    with pytest.raises(DatasetError, match=r"a Hub dataset is named hf:<owner>/<name>"):
+        load_examples("hf:../../etc")

@@ -218,6 +218,74 @@ class TestParsedInProcess:
         assert len(prompts) == 2_500 and seen == [1_000, 2_000, 2_500]
 
 
+class TestHubDatasets:
+    """A Hugging Face Hub dataset by name: allowed by the operator, loaded by the worker
+    (here from the local cache, as on a machine without network), stored as a version."""
+
+    pytestmark = pytest.mark.django_db
+    ROWS = [{"question": "Tom has 3 apples and buys 4. How many?", "answer": "3 + 4 = 7\n#### 7"},
+            {"question": "Half of 10?", "answer": "10 / 2 = 5\n#### 5"}]
+
+    @pytest.fixture(autouse=True)
+    def hub(self, settings, tmp_path, client, personas, monkeypatch):
+        from tests.hub_cache import cache_hub_dataset, offline_cache
+
+        settings.PONDER_DATA_DIR = tmp_path
+        settings.PONDER_ALLOWED_DATASETS = ["acme/*"]
+        offline_cache(monkeypatch, tmp_path / "hf-cache")
+        cache_hub_dataset(tmp_path / "hf-cache", "acme/gsm8k-mini", {"train": self.ROWS, "test": self.ROWS[:1]})
+        cache_hub_dataset(tmp_path / "hf-cache", "acme/own-layout", {"train": [{"frage": "2+2?", "antwort": "4"}]})
+        client.force_login(personas.owner)
+
+    def ask(self, client, hub: str, **extra):
+        return client.post(reverse("dataset-import"), {"project": "alpha", "name": "", "hub": hub, **extra})
+
+    def test_an_allowed_hub_dataset_imports_by_name_in_its_published_layout(self, client):
+        from workers.exports import execute_import
+
+        response = self.ask(client, "acme/gsm8k-mini@test")
+        dataset = Dataset.objects.get()
+        assert response["Location"] == reverse("dataset-detail", args=[dataset.pk])
+        assert dataset.status == "queued" and dataset.source == {"type": "hub", "ref": "hf:acme/gsm8k-mini@test"}
+        assert dataset.name == "gsm8k-mini"
+        assert execute_import(dataset_id=dataset.pk) == "ready"
+        assert list(Dataset.objects.get().prompts.values_list("answer", flat=True)) == ["7"]
+
+    def test_a_name_the_operator_did_not_allow_or_that_is_a_path_is_refused_with_nothing_made(self, client, settings):
+        for hub, rule in (("openai/gsm8k", "the operator allows acme/*"),
+                          ("../../etc", "a Hub dataset is named hf:&lt;owner&gt;/&lt;name&gt;")):
+            response = self.ask(client, hub)
+            assert response.status_code == 400 and rule in response.content.decode(), hub
+        settings.PONDER_ALLOWED_DATASETS = []
+        assert "the operator allows none (PONDER_ALLOWED_DATASETS)" in self.ask(client, "acme/gsm8k-mini").content.decode()
+        both = client.post(reverse("dataset-import"), {"project": "alpha", "name": "", "hub": "acme/gsm8k-mini",
+                                                       "file": SimpleUploadedFile("a.jsonl", jsonl(self.ROWS))})
+        assert "not both" in both.content.decode()
+        assert not Dataset.objects.exists()
+
+    def test_a_hub_dataset_in_its_own_layout_fails_naming_its_columns_until_mapped(self, client):
+        from workers.exports import execute_import
+
+        self.ask(client, "acme/own-layout")
+        first = Dataset.objects.get()
+        assert execute_import(dataset_id=first.pk) == "failed"
+        first.refresh_from_db()
+        assert "its columns (frage, antwort) are not a layout Ponder recognises" in first.error
+        self.ask(client, "acme/own-layout", columns=json.dumps({"prompt": "frage", "answer": "antwort"}))
+        second = Dataset.objects.exclude(pk=first.pk).get()
+        assert execute_import(dataset_id=second.pk) == "ready"
+        assert [(p.text, p.answer) for p in second.prompts.all()] == [("2+2?", "4")]
+
+    def test_a_hub_dataset_not_in_the_cache_fails_saying_why(self, client):
+        from workers.exports import execute_import
+
+        self.ask(client, "acme/never-downloaded")
+        dataset = Dataset.objects.get()
+        assert execute_import(dataset_id=dataset.pk) == "failed"
+        dataset.refresh_from_db()
+        assert "cannot be loaded from the Hugging Face Hub" in dataset.error and dataset.row_count == 0
+
+
 class TestColumnMapping:
     """A file in its own layout: its first rows shown, the columns chosen in the browser,
     the mapping kept with the version and used by the import."""
@@ -254,6 +322,27 @@ class TestColumnMapping:
         assert execute_import(dataset_id=dataset.pk) == "ready"
         rows = list(Dataset.objects.get().prompts.order_by("index").values("text", "answer", "metadata"))
         assert [(r["text"], r["answer"]) for r in rows] == [("Wie viel ist 2 + 3?", "5"), ("Was ist 1/2 + 1/4?", "3/4")]
+
+    def test_a_zipped_datasets_folder_in_its_own_layout_waits_for_its_mapping_with_a_preview(self, client, tmp_path):
+        from workers.exports import execute_import
+
+        rows = [{"Frage": "Wie viel ist 2 + 3?", "Lösung": "5"}, {"Frage": "<b>Was</b> ist 1/2 + 1/4?", "Lösung": "3/4"}]
+        folder = files.write_rows(rows, tmp_path / "export" / "eigene", "datasets")
+        post(client, "eigene.zip", files.zip_folder(folder, tmp_path / "eigene.zip").read_bytes())
+        dataset = Dataset.objects.get()
+        assert dataset.status == "queued"  # a zip is unpacked by the worker, not here
+        assert execute_import(dataset_id=dataset.pk) == "mapping"
+        dataset.refresh_from_db()
+        assert dataset.status == "mapping" and not Prompt.objects.exists()
+        assert not (services.upload_dir(dataset.pk) / "work").exists()  # the unpacked copy went; the zip stays
+        page = client.get(reverse("dataset-columns", args=[dataset.pk])).content.decode()
+        assert '<th class="mono">Frage</th>' in page and "&lt;b&gt;Was&lt;/b&gt; ist 1/2 + 1/4?" in page
+        assert client.post(reverse("dataset-columns", args=[dataset.pk]), {"prompt": "Frage"}).status_code == 400
+        client.post(reverse("dataset-columns", args=[dataset.pk]), {"prompt": "Frage", "answer": "Lösung"})
+        assert execute_import(dataset_id=dataset.pk) == "ready"
+        stored = Dataset.objects.get().prompts.order_by("index").values_list("text", "answer")
+        assert list(stored) == [("Wie viel ist 2 + 3?", "5"), ("<b>Was</b> ist 1/2 + 1/4?", "3/4")]
+        assert not services.upload_dir(dataset.pk).exists()
 
     def test_a_mapping_given_with_the_upload_skips_the_page(self, client):
         response = client.post(reverse("dataset-import"), {

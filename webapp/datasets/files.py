@@ -270,7 +270,7 @@ def preview(path: Path, n: int = PREVIEW_ROWS) -> tuple[list[str], list[dict[str
     name they use (in order of first appearance), for the column mapping page."""
     rows: list[dict[str, str]] = []
     names: dict[str, None] = {}
-    for _, row in _first_rows(path, n):
+    for _, row in _staged_rows(path, n):
         if not isinstance(row, dict):
             continue
         cells = {str(k): _cell(v) for k, v in row.items()}
@@ -299,7 +299,8 @@ def _cell(value: Any) -> str:
 
 def needs_mapping(path: Path) -> bool:
     """True when the upload's first rows are neither SFT rows nor prompts in a layout
-    `engine.datasets` recognises (a zipped `datasets` folder is read as it is)."""
+    `engine.datasets` recognises. A zip is not unpacked here: the worker asks again of the
+    `datasets` folder inside (`first_rows_file`)."""
     if path.suffix.lower() == ".zip":
         return False
     for _, row in _first_rows(path, 1):
@@ -310,12 +311,33 @@ def needs_mapping(path: Path) -> bool:
     return False
 
 
+FIRST_ROWS_FILE = "first-rows.json"  # beside a zip whose folder waits for a mapping
+
+
+def save_first_rows(data: Path, staging: Path) -> None:
+    """Keep the first rows of an unpacked `datasets` folder beside its zip (JSON), so the
+    mapping page and the mapping check read them without unpacking it again."""
+    rows = [(where, row) for where, row in _first_rows(data, PREVIEW_ROWS)]
+    (staging / FIRST_ROWS_FILE).write_text(json.dumps(rows, ensure_ascii=False, default=str), encoding="utf-8")
+
+
+def _staged_rows(path: Path, n: int) -> Iterator[tuple[str, Any]]:
+    """The first rows of an upload: read from the file, or for a zip from the rows the
+    worker kept (`save_first_rows`)."""
+    kept = path.with_name(FIRST_ROWS_FILE)
+    if path.suffix.lower() == ".zip":
+        if kept.is_file():
+            yield from (tuple(item) for item in json.loads(kept.read_text(encoding="utf-8"))[:n])
+        return
+    yield from _first_rows(path, n)
+
+
 def check_mapping(path: Path, columns: dict[str, str]) -> None:
     """DatasetError naming the field and the rule when `columns` does not read the first rows."""
     check_columns(columns)
     if "prompt" not in columns:
         raise DatasetError("columns.prompt: choose the column that holds the prompt")
-    for where, row in _first_rows(path, PREVIEW_ROWS):
+    for where, row in _staged_rows(path, PREVIEW_ROWS):
         try:
             normalize_row(_mapped(row, columns))
         except DatasetError as e:

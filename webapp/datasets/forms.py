@@ -9,7 +9,11 @@ class ImportForm(forms.Form):
     project = forms.ChoiceField(help_text="A project you own.")
     name = forms.CharField(max_length=200, required=False,
                            help_text="Blank: the file's name. An existing name gets the next version.")
-    file = forms.FileField(help_text=".jsonl, .csv, .parquet, or a .zip of a datasets save_to_disk folder.")
+    file = forms.FileField(required=False,
+                           help_text=".jsonl, .csv, .parquet, or a .zip of a datasets save_to_disk folder.")
+    hub = forms.CharField(required=False, max_length=300, label="Or a Hugging Face dataset",
+                          help_text="owner/name[:config][@split], e.g. openai/gsm8k:main@train, where the operator "
+                                    "allows it (PONDER_ALLOWED_DATASETS); a worker loads it.")
     columns = forms.JSONField(required=False, label="Column mapping",
                               widget=forms.Textarea(attrs={"rows": 2, "class": "mono"}),
                               help_text='Optional: which column is what, e.g. {"prompt": "question", "answer": '
@@ -27,6 +31,14 @@ class ImportForm(forms.Form):
         if self.refused:
             raise forms.ValidationError(self.refused)
         return self.cleaned_data["file"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if not self.refused and bool(data.get("file")) == bool((data.get("hub") or "").strip()):
+            both = bool(data.get("file"))
+            raise forms.ValidationError("Give a file to upload or a Hugging Face dataset name, not both." if both
+                                        else "Choose a file to upload, or name a Hugging Face dataset.")
+        return data
 
 
 # Columns whose names say what they hold, tried in order for each role's first guess.

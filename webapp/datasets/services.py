@@ -7,6 +7,7 @@ written under PONDER_DATA_DIR/datasets/<id>/, is reused as it is.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import shutil
 import uuid
@@ -133,6 +134,49 @@ def dataset_upload_start(*, project: Project, user: AuthUser, name: str, upload:
         shutil.rmtree(incoming, ignore_errors=True)
 
 
+def dataset_hub_start(*, project: Project, user: AuthUser, name: str, ref: str,
+                      columns: dict[str, str] | None = None) -> Dataset:
+    """A queued dataset for a Hugging Face Hub dataset named `owner/name[:config][@split]`
+    that the operator allows (PONDER_ALLOWED_DATASETS); a worker loads and stores it.
+    ValidationError({"hub": ...}) for a bad or unallowed name, ({"columns": ...}) for an
+    unknown role, leaving nothing behind."""
+    from engine.datasets import HUB_PREFIX, check_columns, parse_hub_ref
+
+    _check_owner(user, project)
+    ref = ref.strip() if ref.strip().startswith(HUB_PREFIX) else HUB_PREFIX + ref.strip()
+    try:
+        hub_name, _, _ = parse_hub_ref(ref)
+    except DatasetError as e:
+        raise ValidationError({"hub": str(e)}) from None
+    try:
+        check_columns(columns or {})
+    except DatasetError as e:
+        raise ValidationError({"columns": str(e)}) from None
+    allowed = settings.PONDER_ALLOWED_DATASETS
+    if not any(fnmatch.fnmatchcase(hub_name, pattern) for pattern in allowed):
+        raise ValidationError({"hub": f"{hub_name} is not a Hub dataset this server may load: "
+                                      + (f"the operator allows {', '.join(allowed)}" if allowed else
+                                         "the operator allows none (PONDER_ALLOWED_DATASETS)")})
+    name = _check_name(name or hub_name.split("/")[1])
+    source = {"type": "hub", "ref": ref, **({"columns": columns} if columns else {})}
+    for attempt in range(3):
+        try:
+            return _create_hub_queued(project, user, name, source)
+        except IntegrityError:  # someone took the same version number first; take the next
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+@transaction.atomic
+def _create_hub_queued(project: Project, user: AuthUser, name: str, source: dict[str, Any]) -> Dataset:
+    latest = Dataset.objects.filter(project=project, name=name).aggregate(v=Max("version"))["v"] or 0
+    dataset = Dataset.objects.create(project=project, name=name, version=latest + 1, created_by=user,
+                                     status=Dataset.Status.QUEUED, source=source)
+    transaction.on_commit(lambda: _enqueue_import(dataset.pk))
+    return dataset
+
+
 def dataset_columns_set(*, dataset: Dataset, user: AuthUser, columns: dict[str, str]) -> Dataset:
     """Queue the import of an upload waiting for its mapping, with `columns` (role → the
     file's column) stored in its `source`. ValidationError({"columns": ...}) names the
@@ -202,21 +246,44 @@ def import_progress(*, dataset_id: int, rows: int) -> None:
     Dataset.objects.filter(pk=dataset_id, status=Dataset.Status.IMPORTING).update(rows_read=rows)
 
 
-def dataset_import_run(*, dataset_id: int) -> None:
+def dataset_import_run(*, dataset_id: int) -> str:
     """Parse a claimed upload and store its rows, marking the dataset ready, in one
-    transaction. Raises DatasetError (or anything else) for `import_fail`."""
+    transaction ("ready"); a zipped `datasets` folder in a layout Ponder does not recognise,
+    given no mapping, waits for one instead ("mapping", its first rows kept to show). Raises
+    DatasetError (or anything else) for `import_fail`."""
     dataset = Dataset.objects.get(pk=dataset_id, status=Dataset.Status.IMPORTING)
-    folder = upload_dir(dataset.pk)
-    path = folder / files.upload_name(dataset.source.get("file"))
-    if not path.is_file():
-        raise DatasetError(f"{path.name}: the uploaded file is no longer in its staging folder; upload it again.")
-    data = files.unpack(path, folder / "work")
     columns = dataset.source.get("columns") or None
+    data = _hub_data(dataset, columns) if dataset.source.get("type") == "hub" else _uploaded_data(dataset)
+    if data.is_dir() and not columns and files.needs_mapping(data):
+        files.save_first_rows(data, upload_dir(dataset.pk))
+        Dataset.objects.filter(pk=dataset.pk, status=Dataset.Status.IMPORTING).update(status=Dataset.Status.MAPPING)
+        return "mapping"
     kind = Dataset.Kind.PROMPTS if columns else files.detect_kind(data)
     prompts = files.read_prompts(data, kind, max_rows=int(settings.PONDER_MAX_DATASET_ROWS),
                                  on_progress=lambda n: import_progress(dataset_id=dataset.pk, rows=n),
                                  columns=columns)
     _store_import(dataset, kind, prompts)
+    return "ready"
+
+
+def _uploaded_data(dataset: Dataset) -> Path:
+    folder = upload_dir(dataset.pk)
+    path = folder / files.upload_name(dataset.source.get("file"))
+    if not path.is_file():
+        raise DatasetError(f"{path.name}: the uploaded file is no longer in its staging folder; upload it again.")
+    return files.unpack(path, folder / "work")
+
+
+def _hub_data(dataset: Dataset, columns: dict[str, str] | None) -> Path:
+    """What the readers take for a Hub dataset (its `hf:` name), once its first row shows a
+    layout Ponder reads or a mapping was given."""
+    data = Path(dataset.source["ref"])
+    if not columns and files.needs_mapping(data):
+        names = ", ".join(files.preview(data)[0])
+        raise DatasetError(f"{dataset.source['ref']}: its columns ({names}) are not a layout Ponder recognises; "
+                           "import it again with a column mapping, e.g. {\"prompt\": \"question\", \"answer\": "
+                           "\"final\"}.")
+    return data
 
 
 @transaction.atomic
@@ -240,6 +307,11 @@ def import_fail(*, dataset_id: int, reason: str) -> None:
 
 
 def import_cleanup(*, dataset_id: int) -> None:
+    """The staged upload goes once the import has ended; one waiting for its mapping keeps
+    its file (the unpacked copy goes: the import after the mapping unpacks it again)."""
+    if Dataset.objects.filter(pk=dataset_id, status=Dataset.Status.MAPPING).exists():
+        shutil.rmtree(upload_dir(dataset_id) / "work", ignore_errors=True)
+        return
     shutil.rmtree(upload_dir(dataset_id), ignore_errors=True)
 
 

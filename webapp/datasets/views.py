@@ -44,11 +44,15 @@ def dataset_import(request: AuthedRequest) -> HttpResponse:
     refused = uploads.refusal(request) if request.method == "POST" else None
     form = ImportForm(request.POST or None, request.FILES or None, projects=projects, refused=refused)
     if request.method == "POST" and form.is_valid():
+        project, name, columns = (form.projects[form.cleaned_data["project"]], form.cleaned_data["name"],
+                                  form.cleaned_data.get("columns") or None)
         try:
-            dataset = services.dataset_upload_start(project=form.projects[form.cleaned_data["project"]],
-                                                    user=request.user, name=form.cleaned_data["name"],
-                                                    upload=form.cleaned_data["file"],
-                                                    columns=form.cleaned_data.get("columns") or None)
+            if form.cleaned_data.get("hub"):
+                dataset = services.dataset_hub_start(project=project, user=request.user, name=name,
+                                                     ref=form.cleaned_data["hub"], columns=columns)
+            else:
+                dataset = services.dataset_upload_start(project=project, user=request.user, name=name,
+                                                        upload=form.cleaned_data["file"], columns=columns)
             if dataset.status == Dataset.Status.MAPPING:
                 return redirect("dataset-columns", dataset_id=dataset.pk)
             return redirect("dataset-detail", dataset_id=dataset.pk)

@@ -182,6 +182,9 @@ PONDER_DATA_DIR = DATA_DIR
 # "Qwen/*,meta-llama/Llama-3.2-1B") and folders holding models or datasets.
 PONDER_ALLOWED_MODELS = env_list("PONDER_ALLOWED_MODELS", [])
 PONDER_MODEL_DIRS = env_list("PONDER_MODEL_DIRS", [])
+# Hugging Face Hub datasets a project owner may import by name (glob patterns, e.g.
+# "openai/gsm8k,HuggingFaceH4/*"); a worker downloads them, or finds them in its local cache.
+PONDER_ALLOWED_DATASETS = env_list("PONDER_ALLOWED_DATASETS", [])
 # The operator's maxima for a run's resource knobs (each PONDER_MAX_<NAME> overrides one).
 _LIMITS = {"nproc_per_node": 8, "steps": 100_000, "max_steps": 100_000, "group_size": 256,
            "prompts_per_step": 1024, "max_new_tokens": 32_768, "k": 256, "num_prompts": 100_000,
