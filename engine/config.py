@@ -235,8 +235,8 @@ class GRPOConfig(TrainConfig):
                                    "over micro-batches so the result does not depend on it.")
     eval_every: int = option(5, "Evaluate on held-out prompts every N steps and once before the first "
                              "(0: only at the end).")
-    task: str | None = option("arithmetic", "Built-in task to train on (arithmetic, countdown, python); "
-                              "None when `dataset` is given.")
+    task: str | None = option("arithmetic", "Built-in task to train on (arithmetic, countdown, python, or "
+                              "reasoning_gym:<name>); None when `dataset` is given.")
     task_options: dict[str, Any] = option({}, "Options for the built-in task, e.g. {\"difficulty\": 2}.")
     dataset: str | None = option(None, "Path of a prompt dataset (rows with `prompt` and `answer`) "
                                  "instead of a built-in task.")
@@ -335,6 +335,8 @@ class GRPOConfig(TrainConfig):
                 "eval_dataset goes with dataset: a built-in task brings its own test split.")
         require_columns(self.columns, self.dataset)
         require_curriculum(self.curriculum, self.task)
+        require(self.task != "humaneval", "task humaneval is an evaluation set (test split only): train on "
+                "MBPP-style data and evaluate on humaneval in an eval run.")
         require(bool(self.rewards), "rewards must name at least one reward, e.g. {\"task\": 1.0}.")
         require(all(math.isfinite(w) for w in self.rewards.values()), "Reward weights must be finite numbers.")
         require(self.task is not None or ("task" not in self.rewards and self.accuracy_reward != "task"),

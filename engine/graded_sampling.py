@@ -61,7 +61,8 @@ class SamplingConfig(StageConfigMixin):
                         "`starter` / `starter-moe`.")
     output_dir: str = option("var/runs/sampling", "Folder for the results.")
     task: str | None = option("arithmetic", "Built-in task whose prompts are used (arithmetic, countdown, "
-                              "python); None when `dataset` is given.")
+                              "python, humaneval with split test, or reasoning_gym:<name>); None when `dataset` "
+                              "is given.")
     task_options: dict[str, Any] = option({}, "Options for the built-in task, e.g. {\"difficulty\": 2}.")
     dataset: str | None = option(None, "Path of a prompt dataset (rows with `prompt` and `answer` or "
                                  "`tests`) instead of a built-in task.")

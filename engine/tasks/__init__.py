@@ -14,11 +14,13 @@ from engine.tasks.base import Example, Task, extract_answer
 from engine.tasks.countdown import CountdownTask
 from engine.tasks.gym import PREFIX as GYM_PREFIX
 from engine.tasks.gym import ReasoningGymTask, gym_names
+from engine.tasks.humaneval import HumanEvalTask
 from engine.tasks.python import PythonTask
 
 TASKS: dict[str, type[Task]] = {
     "arithmetic": ArithmeticTask,
     "countdown": CountdownTask,
+    "humaneval": HumanEvalTask,  # an evaluation set: test split only
     "python": PythonTask,
 }
 

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.django_db
     ({"temperature": 0.0}, "temperature: Greedy decoding (temperature 0) makes all k samples identical"),
     ({"temperature": 2.5}, "temperature: must be between 0 (greedy) and 2"),
     ({"top_p": 0.0}, "top_p: top_p must be in (0, 1]"),
-    ({"task": "chess"}, "prompts: the built-in tasks are arithmetic, countdown, python"),
+    ({"task": "chess"}, "prompts: the built-in tasks are arithmetic, countdown, humaneval, python"),
     ({"task": None}, "prompts: choose a built-in task or a dataset"),
     ({"split": "dev"}, "split: split must be train or test"),
     ({"rewards": ("format", "vibes")}, "rewards: unknown: vibes"),

@@ -98,3 +98,16 @@ def test_python_dash_m_exits_2_on_a_bad_config(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "Give exactly one of task or dataset" in done.stderr and not done.stdout
+
+
+def test_eval_on_humaneval_grades_in_the_sandbox_with_pass_at_k(tiny_teacher: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    config = write(tmp_path / "eval.json", {"model": str(tiny_teacher), "task": "humaneval", "num_prompts": 2,
+                                           "k": 2, "pass_at": [1], "max_new_tokens": 8, "accuracy_reward": "task"})
+    assert main(["eval", "--config", config, "--output-dir", str(tmp_path / "out")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert {"eval/pass@1", "eval/pass@k", "eval/cons@k"} <= set(printed["metrics"])
+    results = lines(tmp_path / "out" / "eval_results.jsonl")
+    assert [r["id"] for r in results] == ["HumanEval/0", "HumanEval/1"]
+    rollouts = lines(tmp_path / "out" / "rollouts.jsonl")
+    assert len(rollouts) == 4 and all(r["rewards"]["correct"] == 0.0 for r in rollouts)  # 8 random tokens: no function

@@ -327,6 +327,7 @@ def test_a_curriculum_moves_up_a_level_when_accuracy_holds_and_resumes_there(tin
     ({"window": 5}, "arithmetic", "curriculum needs a reasoning_gym:<name> task"),
     ({"promote_at": 1.5}, "reasoning_gym:basic_arithmetic", "curriculum.promote_at must be an accuracy in"),
     ({"pace": 2}, "reasoning_gym:basic_arithmetic", "curriculum has unknown keys pace"),
+    ({}, "humaneval", "task humaneval is an evaluation set"),
 ])
 def test_a_bad_curriculum_is_refused_naming_the_rule(curriculum: dict, task: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):

