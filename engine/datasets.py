@@ -28,6 +28,7 @@ from typing import Any
 
 from engine.rewards.language import known_language
 from engine.tasks.base import Example, last_boxed
+from engine.tasks.humaneval import humaneval_row
 
 FORMATS = ("jsonl", "parquet", "datasets")  # what SFT datasets are written as
 ROLES = {"system", "user", "assistant", "tool"}
@@ -266,7 +267,7 @@ def recognise_layout(row: dict[str, Any]) -> dict[str, Any]:
     """
     keys = row.keys()
     if "entry_point" in keys and "test" in keys and "prompt" in keys:
-        return _humaneval(row)
+        return humaneval_row(row)
     if "prompt" in keys:
         return row
     if "question" in keys and isinstance(row.get("answer"), str) and "####" in row["answer"]:
@@ -285,14 +286,6 @@ def recognise_layout(row: dict[str, Any]) -> dict[str, Any]:
                 f"code in a ```python block. Your code should pass these tests:\n{tests}", "tests": tests,
                 "reference_solution": row.get("code")}
     return row
-
-
-def _humaneval(row: dict[str, Any]) -> dict[str, Any]:
-    prompt, entry = str(row["prompt"]), str(row["entry_point"])
-    return {**_without(row, "prompt", "test", "canonical_solution"),
-            "prompt": f"Complete this Python function; answer with the whole function in a ```python block.\n\n"
-                      f"```python\n{prompt}```", "tests": f"{row['test']}\n\ncheck({entry})\n",
-            "reference_solution": prompt + str(row.get("canonical_solution") or "")}
 
 
 def _without(row: dict[str, Any], *keys: str) -> dict[str, Any]:

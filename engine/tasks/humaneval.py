@@ -28,6 +28,17 @@ def _problems() -> tuple[dict[str, Any], ...]:
     return tuple(read_problems().values())
 
 
+def humaneval_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row in HumanEval's published layout (`prompt`, `test`, `entry_point`,
+    `canonical_solution`) in Ponder's: the function to complete, its tests ending in
+    `check(entry_point)`, the reference solution kept aside."""
+    prompt, entry = str(row["prompt"]), str(row["entry_point"])
+    rest = {k: v for k, v in row.items() if k not in ("prompt", "test", "canonical_solution")}
+    return {**rest, "prompt": f"Complete this Python function; answer with the whole function in a ```python "
+                              f"block.\n\n```python\n{prompt}```", "tests": f"{row['test']}\n\ncheck({entry})\n",
+            "reference_solution": prompt + str(row.get("canonical_solution") or "")}
+
+
 class HumanEvalTask(Task):
     name = NAME
     default_sizes = {"train": 0, "test": 164}
@@ -35,13 +46,12 @@ class HumanEvalTask(Task):
     def examples(self, split: str, n: int | None = None) -> list[Example]:
         """The first `n` problems (all 164 by default) in HumanEval's own order and layout:
         the function's signature and docstring to complete, its tests with `check(entry_point)`."""
-        from engine.datasets import normalize_row
-
         if split != "test":
             raise ValueError(f"{NAME} is an evaluation set and has only a test split (164 problems), not {split!r}: "
                              "train on MBPP-style data and evaluate here.")
         problems = _problems()[: self.default_sizes["test"] if n is None else n]
-        return [{**normalize_row(p, index=i, task=NAME), "id": p["task_id"]} for i, p in enumerate(problems)]
+        return [{**humaneval_row(p), "id": p["task_id"], "answer": "", "task": NAME, "language": "en"}
+                for p in problems]
 
     def _draw(self, rng: random.Random) -> tuple[str, Example]:  # examples() is overridden
         raise NotImplementedError

@@ -75,6 +75,7 @@ class Run(models.Model):
     notes = models.TextField(blank=True, help_text="The team's notes on the run (Markdown, shown sanitised).")
     tags = ArrayField(models.CharField(max_length=40), default=list, blank=True)
     starred = models.BooleanField(default=False)
+    archived_at = models.DateTimeField(null=True, blank=True, help_text="Set when archived: off the runs list, kept.")
     blocked_reason = models.CharField(
         max_length=500, blank=True,
         help_text="Set on a pipeline stage that cannot start because one before it failed or was cancelled "

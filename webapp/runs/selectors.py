@@ -191,6 +191,8 @@ def _search(qs: Any, q: str) -> Any:
             qs = qs.filter(tags__contains=[word[4:].lower()])
         elif word == "starred":
             qs = qs.filter(starred=True)
+        elif word == "archived":
+            qs = qs.filter(archived_at__isnull=False)
         else:
             qs = qs.filter(Q(name__icontains=word) | Q(notes__icontains=word))
     return qs
@@ -207,7 +209,9 @@ def runs_list(user: User, flt: RunListFilter) -> tuple[list[Run], bool]:
         qs = qs.filter(status=flt.status)
     if flt.launched_by:
         qs = qs.filter(launched_by__username=flt.launched_by)
-    if flt.q:  # words: a run's name, or `tag:<t>`, `starred`
+    if "archived" not in flt.q.split():  # archived runs are listed only when asked for
+        qs = qs.filter(archived_at__isnull=True)
+    if flt.q:  # words: a run's name, or `tag:<t>`, `starred`, `archived`
         qs = _search(qs, flt.q)
     latest = Checkpoint.objects.filter(run=OuterRef("pk")).order_by("-step")
     qs = qs.annotate(

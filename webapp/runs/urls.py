@@ -8,6 +8,8 @@ urlpatterns = [
     path("runs/<int:run_id>/cancel/", views.run_cancel, name="run-cancel"),
     path("runs/<int:run_id>/resume/", views.run_resume, name="run-resume"),
     path("runs/<int:run_id>/annotate/", views.run_annotate, name="run-annotate"),
+    path("runs/<int:run_id>/archive/", views.run_archive, name="run-archive"),
+    path("runs/<int:run_id>/delete/", views.run_delete, name="run-delete"),
     path("checkpoints/<int:checkpoint_id>/", views.checkpoint_detail, name="checkpoint-detail"),
 ]
 

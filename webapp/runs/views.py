@@ -1,14 +1,14 @@
 import json
 
 from django.contrib import messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from webapp.projects.selectors import AuthedRequest, can_write, projects_for
-from webapp.runs import annotations, estimates, launch, pipelines, selectors, services, stages
+from webapp.runs import annotations, estimates, launch, pipelines, removal, selectors, services, stages
 from webapp.runs.checkpoints import checkpoint_model
 from webapp.runs.models import Pipeline, Status
 from webapp.runs.workers_status import lost_runs, workers_overview
@@ -70,6 +70,30 @@ def _url_or_none(name: str) -> str | None:
         return reverse(name)
     except NoReverseMatch:
         return None
+
+
+@require_POST
+def run_archive(request: AuthedRequest, run_id: int) -> HttpResponse:
+    run = selectors.run_for(request.user, run_id)
+    removal.run_archive(run=run, user=request.user, archived=request.POST.get("archived") != "0")
+    return redirect("run-detail", run_id=run.pk)
+
+
+def run_delete(request: AuthedRequest, run_id: int) -> HttpResponse:
+    """What deleting the run takes with it, and the confirmed delete."""
+    run = selectors.run_for(request.user, run_id)
+    if not can_write(request.user, run.project_id):
+        raise PermissionDenied("only project owners may delete runs")
+    error, status = "", 200
+    if request.method == "POST":
+        try:
+            removal.run_delete(run=run, user=request.user, confirm=request.POST.get("confirm", ""))
+            messages.success(request, f"Run {run.name!r} (#{run_id}) and everything that went with it are deleted.")
+            return redirect("run-list")
+        except ValidationError as exc:
+            error, status = "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items()), 400
+    return render(request, "runs/delete.html", {"run": run, "plan": removal.run_deletion_plan(run), "error": error},
+                  status=status)
 
 
 @require_POST
