@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ from django.db import connection, transaction
 from django.http import QueryDict
 
 from webapp.projects.selectors import User
-from webapp.runs.models import Run
+from webapp.runs.models import MetricPoint, Run
 from webapp.runs.selectors import runs_for
 
 MAX_RUNS = 50
@@ -258,3 +259,21 @@ def run_curves(run: Run, points: int = RUN_PAGE_POINTS) -> dict[str, list[tuple[
     buckets = metric_buckets([run.pk], metric_names([run.pk]), points)
     return {name: list(zip(per_run[run.pk].x, per_run[run.pk].mean, strict=True))
             for name, per_run in buckets.items()}
+
+
+def metric_table(run: Run) -> tuple[list[str], Iterator[dict[str, Any]]]:
+    """The run's metrics wide, as W&B exports them: one row per step, a column per metric
+    (`step` first, then the names in order), blank where a metric was not logged at a step.
+    The wide table is built in memory (steps x metrics floats: small next to rollouts)."""
+    names = sorted(MetricPoint.objects.filter(run=run).values_list("name", flat=True).distinct())
+
+    def rows() -> Iterator[dict[str, Any]]:
+        table: dict[int, dict[str, Any]] = {}
+        for name in names:
+            for step, value in MetricPoint.objects.filter(run=run, name=name).values_list("step", "value").iterator(
+                    chunk_size=10_000):
+                table.setdefault(step, {"step": step})[name] = value
+        for step in sorted(table):
+            yield table[step]
+
+    return ["step", *names], rows()

@@ -19,6 +19,7 @@ register_converter(SignedIntConverter, "sint")
 
 urlpatterns = [
     path("runs/<int:run_id>/explore/", views.explore_run, name="explore-run"),
+    path("runs/<int:run_id>/explore/rollouts.<str:fmt>", views.explore_download, name="explore-download"),
     path("explore/", views.explore_runs, name="explore-runs"),
     path("runs/<int:run_id>/prompts/<sint:prompt_hash>/", views.prompt_history, name="prompt-history"),
     path("review/", views.queue_list, name="review-queues"),

@@ -7,13 +7,14 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, QueryDict
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, QueryDict, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from webapp import tables
 from webapp.projects.models import Role
 from webapp.projects.selectors import AuthedRequest, role_in
-from webapp.review import pages, selectors, services
+from webapp.review import exports, pages, selectors, services
 from webapp.review.filters import FilterError, parse_filter
 from webapp.runs.models import Run
 from webapp.runs.selectors import CursorError, run_for
@@ -48,6 +49,23 @@ def explore_runs(request: HttpRequest) -> HttpResponse:
 def _explore(request: HttpRequest, runs: list[Run]) -> HttpResponse:
     ctx = pages.explorer_context(request.user, runs, request.GET)
     return render(request, "review/explorer.html", ctx, status=400 if ctx["error"] else 200)
+
+
+@require_GET
+def explore_download(request: HttpRequest, run_id: int, fmt: str) -> HttpResponse | StreamingHttpResponse:
+    """The explorer's filter on one run, every matching rollout: `rollouts.csv` / `.parquet`."""
+    import pyarrow as pa
+
+    run = run_for(request.user, run_id)
+    if fmt not in tables.FORMATS:
+        raise Http404("rollouts.csv or rollouts.parquet")
+    try:
+        flt = parse_filter(request.GET)
+    except FilterError as e:
+        return HttpResponse(str(e), status=400, content_type="text/plain")
+    columns, rows, types = exports.rollout_table([run], flt)
+    return tables.download(fmt, f"run-{run.pk}-rollouts", columns, rows,
+                           {c: getattr(pa, t)() for c, t in types.items()})
 
 
 @require_GET
