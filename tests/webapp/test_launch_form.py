@@ -181,3 +181,28 @@ def test_the_estimate_checks_who_asks_and_what_they_name(client, personas, setti
 def test_the_estimate_names_a_setting_it_cannot_read(client, personas):
     client.force_login(personas.owner)
     assert estimate(client, lora="[4]")["error"].startswith("lora: must be an object")
+
+
+def test_settings_download_as_yaml_and_load_back_into_the_form(client, personas):
+    import yaml
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    source = Run.objects.create(project=personas.project, name="first", stage="grpo",
+                                config={"group_size": 6, "rewards": {"format": 0.5, "task": 1.0}, "beta": 0.04})
+    client.force_login(personas.teammate)  # a viewer of the run may take its settings
+    response = client.get(reverse("run-config-yaml", args=[source.pk]))
+    assert response["Content-Disposition"] == f'attachment; filename="run-{source.pk}-grpo.yaml"'
+    text = response.content.decode()
+    assert text.startswith(f"# Run #{source.pk} 'first' (grpo)") and yaml.safe_load(text) == source.config
+    client.force_login(personas.owner)
+    page = client.post(reverse("run-new") + "?stage=grpo",
+                       {"config_file": SimpleUploadedFile("mine.yaml", text.encode())}).content.decode()
+    assert 'id="loaded-from">loaded mine.yaml' in page and 'value="6"' in page and 'value="0.04"' in page
+    assert not Run.objects.exclude(pk=source.pk).exists()  # loading fills the form; it launches nothing
+    bad = client.post(reverse("run-new") + "?stage=grpo",
+                      {"config_file": SimpleUploadedFile("x.yaml", b"group_size: 4\nlearning_rat: 1e-3\n")})
+    assert bad.status_code == 400 and "x.yaml: learning_rat is not grpo settings; valid are" in bad.content.decode()
+    broken = client.post(reverse("run-new") + "?stage=grpo", {"config_file": SimpleUploadedFile("y.yaml", b"[1, 2")})
+    assert broken.status_code == 400 and "y.yaml: not YAML or JSON" in broken.content.decode()
+    client.force_login(personas.outsider)
+    assert client.get(reverse("run-config-yaml", args=[source.pk])).status_code == 404

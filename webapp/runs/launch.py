@@ -11,7 +11,7 @@ from webapp.datasets.models import Dataset
 from webapp.projects.models import Membership, Role
 from webapp.projects.selectors import AuthUser, User, projects_for
 from webapp.runs import presets, services, stages
-from webapp.runs.forms import LaunchForm
+from webapp.runs.forms import LaunchForm, config_fields
 from webapp.runs.models import Checkpoint, Run
 from webapp.runs.selectors import run_for
 
@@ -57,6 +57,45 @@ def _prefill(user: User, params: QueryDict) -> tuple[str | None, dict[str, Any],
     return None, {}, ""
 
 
+MAX_CONFIG_FILE_BYTES = 256 * 1024
+
+
+def config_from_file(upload: Any, stage: str) -> dict[str, Any]:
+    """The settings in an uploaded YAML or JSON file (what `python -m engine <stage> --config`
+    reads and `config.yaml` downloads), as the launch form's initial values; ValidationError
+    naming the file's problem, or the unknown keys with the stage's valid ones."""
+    import yaml
+
+    spec = stages.spec(stage)
+    if spec is None:
+        raise ValidationError({"config_file": f"no stage {stage!r}"})
+    if upload is None or upload.size > MAX_CONFIG_FILE_BYTES:
+        raise ValidationError({"config_file": f"choose a YAML or JSON file of at most {MAX_CONFIG_FILE_BYTES // 1024} KB"})
+    try:
+        data = yaml.safe_load(upload.read().decode("utf-8"))  # JSON is YAML too
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValidationError({"config_file": f"{upload.name}: not YAML or JSON ({str(exc).splitlines()[0]})"}) from None
+    if not isinstance(data, dict):
+        raise ValidationError({"config_file": f"{upload.name}: must hold a mapping of settings, not {type(data).__name__}"})
+    known = {f.name for f in config_fields(spec.config)}
+    unknown = sorted(set(map(str, data)) - known)
+    if unknown:
+        raise ValidationError({"config_file": f"{upload.name}: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} "
+                                              f"not {stage} settings; valid are {', '.join(sorted(known))}"})
+    return {str(k): v for k, v in data.items()}
+
+
+def config_yaml(run: Run) -> str:
+    """The run's settings as a YAML file for the engine's command line (and for loading into
+    the launch form again)."""
+    import yaml
+
+    head = (f"# Run #{run.pk} {run.name!r} ({run.stage}), from Ponder.\n"
+            f"# python -m engine {run.stage} --config <this file> --output-dir <folder>\n"
+            "# checkpoint:<id> and dataset:<id> name Ponder's own; on the command line use paths.\n")
+    return head + yaml.safe_dump(dict(run.config), sort_keys=True, allow_unicode=True)
+
+
 def _int(value: str) -> int:
     try:
         return int(value)
@@ -64,8 +103,12 @@ def _int(value: str) -> int:
         raise Http404("Not a number.") from None
 
 
-def launch_context(user: AuthUser, params: QueryDict) -> dict[str, Any]:
+def launch_context(user: AuthUser, params: QueryDict, loaded: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The launch page's form and choices; `loaded` is a settings file's content (its values
+    prefill the form, over the stage's defaults)."""
     stage, initial_config, name = _prefill(user, params)
+    if loaded is not None:
+        initial_config = dict(loaded)
     if "name" not in params:  # links such as "launch SFT from this dataset" prefill ?cfg_<field>=value
         initial_config.update({k[4:]: v for k, v in params.items() if k.startswith("cfg_")})
     stage = params.get("stage") or stage or DEFAULT_STAGE

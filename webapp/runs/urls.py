@@ -9,6 +9,7 @@ urlpatterns = [
     path("runs/<int:run_id>/resume/", views.run_resume, name="run-resume"),
     path("runs/<int:run_id>/annotate/", views.run_annotate, name="run-annotate"),
     path("runs/<int:run_id>/archive/", views.run_archive, name="run-archive"),
+    path("runs/<int:run_id>/config.yaml", views.run_config_yaml, name="run-config-yaml"),
     path("runs/<int:run_id>/delete/", views.run_delete, name="run-delete"),
     path("checkpoints/<int:checkpoint_id>/", views.checkpoint_detail, name="checkpoint-detail"),
 ]

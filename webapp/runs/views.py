@@ -72,6 +72,14 @@ def _url_or_none(name: str) -> str | None:
         return None
 
 
+def run_config_yaml(request: HttpRequest, run_id: int) -> HttpResponse:
+    """The run's settings as YAML, for `python -m engine <stage> --config` or the launch form."""
+    run = selectors.run_for(request.user, run_id)
+    response = HttpResponse(launch.config_yaml(run), content_type="application/yaml; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="run-{run.pk}-{run.stage}.yaml"'
+    return response
+
+
 @require_POST
 def run_archive(request: AuthedRequest, run_id: int) -> HttpResponse:
     run = selectors.run_for(request.user, run_id)
@@ -114,8 +122,18 @@ def run_resume(request: AuthedRequest, run_id: int) -> HttpResponse:
 
 
 def run_new(request: AuthedRequest) -> HttpResponse:
-    """The launch form for one stage; `?clone=<run>` and `?checkpoint=<id>` prefill it."""
+    """The launch form for one stage; `?clone=<run>`, `?preset=<slug>`, `?checkpoint=<id>`
+    and a posted settings file (`config_file`) prefill it."""
     ctx = launch.launch_context(request.user, request.GET)
+    upload = request.FILES.get("config_file") if request.method == "POST" else None
+    if upload is not None:
+        try:
+            loaded = launch.config_from_file(upload, ctx["stage"])
+        except ValidationError as exc:
+            ctx["load_error"] = "; ".join(m for ms in exc.message_dict.values() for m in ms)
+            return render(request, "runs/new.html", ctx, status=400)
+        ctx = {**launch.launch_context(request.user, request.GET, loaded=loaded), "loaded_from": upload.name}
+        return render(request, "runs/new.html", ctx)
     if request.method == "POST":
         ctx = launch.launch_context(request.user, request.POST)
         form = ctx["form"]
