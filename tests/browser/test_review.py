@@ -46,6 +46,7 @@ def filter_explorer(page, traces, shots):
     page.wait_for_url("**correct=yes**")
     expected = Rollout.objects.filter(run=traces.run, rewards__math=1.0, token_count__gte=25, step__gte=2).count()
     expect(page.locator("#results .rollout")).to_have_count(expected)
+    expect(page.locator("#match-count")).to_have_text(f"{expected} matching · ")  # the filter's total
     assert "step_max" not in page.url  # blank fields stay out of the address
     assert page.evaluate("window.pwned") is None
     assert page.locator("#results script, #results img, #results a[href^='javascript']").count() == 0

@@ -165,3 +165,19 @@ def test_the_samples_behind_a_behaviour_curve_are_one_filter_away(client, person
     assert "p1" in page and "p2" not in page and '<option value="self_verification" selected>' in page
     refused = client.get(f"/runs/{run.pk}/explore/?behaviour=telepathy").content.decode()
     assert "behaviour: must be one of self_verification" in refused
+
+
+def test_the_total_of_a_filter_is_counted_for_whoever_may_see_it(client, personas, traces, settings):
+    from webapp.review import selectors
+
+    client.force_login(personas.teammate)
+    everything = Rollout.objects.filter(run=traces.run).count()
+    long = Rollout.objects.filter(run=traces.run, token_count__gte=20).count()
+    base = f"/explore/count.json?runs={traces.run.pk}"
+    assert client.get(base).json() == {"count": everything, "cap": selectors.COUNT_CAP}
+    assert client.get(base + "&tokens_min=20").json()["count"] == long < everything
+    page = client.get(url(traces)).content.decode()
+    assert f'data-url="/explore/count.json?runs={traces.run.pk}&amp;' in page
+    assert client.get(base + "&reward_min=x").status_code == 400
+    client.force_login(personas.outsider)
+    assert client.get(base).status_code == 404

@@ -149,6 +149,24 @@ def explorer_page(runs: list[Run], flt: ExplorerFilter, *, cursor: str | None = 
                         next_cursor=_cursor_of(rows[-1], flt.sort) if more else None)
 
 
+COUNT_CAP = 10_000
+COUNT_TIMEOUT_MS = 2_000
+
+
+def matching_count(runs: list[Run], flt: ExplorerFilter) -> int | None:
+    """How many rollouts of `runs` match `flt`, counted up to COUNT_CAP + 1 (more reads as
+    "over 10,000"); None when counting would take over COUNT_TIMEOUT_MS."""
+    qs = apply_filter(Rollout.objects.filter(run_id__in=[r.pk for r in runs]), flt)
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL statement_timeout = %s", [COUNT_TIMEOUT_MS])
+            return qs[: COUNT_CAP + 1].count()
+    except OperationalError as e:
+        if getattr(e.__cause__, "sqlstate", None) != "57014":  # query_canceled
+            raise
+        return None
+
+
 def _fetch(qs: Any, *, searching: bool) -> list[Rollout]:
     """The page's rows; a text search that would scan too long is stopped with a sentence."""
     if not searching:

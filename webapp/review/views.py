@@ -52,6 +52,19 @@ def _explore(request: HttpRequest, runs: list[Run]) -> HttpResponse:
 
 
 @require_GET
+def explore_count(request: HttpRequest) -> JsonResponse:
+    """How many rollouts the explorer's filter matches on `?runs=` (asked for after the page
+    loads, so a slow count never holds the page up)."""
+    runs = selectors.explorer_runs(request.user, request.GET.get("runs", ""))
+    try:
+        flt = parse_filter(request.GET)
+    except FilterError as e:
+        return JsonResponse({"error": str(e)}, status=400)
+    count = selectors.matching_count(runs, flt)
+    return JsonResponse({"count": count, "cap": selectors.COUNT_CAP})
+
+
+@require_GET
 def explore_download(request: HttpRequest, run_id: int, fmt: str) -> HttpResponse | StreamingHttpResponse:
     """The explorer's filter on one run, every matching rollout: `rollouts.csv` / `.parquet`."""
     import pyarrow as pa

@@ -14,6 +14,23 @@
     window.addEventListener("pageshow", () => { for (const field of filterForm.elements) field.disabled = false; });
   }
 
+  // The explorer's total: counted after the page loads (a slow count never holds it up).
+  const count = document.getElementById("match-count");
+  if (count) {
+    fetch(count.dataset.url, {headers: {Accept: "application/json"}})
+      .then((r) => r.json())
+      .then((data) => {
+        if (data.count === null || data.count === undefined) {
+          count.textContent = data.error ? "" : "Too many to count quickly; ";
+        } else {
+          const over = data.count > data.cap;
+          count.textContent = `${over ? "Over " + data.cap.toLocaleString() : data.count.toLocaleString()} matching · `;
+        }
+        count.dataset.state = "counted";
+      })
+      .catch(() => { count.dataset.state = "failed"; });
+  }
+
   const root = document.getElementById("labeller");
   if (!root) return;
   const base = root.dataset.base; // /review/queues/<id>/
