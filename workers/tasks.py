@@ -29,6 +29,13 @@ def dataset_import(self, dataset_id: int) -> str:
     return execute_import(dataset_id=dataset_id)
 
 
+@shared_task(bind=True, acks_late=True, name=queue.REVIEW_GATE_OPEN)
+def review_gate_open(self, run_id: int) -> str:
+    from webapp.review.gates import gate_open  # idempotent: a redelivered task finds the queue made
+
+    return gate_open(run_id=run_id)
+
+
 @shared_task(name="ponder.ping")
 def ping() -> str:
     return "pong"

@@ -52,6 +52,8 @@ class ReviewQueue(models.Model):
     tags = ArrayField(models.CharField(max_length=64), default=_default_tags, size=MAX_TAGS, blank=True)
     assignees = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="review_queues", blank=True)
     item_count = models.PositiveIntegerField(default=0)
+    gate_run = models.OneToOneField("runs.Run", null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="review_gate", help_text="The pipeline's review gate it feeds.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 from webapp import tables
 from webapp.projects.models import Role
 from webapp.projects.selectors import AuthedRequest, role_in
-from webapp.review import exports, pages, selectors, services
+from webapp.review import exports, gates, pages, selectors, services
 from webapp.review.filters import FilterError, parse_filter
 from webapp.runs.models import Run
 from webapp.runs.selectors import CursorError, run_for
@@ -187,8 +187,21 @@ def queue_item_label(request: AuthedRequest, queue_id: int, position: int) -> Js
         return JsonResponse({"detail": str(e)}, status=403)
     except ValidationError as e:
         return JsonResponse({"detail": _errors(e)}, status=400)
+    gates.gate_progress(queue)  # a pipeline's review gate counts its accepted items
     payload = selectors.queue_item_json(queue, item, request.user)
     return JsonResponse({**payload, "mine": selectors.labelled_by(queue, request.user)})
+
+
+@require_POST
+def gate_release(request: AuthedRequest, run_id: int) -> HttpResponse:
+    """An owner opens a pipeline's review gate with the items accepted so far."""
+    gate = run_for(request.user, run_id)
+    try:
+        gates.gate_release(user=request.user, gate=gate)
+    except ValidationError as e:
+        messages.error(request, "; ".join(m for ms in e.message_dict.values() for m in ms))
+    return redirect("pipeline-detail", pipeline_id=gate.pipeline_id) if gate.pipeline_id else redirect(
+        "run-detail", run_id=gate.pk)
 
 
 # ---- datasets from traces -----------------------------------------------------------------

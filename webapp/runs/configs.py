@@ -40,6 +40,10 @@ from webapp.runs.references import (
 def validate_config(stage: str, config: dict[str, Any]) -> Any:
     """The engine's config for `stage` built from JSON (None for `external`, which takes
     any object), or ValidationError({"config": the rule's sentence})."""
+    if stage == stages.REVIEW:
+        from webapp.runs import gates
+
+        return gates.validate(config)
     spec = stages.spec(stage)
     if spec is None:
         return None
@@ -53,6 +57,9 @@ def config_check(user: AuthUser, stage: str, config: dict[str, Any], *, in_pipel
                  project_id: int | None = None) -> References:
     """Check a new run's config and what it names (`webapp.runs.references`); ValidationError
     names the field. `external` runs log from elsewhere: their config is a record only."""
+    if stage == stages.REVIEW:  # names nothing: its samples come from the stage before
+        validate_config(stage, config)
+        return References()
     if stages.spec(stage) is None:
         return References()
     refs = references_check(user, config, in_pipeline=in_pipeline, project_id=project_id)

@@ -38,7 +38,7 @@ def runs_requeue_lapsed(*, now: datetime | None = None) -> list[int]:
     """Requeue every running run whose lease lapsed; the ids this caller requeued."""
     now = now or timezone.now()
     lapsed = (Run.objects.filter(status=Status.RUNNING, heartbeat_at__lt=now - lease_length())
-              .exclude(stage=stages.EXTERNAL).values_list("pk", "celery_task_id", "worker", "heartbeat_at"))
+              .exclude(stage__in=stages.WEB_STAGES).values_list("pk", "celery_task_id", "worker", "heartbeat_at"))
     done = []
     for run_id, task_id, worker, beat in lapsed:
         gone = int((now - beat).total_seconds()) if beat else 0

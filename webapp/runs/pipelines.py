@@ -12,13 +12,13 @@ import copy
 import json
 from typing import Any
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from webapp.projects.models import Project
 from webapp.projects.selectors import AuthUser, can_write
-from webapp.runs import services
+from webapp.runs import services, stages
 from webapp.runs.models import Pipeline, Run, Status
 from webapp.runs.references import PREVIOUS
 
@@ -45,7 +45,20 @@ R1_RECIPE: list[dict[str, Any]] = [
     {"stage": "distill", "name": "Distil into a small dense student",
      "config": {"teacher": PREVIOUS, "task": "arithmetic"}},
 ]
-PRESETS = {"r1": ("The R1 recipe", R1_RECIPE)}
+# The recipe's human step, on the starter in minutes: R1-Zero, then people accept (and rewrite)
+# its correct samples at a review gate, cold-start SFT of the base model on exactly those, and
+# reasoning RL with language consistency from the cold-started model.
+R1_WITH_PEOPLE: list[dict[str, Any]] = [
+    {"stage": "grpo", "name": "R1-Zero: RL on the base model", "config": {**R1_ZERO_DEMO, "steps": 30}},
+    {"stage": "review", "name": "Cold-start data: people accept and rewrite R1-Zero's samples",
+     "config": {"accept": 10, "limit": 60}},
+    {"stage": "sft", "name": "Cold-start SFT of the base model", "config": {"model": "starter", "dataset": PREVIOUS}},
+    {"stage": "grpo", "name": "Reasoning RL with language consistency",
+     "config": {"model": PREVIOUS, "task": "arithmetic", "steps": 30,
+                "rewards": {"format": 0.5, "task": 1.0, "language": 0.1}}},
+]
+PRESETS = {"r1": ("The R1 recipe", R1_RECIPE),
+           "r1-people": ("R1 on the starter with people in the loop (a review gate)", R1_WITH_PEOPLE)}
 
 
 def pipeline_create(*, project: Project, user: AuthUser, name: str,
@@ -85,12 +98,24 @@ def pipelines_for(projects: Any) -> list[tuple[Pipeline, list[Run], str]]:
 def stage_row(run: Run) -> dict[str, Any]:
     """One stage as the pipeline page shows it: status, progress, time, what it produced."""
     checkpoint = max(run.checkpoints.all(), key=lambda c: c.step, default=None)
+    gate = _gate_queue(run)
     return {
+        "gate_queue": gate,
         "id": run.pk, "status": run.shown_status, "step": run.current_step, "total": run.total_steps,
         "blocked_reason": run.blocked_reason, "duration_s": stage_seconds(run),
         "checkpoint": checkpoint.pk if checkpoint else None,
         "dataset": run.output_dataset_id, "dataset_name": run.output_dataset.name if run.output_dataset else "",
     }
+
+
+def _gate_queue(run: Run) -> int | None:
+    """A review gate's queue id (the review app's queue points at its gate run)."""
+    if run.stage != stages.REVIEW:
+        return None
+    try:
+        return run.review_gate.pk  # type: ignore[attr-defined]  # the reverse side of ReviewQueue.gate_run
+    except ObjectDoesNotExist:
+        return None
 
 
 def stage_seconds(run: Run) -> float | None:

@@ -17,7 +17,7 @@ from django.utils import timezone
 from webapp import broadcast, queue
 from webapp.projects.models import Project
 from webapp.projects.selectors import AuthUser, can_write
-from webapp.runs import stages
+from webapp.runs import gates, stages
 from webapp.runs.configs import config_check, run_dir
 from webapp.runs.models import FINISHED, Checkpoint, Run, Status
 from webapp.runs.references import CHECKPOINT_REF, DATASET_REF, PREVIOUS, References, pin_custom_rewards
@@ -62,6 +62,8 @@ def _check_run_fields(*, user: AuthUser, name: str, stage: str, config: Any, in_
         raise ValidationError({"stage": f"must be one of {', '.join(stages.names())}"})
     if not isinstance(config, dict):
         raise ValidationError({"config": "must be a JSON object"})
+    if stage == stages.REVIEW and not in_pipeline:
+        raise ValidationError({"stage": "a review gate is a pipeline stage: it reviews what the stage before made"})
     return config_check(user, stage, config, in_pipeline=in_pipeline, project_id=project_id)
 
 
@@ -146,6 +148,10 @@ def pipeline_advance(*, run_id: int) -> Run | None:
     child = Run.objects.filter(parent=run, pipeline=run.pipeline_id, status=Status.QUEUED, celery_task_id="").first()
     if run.pipeline_id is None or child is None:
         return None
+    if child.stage == stages.REVIEW:
+        gates.gate_start(child, run)
+        transaction.on_commit(lambda: announce_status(child.pk))
+        return child
     config = dict(child.config)
     changes: dict[str, Any] = {}
     for key in ("model", "teacher"):
@@ -227,7 +233,7 @@ def run_resume(*, run: Run, user: AuthUser, config: dict[str, Any] | None = None
     if run.pipeline_id is not None:
         _check_stages_before(run)
     never_started = run.pipeline_id is not None and run.parent_id is not None and run.started_at is None
-    task_id = "" if never_started else str(uuid.uuid4())
+    task_id = "" if never_started or run.stage == stages.REVIEW else str(uuid.uuid4())
     with transaction.atomic():
         updated = Run.objects.filter(
             pk=run.pk, status__in=[Status.FAILED, Status.CANCELLED]
@@ -238,7 +244,7 @@ def run_resume(*, run: Run, user: AuthUser, config: dict[str, Any] | None = None
         if run.pipeline_id is not None:
             _unblock_after(run)
         run.refresh_from_db()
-        if never_started:  # its inputs come from the stage before, as if that one had just finished
+        if never_started or run.stage == stages.REVIEW:  # inputs come from the stage before, as if it just ended
             assert run.parent_id is not None
             pipeline_advance(run_id=run.parent_id)
         else:

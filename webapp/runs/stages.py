@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
 EXTERNAL = "external"
 EXTERNAL_LABEL = "External (logged through the API)"
+REVIEW = "review"  # a pipeline's review gate: people, not a worker (webapp/runs/gates.py)
+REVIEW_LABEL = "Review gate (people accept cold-start data)"
+WEB_STAGES = (EXTERNAL, REVIEW)  # stages no worker runs
 
 
 def _table() -> Any:
@@ -31,13 +34,15 @@ def spec(stage: str) -> StageSpec | None:
 
 def choices() -> list[tuple[str, str]]:
     """(name, label) of every stage a run may have: the runs list's filter."""
-    return [*launchable(), (EXTERNAL, EXTERNAL_LABEL)]
+    return [*launchable(), (REVIEW, REVIEW_LABEL), (EXTERNAL, EXTERNAL_LABEL)]
 
 
 def label(stage: str) -> str:
     """What people read for a stage (`Run.stage_label`)."""
     found = spec(stage)
-    return found.label if found is not None else EXTERNAL_LABEL if stage == EXTERNAL else stage
+    if found is not None:
+        return found.label
+    return {EXTERNAL: EXTERNAL_LABEL, REVIEW: REVIEW_LABEL}.get(stage, stage)
 
 
 def names() -> list[str]:
