@@ -15,11 +15,16 @@ samples behind a point. Markers are English and Chinese, the seed's two language
 - truncated: the completion hit the length limit;
 - no_answer: no final answer after the reasoning (format drift);
 - empty_reasoning: the format is there but the <think> block is empty (a reward-hacking sign).
+
+A run adds its own detectors as regular expressions (`compile_detectors`: name → pattern,
+searched case-insensitively in the reasoning with the `regex` package and a time limit, so a
+pattern that backtracks without end costs a sample its match, not the run its worker).
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from engine.tasks.base import extract_answer
 from engine.text import split_reasoning
@@ -38,10 +43,36 @@ _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 _WORD = re.compile(r"\w+")
 
 
-def behaviours(completion: str, finish_reason: str = "stop") -> set[str]:
-    """The behaviours `completion` shows (names from NAMES)."""
+DETECTOR_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+MAX_PATTERN = 500
+MAX_DETECTORS = 10
+MATCH_SECONDS = 0.01  # per sample and detector: a step of 512 samples x 10 detectors spends at most ~51 s
+
+
+def compile_detectors(spec: dict[str, str]) -> dict[str, Any]:
+    """A run's own detectors, compiled; ValueError naming the detector and the rule."""
+    import regex
+
+    if len(spec) > MAX_DETECTORS:
+        raise ValueError(f"detectors: at most {MAX_DETECTORS}, got {len(spec)}.")
+    out = {}
+    for name, pattern in spec.items():
+        if not isinstance(name, str) or not DETECTOR_NAME.fullmatch(name) or name in NAMES:
+            raise ValueError(f"detectors: {name!r} must be a new name of lowercase letters, digits and _ (built-in "
+                             f"ones are {', '.join(NAMES)}).")
+        if not isinstance(pattern, str) or not 0 < len(pattern) <= MAX_PATTERN:
+            raise ValueError(f"detectors.{name}: must be a regular expression of 1 to {MAX_PATTERN} characters.")
+        try:
+            out[name] = regex.compile(pattern, regex.IGNORECASE)
+        except regex.error as exc:
+            raise ValueError(f"detectors.{name}: not a regular expression ({exc}).") from None
+    return out
+
+
+def behaviours(completion: str, finish_reason: str = "stop", detectors: dict[str, Any] | None = None) -> set[str]:
+    """The behaviours `completion` shows (names from NAMES, and of `detectors` that match)."""
     reasoning = _reasoning(completion)
-    found = set()
+    found = {name for name, pattern in (detectors or {}).items() if _matches(pattern, reasoning)}
     if _VERIFY.search(reasoning):
         found.add("self_verification")
     if _BACKTRACK.search(reasoning):
@@ -59,10 +90,18 @@ def behaviours(completion: str, finish_reason: str = "stop") -> set[str]:
     return found
 
 
-def shares(found: list[set[str]]) -> dict[str, float]:
-    """`behaviour/<name>`: the share of samples showing each behaviour (every name, 0 included)."""
+def shares(found: list[set[str]], extra: tuple[str, ...] = ()) -> dict[str, float]:
+    """`behaviour/<name>`: the share of samples showing each behaviour (every name, a run's own
+    detectors' too, 0 included)."""
     n = max(len(found), 1)
-    return {f"behaviour/{name}": sum(name in f for f in found) / n for name in NAMES}
+    return {f"behaviour/{name}": sum(name in f for f in found) / n for name in (*NAMES, *extra)}
+
+
+def _matches(pattern: Any, text: str) -> bool:
+    try:
+        return pattern.search(text, timeout=MATCH_SECONDS) is not None
+    except TimeoutError:
+        return False
 
 
 def _reasoning(completion: str) -> str:

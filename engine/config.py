@@ -261,6 +261,9 @@ class GRPOConfig(TrainConfig):
     custom_rewards: dict[str, str] = option({}, "Reward name → file of Python source defining "
                                             "`reward(completion, example)`, run only in the sandbox, one "
                                             "sandbox per batch; name it in `rewards` to weight it.")
+    detectors: dict[str, str] = option({}, "Your own behaviour detectors: name → regular expression searched "
+                                       "(case-insensitively) in each sample's reasoning, e.g. {\"hmm\": "
+                                       "\"\\\\bhmm+\\\\b\"}; each becomes a curve behaviour/<name> and an explorer filter.")
     group_size: int = option(8, "G: completions sampled per prompt; advantages compare them.")
     prompts_per_step: int = option(8, "Prompts per step; the batch is prompts_per_step * group_size.")
     max_new_tokens: int = option(64, "Longest completion in tokens; longer ones are cut (finish "
@@ -335,6 +338,9 @@ class GRPOConfig(TrainConfig):
                 "eval_dataset goes with dataset: a built-in task brings its own test split.")
         require_columns(self.columns, self.dataset)
         require_curriculum(self.curriculum, self.task)
+        from engine.behaviours import compile_detectors
+
+        compile_detectors(self.detectors)  # raises naming the detector and the rule
         require(self.task != "humaneval", "task humaneval is an evaluation set (test split only): train on "
                 "MBPP-style data and evaluate on humaneval in an eval run.")
         require(bool(self.rewards), "rewards must name at least one reward, e.g. {\"task\": 1.0}.")

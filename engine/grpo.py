@@ -21,7 +21,7 @@ from typing import Any, cast
 import torch
 
 from engine import distributed
-from engine.behaviours import behaviours
+from engine.behaviours import behaviours, compile_detectors
 from engine.behaviours import shares as behaviour_shares
 from engine.config import CURRICULUM_KEYS, GRPOConfig
 from engine.events import RolloutRecord, Sink
@@ -91,6 +91,7 @@ class _Run:
     eos: set[int] = field(default_factory=set)  # a completion ending in one has no stop string
     packing_ok: bool = False  # the model reads packed rows as separate sequences (`packing_supported`)
     task: Any = None  # the built-in task (None for a dataset): it made the examples, it scores them
+    detectors: dict[str, Any] = field(default_factory=dict)  # the run's own behaviour detectors, compiled
     curriculum: _Curriculum | None = None
 
 
@@ -241,7 +242,7 @@ def _setup(config: GRPOConfig, sink: Sink, resume_from: str | Path | None,
                             {**sandboxed_rewards(config.custom_rewards), **reward_functions}), world=world,
                ref_model=ref_model, base_reference=base_reference, step=int(state.get("step", 0)), eos=eos_ids(model, tokenizer),
                packing_ok=config.batch_layout in ("auto", "packed") and packing_supported(model),
-               task=task, curriculum=curriculum)
+               task=task, curriculum=curriculum, detectors=compile_detectors(config.detectors))
     if config.batch_layout == "packed" and not run.packing_ok:
         raise ValueError("batch_layout packed: this model does not read packed rows as separate sequences "
                          "(its attention ignores restarting position ids); use grouped or padded.")
@@ -292,12 +293,12 @@ def _grpo_step(run: _Run, step: int) -> dict[str, float]:
     everything: list[RolloutRecord] = []
     for k, r in enumerate(rounds):
         written = [with_stop_string(s, list(cfg.stop), run.tokenizer, run.eos) for s in r.samples]
-        records = _records(step, r.samples, r.examples, r.scores, r.advantages, r.correct,
+        records = _records(step, r.samples, r.examples, r.scores, r.advantages, r.correct, run.detectors,
                            k * cfg.prompts_per_step + r.first, written)
         everything += distributed.gather_lists(records, run.world)
     run.sink.rollouts(everything)
     everyone = [row for r in rounds for row in r.everyone]
-    metrics.update(behaviour_shares([set(r.metadata["behaviours"]) for r in everything]))
+    metrics.update(behaviour_shares([set(r.metadata["behaviours"]) for r in everything], tuple(run.detectors)))
     metrics.update(_reward_metrics(everyone, torch.cat([r.rewards for r in rounds])))
     metrics["frac_zero_std_groups"] = float(torch.cat([r.zero_std for r in rounds]).float().mean())
     if cfg.dynamic_sampling:
@@ -593,7 +594,8 @@ def _reward_metrics(rows: list[tuple[Any, bool, int, bool, int]], rewards: torch
 
 def _records(step: int, samples: list[Any], examples: list[dict[str, Any]],
              scores: list[tuple[float, dict[str, float]]], advantages: torch.Tensor,
-             correct: list[bool], first: int = 0, written: list[str] | None = None) -> list[RolloutRecord]:
+             correct: list[bool], detectors: dict[str, Any], first: int = 0,
+             written: list[str] | None = None) -> list[RolloutRecord]:
     """One RolloutRecord per completion, with its reasoning/answer split (`first`: the
     index of `examples[0]` in the step's batch); stored as `written` (stop string kept)."""
     records = []
@@ -608,7 +610,7 @@ def _records(step: int, samples: list[Any], examples: list[dict[str, Any]],
             token_count=len(s.completion_ids), finish_reason=s.finish_reason,
             metadata={"question": ex.get("prompt", ""), "example_id": ex.get("id"), "group": first + s.prompt_index,
                       "advantage": float(advantages[k]), "correct": correct[k],
-                      "behaviours": sorted(behaviours(s.text, s.finish_reason))}))
+                      "behaviours": sorted(behaviours(s.text, s.finish_reason, detectors))}))
     return records
 
 

@@ -332,3 +332,13 @@ def test_a_curriculum_moves_up_a_level_when_accuracy_holds_and_resumes_there(tin
 def test_a_bad_curriculum_is_refused_naming_the_rule(curriculum: dict, task: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         GRPOConfig(task=task, curriculum=curriculum)
+
+
+def test_a_runs_own_detector_is_a_curve_and_marks_its_samples(tiny_model: Path, tmp_path: Path) -> None:
+    sink = StreamingSink()
+    run(make_config(tiny_model, tmp_path, steps=1, detectors={"vowel": "[aeiou]", "never": "zzzzqqq"}), sink)
+    metrics = next(m for _, m in sink.metric_points if "loss" in m)
+    marked = [r for r in sink.rollout_records if "vowel" in r.metadata["behaviours"]]
+    assert metrics["behaviour/vowel"] == pytest.approx(len(marked) / len(sink.rollout_records))
+    assert marked and all(any(v in r.completion.lower() for v in "aeiou") for r in marked)
+    assert metrics["behaviour/never"] == 0.0

@@ -163,8 +163,10 @@ def test_the_samples_behind_a_behaviour_curve_are_one_filter_away(client, person
     client.force_login(personas.teammate)
     page = client.get(f"/runs/{run.pk}/explore/?behaviour=self_verification").content.decode()
     assert "p1" in page and "p2" not in page and '<option value="self_verification" selected>' in page
-    refused = client.get(f"/runs/{run.pk}/explore/?behaviour=telepathy").content.decode()
-    assert "behaviour: must be one of self_verification" in refused
+    refused = client.get(f"/runs/{run.pk}/explore/?behaviour=Tele+pathy").content.decode()
+    assert "behaviour: one of self_verification" in refused and "or a run&#x27;s own detector name" in refused
+    own = client.get(f"/runs/{run.pk}/explore/?behaviour=telepathy").content.decode()  # a detector name: no match
+    assert "p1" not in own and "p2" not in own
 
 
 def test_the_total_of_a_filter_is_counted_for_whoever_may_see_it(client, personas, traces, settings):

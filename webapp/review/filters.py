@@ -17,6 +17,7 @@ from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce
 
+from engine.behaviours import DETECTOR_NAME
 from engine.behaviours import NAMES as BEHAVIOURS
 from webapp.review.models import Label, Verdict
 from webapp.runs.models import Rollout
@@ -122,6 +123,14 @@ def _choice(params: Any, name: str, allowed: tuple[str, ...] | dict[str, str], d
     return value
 
 
+def _behaviour(params: Any) -> str:
+    """A built-in behaviour, or a run's own detector (a name such as `hmm`)."""
+    value = (params.get("behaviour") or "").strip()
+    if value and value not in BEHAVIOURS and not DETECTOR_NAME.fullmatch(value):
+        raise FilterError(f"behaviour: one of {', '.join(BEHAVIOURS)} or a run's own detector name, not {value[:40]!r}")
+    return value
+
+
 def _name(value: str, what: str) -> str:
     value = value.strip()
     if len(value) > MAX_NAME:
@@ -150,7 +159,7 @@ def parse_filter(params: Any) -> ExplorerFilter:
         correct=_choice(params, "correct", ("yes", "no")),
         tokens_min=_int(params, "tokens_min"), tokens_max=_int(params, "tokens_max"),
         finish=_choice(params, "finish", FINISH_REASONS), label=_choice(params, "label", LABELS),
-        tag=_name(params.get("tag") or "", "tag"), behaviour=_choice(params, "behaviour", BEHAVIOURS),
+        tag=_name(params.get("tag") or "", "tag"), behaviour=_behaviour(params),
         q=(params.get("q") or "").strip(),
         sort=_choice(params, "sort", SORTS, "newest"),
     )

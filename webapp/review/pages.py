@@ -50,8 +50,14 @@ def explorer_context(user: User, runs: list[Run], params: QueryDict) -> dict[str
         "query": query, "filter_query": urlencode(flt.to_params()), "run_ids": ",".join(str(r.pk) for r in runs),
         "correct_by": flt.correct_by or _accuracy_reward(runs, names),
         "members": labellers(runs[0].project_id) if roles["can_label"] else [],
-        "default_tags": ", ".join(DEFAULT_TAGS), "behaviours": BEHAVIOURS, **roles,
+        "default_tags": ", ".join(DEFAULT_TAGS), "behaviours": _behaviours(runs), **roles,
     }
+
+
+def _behaviours(runs: list[Run]) -> list[str]:
+    """The built-in behaviours, then the runs' own detectors (their `detectors` setting)."""
+    own = [name for r in runs for name in (r.config.get("detectors") or {}) if isinstance(name, str)]
+    return [*BEHAVIOURS, *dict.fromkeys(n for n in own if n not in BEHAVIOURS)]
 
 
 def _accuracy_reward(runs: list[Run], names: list[str]) -> str:
