@@ -425,6 +425,10 @@ class SFTConfig(TrainConfig):
     dataset: str | None = option(None, "Path of the training data: rows with `prompt` + `completion`, "
                                  "chat `messages`, or plain `text`.")
     eval_dataset: str | None = option(None, "Path of held-out rows for the eval loss.")
+    mix_dataset: str | None = option(None, "Path of a second SFT dataset mixed into the training rows, such as "
+                                     "R1's non-reasoning data (writing, factual QA) in its stage-4 SFT.")
+    mix_ratio: float = option(0.0, "Rows of mix_dataset per row of dataset, e.g. 0.25: one training row in five "
+                              "comes from mix_dataset (drawn without repeats while they last).")
     eval_fraction: float = option(0.0, "Share of the training rows held out for the eval loss when "
                                   "there is no eval_dataset (0: none).")
     task: str | None = option(None, "Built-in task whose reference solutions are the training data "
@@ -444,6 +448,10 @@ class SFTConfig(TrainConfig):
         require(self.dataset is None or self.task is None,
                 "Give at most one of dataset or task (or pass rows to run_sft).")
         require(0 <= self.eval_fraction < 1, f"eval_fraction must be in [0, 1), got {self.eval_fraction}.")
+        require((self.mix_dataset is None) == (self.mix_ratio == 0),
+                "mix_dataset and mix_ratio go together: name the dataset to mix in and how many of its rows "
+                "per training row (e.g. 0.25).")
+        require(0 <= self.mix_ratio <= 10, f"mix_ratio must be in [0, 10], got {self.mix_ratio}.")
         require(self.template in SFT_TEMPLATES,
                 f"template must be one of {', '.join(SFT_TEMPLATES)}, got {self.template!r}.")
         require(self.max_length >= 2, "max_length must be at least 2 tokens.")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,14 +216,31 @@ def _load_rows(config: SFTConfig, rows: list[Row] | None, eval_rows: list[Row] |
     elif config.dataset is not None:
         train = read_sft_rows(config.dataset)
     elif config.task is not None:
-        return _task_rows(config)
+        train, held_out = _task_rows(config)
+        return _mixed(train, config), held_out
     else:
         raise ValueError("SFT needs data: set dataset or task in the config, or pass rows to run_sft.")
     if eval_rows is not None:
-        return train, list(eval_rows)
-    if config.eval_dataset is not None:
-        return train, read_sft_rows(config.eval_dataset)
-    return _hold_out(train, config.eval_fraction, config.seed)
+        held_out = list(eval_rows)
+    elif config.eval_dataset is not None:
+        held_out = read_sft_rows(config.eval_dataset)
+    else:
+        train, held_out = _hold_out(train, config.eval_fraction, config.seed)
+    return _mixed(train, config), held_out
+
+
+def _mixed(train: list[Row], config: SFTConfig) -> list[Row]:
+    """`train` with `mix_ratio` rows of `mix_dataset` per row added (the held-out rows stay the
+    main data's): drawn without repeats while they last, then again, by the run's seed."""
+    if config.mix_dataset is None:
+        return train
+    pool = read_sft_rows(config.mix_dataset)
+    wanted = round(len(train) * config.mix_ratio)
+    rng = random.Random(config.seed)
+    picked: list[Row] = []
+    while len(picked) < wanted:
+        picked.extend(rng.sample(pool, min(len(pool), wanted - len(picked))))
+    return train + picked
 
 
 def read_sft_rows(path: str | Path) -> list[Row]:

@@ -147,3 +147,23 @@ def test_a_batch_larger_than_the_data_reads_each_row_once_per_epoch(tiny_model: 
     epochs = [values["epoch"] for _, values in sink.metric_points if "epoch" in values]
     assert epochs == [1.0]  # one pass over the 5 rows, not 64 / 5 = 12.8 epochs
     assert any("batch_size 64 is more than the 5 training rows" in line for line in sink.lines)
+
+
+def test_non_reasoning_data_is_mixed_in_at_its_ratio(tiny_model: Path, tmp_path: Path) -> None:
+    from engine.datasets import save_sft_dataset
+    from engine.sft import _load_rows
+
+    main = save_sft_dataset(ROWS, tmp_path / "reasoning.jsonl")  # 16 rows
+    chat = [{"prompt": f"Write a line about {w}.", "completion": f" {w.title()} is fine."} for w in ("sun", "rain", "snow")]
+    mix = save_sft_dataset(chat, tmp_path / "writing.jsonl")
+    config = make_config(tiny_model, tmp_path / "out", dataset=str(main), mix_dataset=str(mix), mix_ratio=0.5,
+                         eval_fraction=0.25, max_steps=1, eval_every=0)
+    train, held_out = _load_rows(config, None, None)
+    assert len(held_out) == 4 and all(r in ROWS for r in held_out)  # held out from the main data only
+    mixed = [r for r in train if r in chat]
+    assert len(train) == 12 + 6 and len(mixed) == 6  # 0.5 per row: every writing row twice, none thrice
+    assert {r["prompt"] for r in mixed} == {c["prompt"] for c in chat}
+    assert _load_rows(config, None, None)[0] == train  # the same rows every time (the seed)
+    assert run_sft(config, RecordingSink()).status == "succeeded"
+    with pytest.raises(ValueError, match="mix_dataset and mix_ratio go together"):
+        make_config(tiny_model, tmp_path, dataset=str(main), mix_dataset=str(mix))

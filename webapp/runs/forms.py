@@ -85,7 +85,8 @@ def _default(f: dataclasses.Field) -> Any:
 SECTIONS: list[tuple[str, set[str]]] = [
     ("Model", {"model", "teacher", "student", "dtype", "lora", "template", "prompt_style", "prefill_think",
                "attn_implementation"}),
-    ("Data", {"task", "task_options", "curriculum", "dataset", "eval_dataset", "columns", "train_examples", "split", "num_prompts",
+    ("Data", {"task", "task_options", "curriculum", "dataset", "eval_dataset", "columns", "mix_dataset",
+              "mix_ratio", "train_examples", "split", "num_prompts",
               "eval_fraction", "max_length", "packing"}),
     ("Rewards", {"rewards", "accuracy_reward", "custom_rewards", "detectors", "vote_by", "pass_at", "min_language",
                  "require_reasoning", "drop_code_in_reasoning", "dedup_threshold", "max_per_prompt",

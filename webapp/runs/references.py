@@ -4,7 +4,7 @@
   project the caller owns whose files Ponder wrote (under its run's folder) or an allowed
   folder holds, a Hugging Face name matching `PONDER_ALLOWED_MODELS` (glob patterns), or a
   folder inside `PONDER_MODEL_DIRS`;
-- a dataset (`dataset`, `eval_dataset`): `dataset:<id>` of a project the caller owns, or a
+- a dataset (`dataset`, `eval_dataset`, `mix_dataset`): `dataset:<id>` of a project the caller owns, or a
   file or folder inside `PONDER_MODEL_DIRS`;
 - `@previous` in either, for a pipeline's later stages (what the stage before produced);
 - rewards (`rewards`, `accuracy_reward`): registered names (`engine.rewards`, plugins
@@ -38,7 +38,7 @@ from webapp.rewards.models import CustomReward
 from webapp.runs.models import Checkpoint
 
 MODEL_FIELDS = ("model", "teacher", "student")  # as engine.pretrain.MODEL_FIELDS
-DATASET_FIELDS = ("dataset", "eval_dataset")
+DATASET_FIELDS = ("dataset", "eval_dataset", "mix_dataset")
 PLACE_FIELDS = ("output_dir", "data_dir")  # settings that choose where files are written
 CUSTOM_FILES = "custom_rewards"  # engine setting: reward source files, filled in by the server
 NESTED_FIELDS = ("sft", "rejection")  # distillation's settings of its two phases
