@@ -174,3 +174,19 @@ def test_a_column_run_links_to_its_comparison(client, personas, compared):
     assert f'href="{reverse("compare-detail", args=[compared.comparison.pk])}" id="run-comparison"' in page
     other = Run.objects.create(project=personas.project, name="plain", stage="grpo")
     assert 'id="run-comparison"' not in client.get(reverse("run-detail", args=[other.pk])).content.decode()
+
+
+def test_flips_against_the_first_column_are_counted_and_one_click_away(client, personas, compared):
+    import re
+
+    client.force_login(personas.teammate)
+    url = reverse("compare-detail", args=[compared.comparison.pk])
+    page = client.get(url).content.decode()
+    table = page.split('id="flips"')[1].split("</table>")[0]
+    # majority answers (cons@k), per prompt, for the three columns: [no, yes, no], [yes, yes, no], [no, no, no]
+    counts = re.findall(r'data-flip="(fixed|broken)">(\d+)<', table)
+    assert counts == [("fixed", "1"), ("broken", "0"), ("fixed", "0"), ("broken", "1")]
+    fixed = client.get(url + "?shown=fixed").content.decode()
+    broken = client.get(url + "?shown=broken").content.decode()
+    assert re.findall(r'class="card prompt-row" data-index="(\d+)"', fixed) == ["0"]
+    assert re.findall(r'class="card prompt-row" data-index="(\d+)"', broken) == ["1"]

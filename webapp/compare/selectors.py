@@ -26,7 +26,9 @@ from webapp.projects.selectors import User, projects_for
 from webapp.runs.models import FINISHED, Checkpoint, Run, Status
 
 PAGE_SIZE = 10
-SHOWN = ("all", "differ")  # every prompt, or those where the checkpoints' pass@1 differ
+# every prompt; those where the checkpoints' pass@1 differ; flips against the first column
+# (its baseline): "fixed" (the baseline's majority answer wrong, a later one's right), "broken"
+SHOWN = ("all", "differ", "fixed", "broken")
 
 
 def comparisons_for(user: User) -> QuerySet[Comparison]:
@@ -186,11 +188,50 @@ def _differ(by: dict[int, PromptResult]) -> bool:
     return len({r.correct / r.n for r in by.values()}) > 1
 
 
+def _solved(result: PromptResult) -> bool:
+    """A prompt solved by a checkpoint: its majority answer is right (cons@k)."""
+    return result.cons >= 1.0
+
+
+def _flipped(by: dict[int, PromptResult], base: int, shown: str) -> bool:
+    """Whether some column flipped this prompt against the baseline column, in `shown`'s way."""
+    if base not in by:
+        return False
+    was = _solved(by[base])
+    return any(_solved(r) != was and (was if shown == "broken" else not was) for c, r in by.items() if c != base)
+
+
+def _shown(by: dict[int, PromptResult], base: int, shown: str) -> bool:
+    if shown == "differ":
+        return _differ(by)
+    if shown in ("fixed", "broken"):
+        return _flipped(by, base, shown)
+    return True
+
+
+@dataclass
+class Flips:
+    checkpoint: Checkpoint
+    fixed: int  # prompts the baseline got wrong and this checkpoint right (majority answers)
+    broken: int  # and the other way
+
+
+def flips(cols: list[Checkpoint], results: Results) -> list[Flips]:
+    """Per column after the first: how many prompts it fixed and broke against the first."""
+    base = cols[0].pk if cols else None
+    out = []
+    for col in cols[1:]:
+        pairs = [(by[base], by[col.pk]) for by in results.values() if base in by and col.pk in by]
+        out.append(Flips(col, fixed=sum(not _solved(b) and _solved(c) for b, c in pairs),
+                         broken=sum(_solved(b) and not _solved(c) for b, c in pairs)))
+    return out
+
+
 def prompt_page(comparison: Comparison, cols: list[Checkpoint], results: Results, *, shown: str = "all",
                 page: int = 1, sample: int = 0) -> tuple[list[PromptRow], int]:
     """One page of prompts with sample `sample` of each checkpoint side by side; and the
     number of pages."""
-    indexes = sorted(i for i, by in results.items() if shown == "all" or _differ(by))
+    indexes = sorted(i for i, by in results.items() if _shown(by, cols[0].pk if cols else -1, shown))
     pages = max(1, -(-len(indexes) // PAGE_SIZE))
     chosen = indexes[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
     prompts = ComparisonPrompt.objects.filter(comparison=comparison, index__in=chosen).order_by("index")

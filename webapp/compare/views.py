@@ -76,7 +76,7 @@ def compare_detail(request: HttpRequest, comparison_id: int) -> HttpResponse:
         "samples": range(comparison.k), "pair_rates": selectors.pair_rates(comparison, cols),
         "ratings": selectors.comparison_ratings(comparison), "can_write": can_write(request.user, comparison.project_id),
         "can_label": can_label(request.user, comparison.project_id), "mine": mine, "blind": blind,
-        "bias": selectors.position_bias(comparison)})
+        "bias": selectors.position_bias(comparison), "flips": selectors.flips(cols, results)})
 
 
 @require_GET
