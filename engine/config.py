@@ -320,6 +320,8 @@ class GRPOConfig(TrainConfig):
                                "row each), or auto: grouped or packed, whichever computes fewer tokens (padded "
                                "or packed with share_prompt_cache off; grouped or padded with several processes).")
     stream_samples: int = option(2, "Completions of the first prompt streamed live each step.")
+    token_details: int = option(2, "Rollouts per step stored with each token's text and log-prob, for the "
+                                "token heatmap (where the policy was unsure); 0: none.")
     eval_temperature: float = option(0.6, "Sampling temperature for evaluation (R1's pass@1 setting: 0.6; "
                                      "0: greedy, which flips from guessing to reasoning in a step or two "
                                      "and so hides the learning curve).")
@@ -366,6 +368,7 @@ class GRPOConfig(TrainConfig):
         require(self.eval_temperature >= 0, "eval_temperature must be >= 0 (0: greedy).")
         require_generation_backend(self.generation_backend)
         require(self.stream_samples >= 0, "stream_samples must be >= 0.")
+        require(0 <= self.token_details <= 64, f"token_details must be in [0, 64], got {self.token_details}.")
 
     def _check_loss(self) -> None:
         require(self.loss_type in LOSS_TYPES, f"loss_type must be one of {', '.join(LOSS_TYPES)}, "

@@ -295,6 +295,8 @@ def _grpo_step(run: _Run, step: int) -> dict[str, float]:
         written = [with_stop_string(s, list(cfg.stop), run.tokenizer, run.eos) for s in r.samples]
         records = _records(step, r.samples, r.examples, r.scores, r.advantages, r.correct, run.detectors,
                            k * cfg.prompts_per_step + r.first, written)
+        if k == 0:
+            _attach_token_views(records[: cfg.token_details], r.samples, run.tokenizer)
         everything += distributed.gather_lists(records, run.world)
     run.sink.rollouts(everything)
     everyone = [row for r in rounds for row in r.everyone]
@@ -612,6 +614,21 @@ def _records(step: int, samples: list[Any], examples: list[dict[str, Any]],
                       "advantage": float(advantages[k]), "correct": correct[k],
                       "behaviours": sorted(behaviours(s.text, s.finish_reason, detectors))}))
     return records
+
+
+def _attach_token_views(records: list[RolloutRecord], samples: list[Any], tokenizer: Any) -> None:
+    """Each token's text and the sampler's log-prob in the records' metadata (`token_view`),
+    for the token heatmap. The pieces add up to the completion: a character split across
+    byte-level tokens shows in the token that completes it (`engine.textstream`)."""
+    from engine.textstream import make_stream_factory
+
+    factory = make_stream_factory(tokenizer)
+    for record, sample in zip(records, samples, strict=False):
+        stream = factory([])
+        pieces = [stream.push(t)[0] for t in sample.completion_ids]
+        if pieces:
+            pieces[-1] += stream.flush()
+        record.metadata["token_view"] = {"pieces": pieces, "logprobs": [round(float(x), 4) for x in sample.logprobs]}
 
 
 def _evaluate(run: _Run) -> dict[str, float]:

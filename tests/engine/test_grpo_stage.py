@@ -342,3 +342,18 @@ def test_a_runs_own_detector_is_a_curve_and_marks_its_samples(tiny_model: Path, 
     assert metrics["behaviour/vowel"] == pytest.approx(len(marked) / len(sink.rollout_records))
     assert marked and all(any(v in r.completion.lower() for v in "aeiou") for r in marked)
     assert metrics["behaviour/never"] == 0.0
+
+
+def test_token_views_hold_each_tokens_text_and_log_prob(tiny_model: Path, tmp_path: Path) -> None:
+    sink = StreamingSink()
+    run(make_config(tiny_model, tmp_path, steps=2, token_details=3), sink)
+    for step in (1, 2):
+        records = [r for r in sink.rollout_records if r.step == step]
+        viewed = [r for r in records if "token_view" in r.metadata]
+        assert len(viewed) == 3 and viewed == records[:3]
+        for r in viewed:
+            view = r.metadata["token_view"]
+            assert len(view["pieces"]) == len(view["logprobs"]) == r.token_count
+            assert "".join(view["pieces"]) == r.completion  # the pieces add up to the stored text
+            assert all(lp <= 0 for lp in view["logprobs"])
+    assert GRPOConfig(token_details=0).token_details == 0

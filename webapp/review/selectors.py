@@ -503,3 +503,38 @@ def queues_with_progress(user: AuthUser, limit: int = 200) -> list[ReviewQueue]:
 def may_label(role: str | None, assigned: bool) -> bool:
     """The one rule for labelling a queue: owners always; annotators when assigned to it."""
     return role == Role.OWNER or (role == Role.ANNOTATOR and assigned)
+
+
+# ---- one rollout token by token -----------------------------------------------------------
+
+
+@dataclass
+class TokenCell:
+    text: str
+    logprob: float
+    prob: float
+    shade: float  # 0 (sure) to 1 (unsure): 1 - p, as the heatmap's colour strength
+
+
+@dataclass
+class TokenView:
+    cells: list[TokenCell]
+    mean_logprob: float
+    unsure: list[TokenCell]  # the least likely tokens, lowest first
+
+
+def token_view(rollout: Rollout, lowest: int = 8) -> TokenView | None:
+    """The rollout's tokens with the sampler's log-probs (stored for `token_details` samples
+    a step), or None when none were stored."""
+    import math
+
+    view = rollout.metadata.get("token_view") if isinstance(rollout.metadata, dict) else None
+    if not isinstance(view, dict):
+        return None
+    pieces, logprobs = view.get("pieces") or [], view.get("logprobs") or []
+    cells = [TokenCell(text=str(t), logprob=float(lp), prob=math.exp(float(lp)), shade=round(1 - math.exp(float(lp)), 2))
+             for t, lp in zip(pieces, logprobs, strict=False)]
+    if not cells:
+        return None
+    return TokenView(cells=cells, mean_logprob=sum(c.logprob for c in cells) / len(cells),
+                     unsure=sorted(cells, key=lambda c: c.logprob)[:lowest])

@@ -23,6 +23,7 @@ urlpatterns = [
     path("explore/", views.explore_runs, name="explore-runs"),
     path("explore/count.json", views.explore_count, name="explore-count"),
     path("runs/<int:run_id>/release-gate/", views.gate_release, name="gate-release"),
+    path("runs/<int:run_id>/rollouts/<int:rollout_id>/tokens/", views.rollout_tokens, name="rollout-tokens"),
     path("runs/<int:run_id>/prompts/<sint:prompt_hash>/", views.prompt_history, name="prompt-history"),
     path("review/", views.queue_list, name="review-queues"),
     path("review/queues/new/", views.queue_new, name="review-queue-new"),

@@ -16,7 +16,7 @@ from webapp.projects.models import Role
 from webapp.projects.selectors import AuthedRequest, role_in
 from webapp.review import exports, gates, pages, selectors, services
 from webapp.review.filters import FilterError, parse_filter
-from webapp.runs.models import Run
+from webapp.runs.models import Rollout, Run
 from webapp.runs.selectors import CursorError, run_for
 
 
@@ -79,6 +79,17 @@ def explore_download(request: HttpRequest, run_id: int, fmt: str) -> HttpRespons
     columns, rows, types = exports.rollout_table([run], flt)
     return tables.download(fmt, f"run-{run.pk}-rollouts", columns, rows,
                            {c: getattr(pa, t)() for c, t in types.items()})
+
+
+@require_GET
+def rollout_tokens(request: HttpRequest, run_id: int, rollout_id: int) -> HttpResponse:
+    """One sample token by token, shaded by how likely the sampler found each token."""
+    run = run_for(request.user, run_id)
+    rollout = Rollout.objects.filter(run=run, pk=rollout_id).first()
+    if rollout is None:
+        raise Http404("No such rollout in this run.")
+    return render(request, "review/tokens.html", {"run": run, "rollout": rollout,
+                                                  "view": selectors.token_view(rollout)})
 
 
 @require_GET
