@@ -65,7 +65,8 @@ def test_the_estimate_follows_the_form_and_scales_the_defaults_to_the_model(page
     expect(estimate).to_contain_text("all trainable")
     learning_rate = page.locator("[name=cfg_learning_rate]")
     assert float(learning_rate.input_value()) == 2e-4  # the starter: GRPO's own defaults
-    page.fill("[name=cfg_lora]", '{"r": 4, "alpha": 8}')
+    page.check("[name=cfg_lora_0]")  # LoRA, as fields
+    page.fill("[name=cfg_lora_1]", "4")
     expect(estimate).to_contain_text("trainable (LoRA)")
     # Still at the stage's default, so it follows the model, and says so.
     expect(learning_rate).to_have_value("0.002")

@@ -100,8 +100,11 @@ def model_dirs(tmp_path, settings):
     return tmp_path
 
 
-def estimate(client, **fields):
-    response = client.get(reverse("run-estimate"), {"stage": "grpo", **{f"cfg_{k}": v for k, v in fields.items()}})
+def estimate(client, lora=None, **fields):
+    """The estimate for these settings, sent as the form sends them (LoRA as its fields)."""
+    lora_fields = {"cfg_lora_0": "on", "cfg_lora_1": str(lora["r"])} if lora else {}
+    response = client.get(reverse("run-estimate"), {"stage": "grpo", **lora_fields,
+                                                     **{f"cfg_{k}": v for k, v in fields.items()}})
     assert response.status_code == 200
     return response.json()
 
@@ -157,7 +160,7 @@ def test_the_estimate_counts_the_models_memory_and_scales_its_defaults(client, p
     assert full["defaults"]["learning_rate"] == {"value": 1e-6, "why": "494M parameters, full fine-tune",
                                                  "stage_default": 2e-4}
     assert full["defaults"]["max_new_tokens"]["value"] == 256  # arithmetic: short reasoning
-    lora = estimate(client, model=model, beta="0.04", max_new_tokens="1024", lora='{"r": 16}')
+    lora = estimate(client, model=model, beta="0.04", max_new_tokens="1024", lora={"r": 16})
     assert lora["defaults"]["learning_rate"]["value"] == 1e-5
     assert "The KL reference is the policy with its adapter off: no second copy." in lora["lines"]
     assert lora["total_memory"] < full["total_memory"]
@@ -178,9 +181,22 @@ def test_the_estimate_checks_who_asks_and_what_they_name(client, personas, setti
     assert "its config is not on this machine" in estimate(client, model="meta-llama/Llama-3.1-8B")["error"]
 
 
-def test_the_estimate_names_a_setting_it_cannot_read(client, personas):
+def test_lora_is_set_with_fields_and_reaches_the_run_as_the_engine_reads_it(client, personas,
+                                                                            django_capture_on_commit_callbacks):
     client.force_login(personas.owner)
-    assert estimate(client, lora="[4]")["error"].startswith("lora: must be an object")
+    base = {"stage": "grpo", "project": "alpha", "cfg_task": "arithmetic", "cfg_rewards": '{"format": 0.5, "task": 1.0}'}
+    with django_capture_on_commit_callbacks(execute=False):
+        client.post(reverse("run-new"), {**base, "name": "full"})
+        client.post(reverse("run-new"), {**base, "name": "lora", "cfg_lora_0": "on", "cfg_lora_1": "8",
+                                         "cfg_lora_2": "16", "cfg_lora_3": "0.05", "cfg_lora_4": "q_proj, v_proj"})
+    assert Run.objects.get(name="full").config.get("lora") is None
+    assert Run.objects.get(name="lora").config["lora"] == {"r": 8, "alpha": 16, "dropout": 0.05,
+                                                           "target_modules": ["q_proj", "v_proj"]}
+    clone = client.get(reverse("run-new") + f"?clone={Run.objects.get(name='lora').pk}").content.decode()
+    assert 'name="cfg_lora_0" id="id_cfg_lora_0" checked' in clone and 'value="q_proj, v_proj"' in clone
+    bad = client.post(reverse("run-new"), {**base, "name": "bad", "cfg_lora_0": "on", "cfg_lora_1": "0"})
+    assert bad.status_code == 200 and "greater than or equal to 1" in bad.content.decode()
+    assert not Run.objects.filter(name="bad").exists()
 
 
 def test_settings_download_as_yaml_and_load_back_into_the_form(client, personas):

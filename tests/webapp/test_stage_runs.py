@@ -246,7 +246,7 @@ def test_grpo_on_plain_hugging_face_checkpoints_from_the_launch_form_and_the_api
             "prompts_per_step": 2, "max_new_tokens": 8, "eval_examples": 0, "steps": 2, "learning_rate": 1e-3}
     client.force_login(personas.owner)
     form = {"stage": "grpo", "project": "alpha", "name": "llama lora", "cfg_model": str(llama),
-            "cfg_lora": '{"r": 4, "alpha": 8}', "cfg_beta": "0.04",
+            "cfg_lora_0": "on", "cfg_lora_1": "4", "cfg_lora_2": "8", "cfg_beta": "0.04",
             **{f"cfg_{k}": (json.dumps(v) if isinstance(v, dict) else v) for k, v in tiny.items()}}
     assert client.post("/runs/new/", form).status_code == 302
     response = api_for(personas.owner).post("/api/v1/runs", {"name": "qwen2 full", "stage": "grpo", "project": "alpha",

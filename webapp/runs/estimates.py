@@ -29,7 +29,7 @@ def launch_estimate(user: AuthUser, params: QueryDict) -> dict[str, Any]:
     form.is_valid()  # a half-filled form still estimates: the fields that are valid count
     # Fields sent blank are None (as a launch reads them); fields not sent take the defaults.
     config = {**engine_estimate.stage_defaults(stage),
-              **{k[4:]: v for k, v in form.cleaned_data.items() if k.startswith("cfg_") and k in params}}
+              **{k[4:]: v for k, v in form.cleaned_data.items() if k.startswith("cfg_") and _sent(k, params)}}
     field = MODEL_FIELD[stage]
     try:
         where = _model_path(user, field, config.get(field) or "starter")
@@ -42,8 +42,6 @@ def launch_estimate(user: AuthUser, params: QueryDict) -> dict[str, Any]:
     except (OSError, ValueError, KeyError) as exc:
         return {"error": f"{field}: its config is not on this machine ({type(exc).__name__}), so no estimate"}
     speed = engine_estimate.rates(str(config.get("device") or "cpu"), str(config.get("dtype") or "float32"))
-    if not isinstance(config.get("lora"), dict | None):
-        return {"error": "lora: must be an object such as {\"r\": 8, \"alpha\": 16}, or blank"}
     try:
         result = engine_estimate.estimate(stage, config, shape, speed)
     except (TypeError, ValueError) as exc:  # a setting of the wrong kind: the launch names it
@@ -53,6 +51,11 @@ def launch_estimate(user: AuthUser, params: QueryDict) -> dict[str, Any]:
     return {"lines": result.lines(), "total_memory": result.total_memory,
             "defaults": {k: {"value": v, "why": why, "stage_default": stage_defaults.get(k)}
                          for k, (v, why) in defaults.items()}}
+
+
+def _sent(name: str, params: QueryDict) -> bool:
+    """Whether the form sent the field (a field of several inputs sends `<name>_0`, ...)."""
+    return name in params or f"{name}_1" in params
 
 
 def _model_path(user: AuthUser, field: str, value: Any) -> str | None:

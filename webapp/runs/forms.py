@@ -45,11 +45,53 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
+LORA_DEFAULTS = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
+
+
+class LoraWidget(forms.MultiWidget):
+    def __init__(self) -> None:
+        super().__init__([forms.CheckboxInput(), forms.NumberInput(attrs={"min": 1}), forms.NumberInput(attrs={"min": 1}),
+                          forms.NumberInput(attrs={"step": "any", "min": 0}), forms.TextInput()])
+
+    def decompress(self, value: Any) -> list[Any]:
+        if not isinstance(value, dict):
+            return [False, *LORA_DEFAULTS.values()]
+        lora = {**LORA_DEFAULTS, **value}
+        targets = lora["target_modules"]
+        return [True, lora["r"], lora["alpha"], lora["dropout"],
+                targets if isinstance(targets, str) else ", ".join(map(str, targets))]
+
+
+class LoraField(forms.MultiValueField):
+    """LoRA as fields (on or off, rank, alpha, dropout, target modules), giving the engine's
+    `lora` setting: a dict, or None to train every weight."""
+
+    widget = LoraWidget
+
+    def __init__(self, **kwargs: Any) -> None:
+        fields = (forms.BooleanField(required=False), forms.IntegerField(min_value=1, max_value=4096, required=False),
+                  forms.IntegerField(min_value=1, required=False), forms.FloatField(min_value=0, max_value=0.99,
+                                                                                    required=False),
+                  forms.CharField(required=False, max_length=500))
+        super().__init__(fields=fields, require_all_fields=False, **kwargs)
+
+    def compress(self, data_list: list[Any]) -> dict[str, Any] | None:
+        if not data_list or not data_list[0]:
+            return None
+        r, alpha, dropout, targets = (v if v not in (None, "") else d for v, d in zip(data_list[1:], LORA_DEFAULTS.values(),
+                                                                                     strict=True))
+        names = [t.strip() for t in str(targets).split(",") if t.strip()]
+        return {"r": r, "alpha": alpha, "dropout": dropout,
+                "target_modules": "all-linear" if names in ([], ["all-linear"]) else names}
+
+
 def _form_field(name: str, tp: Any, default: Any, help_text: str) -> forms.Field:
     base, optional = _unwrap_optional(tp)
     origin = typing.get_origin(base) or base
     label = name.replace("_", " ")
     common = {"label": label, "help_text": help_text, "initial": default, "required": False}
+    if name == "lora":
+        return LoraField(**common)
     if base is bool:
         return forms.BooleanField(**common)
     if name in KNOWN_CHOICES:
