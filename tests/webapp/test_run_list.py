@@ -110,5 +110,36 @@ def test_query_count_does_not_grow_with_runs(client, personas, runs):
         with CaptureQueriesContext(connection) as queries:
             client.get(reverse("run-list"), {"sort": "-reward"})
         counts.append(len(queries))
-    # session, user, runs page (project, launcher, latest checkpoint, reward inline), projects, launchers
-    assert counts == [5, 5], counts
+    # session, user, runs page (project, launcher, latest checkpoint, reward inline), the page's reward
+    # sparklines (one query for every run), projects, launchers
+    assert counts == [6, 6], counts
+
+
+def test_runs_are_found_by_a_setting_and_draw_their_reward(client, personas):
+    from django.utils import timezone
+
+    from webapp.runs.models import MetricPoint, Run
+
+    low = Run.objects.create(project=personas.project, name="low lr", stage="grpo",
+                             config={"learning_rate": 1e-6, "rewards": {"math": 1.0}, "task": None})
+    high = Run.objects.create(project=personas.project, name="high lr", stage="grpo",
+                              config={"learning_rate": 2e-4, "rewards": {"format": 0.5}, "task": "arithmetic"})
+    now = timezone.now()
+    MetricPoint.objects.bulk_create([MetricPoint(run=low, name="reward/mean", step=s, value=s / 100, wall_time=now)
+                                     for s in range(1, 201)])
+    client.force_login(personas.owner)
+
+    def listed(q):
+        body = client.get("/runs/", {"q": q}).content.decode()
+        return {name for name in ("low lr", "high lr") if f">{name}</a>" in body}
+
+    assert listed("learning_rate=1e-06") == {"low lr"} and listed("learning_rate=0.0002") == {"high lr"}
+    assert listed("rewards.math=1") == {"low lr"} and listed("task=null") == {"low lr"}
+    assert listed("task=arithmetic lr") == {"high lr"}  # words combine
+    body = client.get("/runs/").content.decode()
+    row = body.split(f'data-run="{low.pk}"')[1].split("</tr>")[0]
+    points = row.split('<polyline points="')[1].split('"')[0].split()
+    assert 30 <= len(points) <= 45  # about 40 of the 200 points
+    first, last = (tuple(map(float, p.split(","))) for p in (points[0], points[-1]))
+    assert first[0] == 0.0 and last[0] == 90.0 and last[1] < first[1]  # rising reward: the line climbs
+    assert "<polyline" not in body.split(f'data-run="{high.pk}"')[1].split("</tr>")[0]  # nothing logged

@@ -5,10 +5,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import connection
 from django.db.models import BooleanField, Case, F, FloatField, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KeyTextTransform
@@ -185,6 +188,17 @@ def _ordering(sort: str) -> list[Any]:
     return [*fields, "-id"]
 
 
+_CONFIG_WORD = re.compile(r"(?P<key>[a-z_][a-z0-9_]*(?:\.[a-z0-9_]+)*)=(?P<value>\S+)")
+
+
+def _config_value(text: str) -> Any:
+    """A searched setting's value as the config stores it: JSON (numbers, true, null), else text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def _search(qs: Any, q: str) -> Any:
     for word in q.split():
         if word.startswith("tag:"):
@@ -193,6 +207,8 @@ def _search(qs: Any, q: str) -> Any:
             qs = qs.filter(starred=True)
         elif word == "archived":
             qs = qs.filter(archived_at__isnull=False)
+        elif (setting := _CONFIG_WORD.fullmatch(word)) is not None:  # learning_rate=1e-06, rewards.math=1
+            qs = qs.filter(**{"config__" + setting["key"].replace(".", "__"): _config_value(setting["value"])})
         else:
             qs = qs.filter(Q(name__icontains=word) | Q(notes__icontains=word))
     return qs
@@ -232,3 +248,36 @@ def run_launchers(user: User) -> list[Any]:
 
     launched = runs_for(user).filter(launched_by__isnull=False).values("launched_by")
     return list(get_user_model().objects.filter(pk__in=launched).order_by("username"))
+
+
+SPARK_POINTS = 40
+SPARK_METRIC = "reward/mean"
+
+
+def reward_sparklines(run_ids: list[int], width: float = 90, height: float = 22) -> dict[int, str]:
+    """SVG polyline points of each run's mean reward over its steps (about SPARK_POINTS a run,
+    every n-th point picked in SQL), scaled to width x height; runs with under two points
+    get none."""
+    if not run_ids:
+        return {}
+    sql = """
+        SELECT run_id, step, value FROM (
+            SELECT run_id, step, value, row_number() OVER (PARTITION BY run_id ORDER BY step) AS rn,
+                   count(*) OVER (PARTITION BY run_id) AS n
+            FROM runs_metricpoint WHERE run_id = ANY(%s) AND name = %s) AS t
+        WHERE (rn - 1) %% GREATEST(n / %s, 1) = 0 OR rn = n ORDER BY run_id, step"""
+    series: dict[int, list[tuple[int, float]]] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [run_ids, SPARK_METRIC, SPARK_POINTS])
+        for run_id, step, value in cursor.fetchall():
+            if value is not None and math.isfinite(value):
+                series.setdefault(run_id, []).append((step, value))
+    return {run_id: _points(points, width, height) for run_id, points in series.items() if len(points) >= 2}
+
+
+def _points(points: list[tuple[int, float]], width: float, height: float) -> str:
+    steps, values = [p[0] for p in points], [p[1] for p in points]
+    x0, dx = steps[0], max(steps[-1] - steps[0], 1)
+    low, span = min(values), max(max(values) - min(values), 1e-9)
+    return " ".join(f"{(s - x0) / dx * width:.1f},{height - (v - low) / span * (height - 2) - 1:.1f}"
+                    for s, v in points)

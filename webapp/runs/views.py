@@ -21,8 +21,9 @@ RUN_COLUMNS = [("name", "Name"), ("stage", "Stage"), ("status", "Status"), ("ste
 def run_list(request: HttpRequest) -> HttpResponse:
     flt, errors = selectors.parse_run_list(request.GET)
     runs, has_next = selectors.runs_list(request.user, flt)
+    sparks = selectors.reward_sparklines([r.pk for r in runs])
     return render(request, "runs/list.html", {
-        "runs": runs, "has_next": has_next, "flt": flt, "errors": errors,
+        "runs": [(run, sparks.get(run.pk)) for run in runs], "has_next": has_next, "flt": flt, "errors": errors,
         "projects": projects_for(request.user).order_by("name"), "launchers": selectors.run_launchers(request.user),
         "stages": stages.choices(), "statuses": Status.choices, "columns": RUN_COLUMNS,
     })
