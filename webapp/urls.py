@@ -5,7 +5,7 @@ from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from webapp import views
+from webapp import activity, views
 from webapp.api.urls import api
 
 
@@ -33,6 +33,7 @@ urlpatterns = [
     path("favicon.ico", login_not_required(_Favicon.as_view()), name="favicon"),
     path("admin/", admin.site.urls),
     path("", include("webapp.accounts.urls")),
+    path("projects/<slug:slug>/activity/", activity.activity_page, name="project-activity"),
     path("", include("webapp.projects.urls")),
     path("", include("webapp.charts.urls")),  # before runs/<id>/: runs/overlay/ is not a run
     path("", include("webapp.runs.urls")),
