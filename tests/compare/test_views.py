@@ -190,3 +190,23 @@ def test_flips_against_the_first_column_are_counted_and_one_click_away(client, p
     broken = client.get(url + "?shown=broken").content.decode()
     assert re.findall(r'class="card prompt-row" data-index="(\d+)"', fixed) == ["0"]
     assert re.findall(r'class="card prompt-row" data-index="(\d+)"', broken) == ["1"]
+
+
+def test_blind_verdicts_become_a_preference_dataset(client, personas, compared):
+    from webapp.datasets.models import Dataset
+    from webapp.datasets.services import export_rows
+
+    comparison = compared.comparison
+    client.force_login(personas.owner)
+    refused = client.post(reverse("compare-preference", args=[comparison.pk]), {"name": "prefs"}, follow=True)
+    assert "no decided verdict yet" in refused.content.decode() and not Dataset.objects.exists()
+    for winner in ("left", "right", "tie"):
+        pair = next_pair(user=personas.teammate, comparison=comparison)
+        judgment_record(user=personas.teammate, comparison=comparison, token=pair.token, winner=winner)
+    client.post(reverse("compare-preference", args=[comparison.pk]), {"name": "prefs"})
+    dataset = Dataset.objects.get(name="prefs")
+    rows = export_rows(dataset)
+    assert dataset.kind == "preference" and len(rows) == 2  # the tie is left out
+    assert all(r["source"]["judge"] == "bob" and r["chosen"] != r["rejected"] for r in rows)
+    client.force_login(personas.teammate)  # annotators judge; owners make datasets
+    assert client.post(reverse("compare-preference", args=[comparison.pk]), {"name": "x"}).status_code == 403

@@ -29,6 +29,9 @@ from webapp.compare.models import (
     PromptResult,
     Winner,
 )
+from webapp.datasets.files import preference_prompt
+from webapp.datasets.models import Dataset, Prompt
+from webapp.datasets.services import dataset_create
 from webapp.projects.models import Project
 from webapp.projects.selectors import AuthUser, can_label, can_write, projects_for
 from webapp.runs.models import Checkpoint, Run
@@ -326,3 +329,27 @@ def judgment_record(*, user: AuthUser, comparison: Comparison, token: str, winne
                 left_checkpoint_id=left.checkpoint_id, right_checkpoint_id=right.checkpoint_id, winner=winner)
     except IntegrityError:
         raise ValidationError({"pair": "you judged these two checkpoints on this prompt already"}) from None
+
+
+def preference_from_judgments(*, user: AuthUser, comparison: Comparison, name: str) -> Dataset:
+    """A preference dataset from the comparison's blind verdicts: the sample a person chose as
+    chosen, the other as rejected (ties left out), each pair naming its judge and checkpoints."""
+    if not can_write(user, comparison.project_id):
+        raise PermissionDenied("only project owners make datasets")
+    questions = dict(ComparisonPrompt.objects.filter(comparison=comparison).values_list("index", "question"))
+    decided = (comparison.judgments.exclude(winner=Winner.TIE).select_related("left", "right", "user")
+               .order_by("created_at", "pk"))
+    prompts: list[Prompt] = []
+    for j in decided:
+        chosen, rejected = (j.left, j.right) if j.winner == Winner.LEFT else (j.right, j.left)
+        prompts.append(preference_prompt(len(prompts), questions.get(j.prompt_index, ""), chosen.completion,
+                                         rejected.completion, {"source": {
+                                             "type": "judgment", "comparison": comparison.pk,
+                                             "judge": j.user.get_username(), "prompt_index": j.prompt_index,
+                                             "chosen_checkpoint": chosen.checkpoint_id,
+                                             "rejected_checkpoint": rejected.checkpoint_id}}))
+    if not prompts:
+        raise ValidationError({"judgments": "no decided verdict yet (ties are left out): judge some pairs first"})
+    return dataset_create(project=comparison.project, user=user, name=name, kind=Dataset.Kind.PREFERENCE,
+                          prompts=prompts, source={"type": "judgments", "comparison": comparison.pk},
+                          description=f"Blind verdicts of comparison {comparison.name!r} (chosen / rejected).")

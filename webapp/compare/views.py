@@ -148,3 +148,16 @@ def compare_ratings(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "compare/ratings.html", {
         "project": project, "ratings": selectors.project_ratings(project),
         "comparisons": selectors.with_jobs(list(Comparison.objects.filter(project=project)[:50]))})
+
+
+@require_POST
+def compare_preference(request: AuthedRequest, comparison_id: int) -> HttpResponse:
+    """A preference dataset (chosen / rejected) from the comparison's blind verdicts."""
+    comparison = selectors.comparison_for(request.user, comparison_id)
+    try:
+        dataset = services.preference_from_judgments(user=request.user, comparison=comparison,
+                                                     name=request.POST.get("name", "") or f"{comparison.name}-preference")
+    except ValidationError as e:
+        messages.error(request, "; ".join(m for ms in e.message_dict.values() for m in ms))
+        return redirect("compare-detail", comparison_id=comparison.pk)
+    return redirect("dataset-detail", dataset_id=dataset.pk)

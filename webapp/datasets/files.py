@@ -48,6 +48,7 @@ SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet":
 PREVIEW_ROWS = 5
 PREVIEW_CHARS = 300  # a cell longer than this is cut in the preview
 SFT_KEYS = ("completion", "messages")
+PREFERENCE_KEYS = ("chosen", "rejected")  # TRL's preference layout (DPO, reward models)
 MB = 1024 * 1024
 MAX_STATE_BYTES = MB  # a state.json lists file names; anything bigger is not one
 PROGRESS_EVERY = 1000  # rows between progress reports
@@ -237,8 +238,11 @@ def _raw_rows(path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def detect_kind(path: Path) -> str:
-    """SFT when the first row has a completion or chat messages, else prompts."""
+    """Preference pairs when the first row has `chosen` and `rejected`; SFT when it has a
+    completion or chat messages; else prompts."""
     for _, row in _raw_rows(path):
+        if isinstance(row, dict) and all(k in row for k in PREFERENCE_KEYS):
+            return Dataset.Kind.PREFERENCE
         if isinstance(row, dict) and any(k in row for k in SFT_KEYS):
             return Dataset.Kind.SFT
         return Dataset.Kind.PROMPTS
@@ -256,6 +260,11 @@ def read_prompts(path: Path, kind: str, *, max_rows: int | None = None,
     if kind == Dataset.Kind.SFT:
         rows = _checked_rows(path, _sft_row, max_rows, on_progress)
         return [_sft_prompt(i, row) for i, row in enumerate(rows)]
+    if kind == Dataset.Kind.PREFERENCE:
+        pairs = _checked_rows(path, _preference_row, max_rows, on_progress)
+        return [preference_prompt(i, row["prompt"], row["chosen"], row["rejected"],
+                                  {k: v for k, v in row.items() if k not in ("prompt", *PREFERENCE_KEYS)})
+                for i, row in enumerate(pairs)]
     check = _example_row if not columns else lambda row, number: _example_row(_mapped(row, columns), number)
     examples = _checked_rows(path, check, max_rows, on_progress)
     return [_example_prompt(i, ex) for i, ex in enumerate(examples)]
@@ -344,6 +353,21 @@ def check_mapping(path: Path, columns: dict[str, str]) -> None:
             raise DatasetError(f"{where}: {e}") from None
 
 
+def _preference_row(row: Any, number: int) -> dict[str, Any]:
+    """A preference pair: a prompt, and `chosen` and `rejected` completions (text)."""
+    if not isinstance(row, dict):
+        normalize_row(row)  # raises the engine's sentence for unparsable rows
+    for key in ("prompt", *PREFERENCE_KEYS):
+        if not isinstance(row.get(key), str) or not row[key].strip():
+            raise DatasetError(f"field {key!r}: a preference row needs prompt, chosen and rejected as text")
+    return row
+
+
+def preference_prompt(index: int, prompt: str, chosen: str, rejected: str, extra: dict[str, Any]) -> Prompt:
+    """A preference pair as a stored row: chosen in `completion`, rejected beside it."""
+    return Prompt(index=index, text=prompt, completion=chosen, metadata={"rejected": rejected, **extra})
+
+
 def _sft_row(row: Any, number: int) -> dict[str, Any]:
     if not isinstance(row, dict):
         normalize_row(row)  # raises the engine's sentence for unparsable rows
@@ -412,6 +436,9 @@ def _example_prompt(index: int, ex: dict[str, Any]) -> Prompt:
 def export_row(dataset: Dataset, p: Prompt) -> dict[str, Any]:
     """One Prompt as a row of the file the engine reads (TRL layouts)."""
     extra = dict((p.metadata or {}).get("extra") or {})
+    if dataset.kind == Dataset.Kind.PREFERENCE:
+        return {"prompt": p.text, "chosen": p.completion, "rejected": (p.metadata or {}).get("rejected", ""),
+                **({"source": p.metadata["source"]} if (p.metadata or {}).get("source") else {})}
     if dataset.kind == Dataset.Kind.SFT:
         if p.messages and (p.metadata or {}).get("layout") == "messages":
             return {**extra, "messages": p.messages}

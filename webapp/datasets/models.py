@@ -10,6 +10,7 @@ class Dataset(models.Model):
     class Kind(models.TextChoices):
         PROMPTS = "prompts", "Prompts with references"
         SFT = "sft", "SFT pairs"
+        PREFERENCE = "preference", "Preference pairs (chosen / rejected)"
 
     class Status(models.TextChoices):
         # An upload is staged by the web process and parsed by a worker: queued → importing

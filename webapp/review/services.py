@@ -7,6 +7,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 
+from webapp.datasets.files import preference_prompt
 from webapp.datasets.models import Dataset, Prompt
 from webapp.datasets.services import dataset_create
 from webapp.projects.models import Membership, Project, Role
@@ -182,3 +183,35 @@ def dataset_from_filter(*, user: AuthUser, runs: list[Run], flt: ExplorerFilter,
     source = {"type": "filter", "runs": [r.pk for r in runs], "filter": flt.to_params(), "layout": layout}
     return dataset_create(project=project, user=user, name=name, kind=Dataset.Kind.SFT, prompts=prompts,
                           source=source, description="Rollouts matching an explorer filter.")
+
+
+def preference_from_groups(*, user: AuthUser, runs: list[Run], flt: ExplorerFilter, name: str,
+                           limit: int = 1000, min_margin: float = 0.0) -> Dataset:
+    """A preference dataset from GRPO groups: for each prompt's samples at one step (those the
+    filter matches), the best-rewarded as chosen and the worst as rejected, when their rewards
+    differ by more than `min_margin`; up to `limit` pairs in the filter's order."""
+    project = _one_project(runs)
+    if not 1 <= limit <= MAX_DATASET_ROWS:
+        raise ValidationError({"limit": f"a preference dataset holds 1 to {MAX_DATASET_ROWS} pairs"})
+    if min_margin < 0:
+        raise ValidationError({"min_margin": "must be >= 0"})
+    ids = selectors.filtered_rollout_ids(runs, flt, limit=MAX_DATASET_ROWS)
+    groups: dict[tuple[int, int, int], list[Rollout]] = {}
+    for r in Rollout.objects.filter(pk__in=ids).only("run_id", "step", "prompt_hash", "prompt", "completion", "reward"):
+        groups.setdefault((r.run_id, r.step, r.prompt_hash), []).append(r)
+    order = {rid: i for i, rid in enumerate(ids)}
+    prompts: list[Prompt] = []
+    for key in sorted(groups, key=lambda k: min(order[r.pk] for r in groups[k])):
+        best = max(groups[key], key=lambda r: (r.reward, -r.pk))
+        worst = min(groups[key], key=lambda r: (r.reward, r.pk))
+        if best.reward - worst.reward <= min_margin or len(prompts) >= limit:
+            continue
+        prompts.append(preference_prompt(len(prompts), best.prompt, best.completion, worst.completion, {"source": {
+            "type": "group", "run": best.run_id, "step": best.step, "chosen": best.pk, "rejected": worst.pk,
+            "margin": round(best.reward - worst.reward, 6)}}))
+    if not prompts:
+        raise ValidationError({"filter": "no GRPO group here has samples whose rewards differ by more than "
+                                         f"{min_margin}: nothing to prefer"})
+    source = {"type": "groups", "runs": [r.pk for r in runs], "filter": flt.to_params(), "min_margin": min_margin}
+    return dataset_create(project=project, user=user, name=name, kind=Dataset.Kind.PREFERENCE, prompts=prompts,
+                          source=source, description="Best and worst samples of each GRPO group (chosen / rejected).")

@@ -35,4 +35,5 @@ urlpatterns = [
          name="review-item-label"),
     path("review/queues/<int:queue_id>/dataset/", views.queue_dataset, name="review-queue-dataset"),
     path("review/datasets/from-filter/", views.filter_dataset, name="review-filter-dataset"),
+    path("review/datasets/preference-from-filter/", views.filter_preference, name="review-filter-preference"),
 ]

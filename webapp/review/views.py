@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import messages
@@ -15,7 +16,7 @@ from webapp import tables
 from webapp.projects.models import Role
 from webapp.projects.selectors import AuthedRequest, role_in
 from webapp.review import exports, gates, pages, selectors, services
-from webapp.review.filters import FilterError, parse_filter
+from webapp.review.filters import ExplorerFilter, FilterError, parse_filter
 from webapp.runs.models import Rollout, Run
 from webapp.runs.selectors import CursorError, run_for
 
@@ -117,22 +118,35 @@ def queue_list(request: AuthedRequest) -> HttpResponse:
 
 @require_POST
 def queue_new(request: AuthedRequest) -> HttpResponse:
+    post = request.POST
+    return _from_explorer(request, lambda runs, flt: services.queue_create(
+        user=request.user, runs=runs, flt=flt, name=post.get("name", ""), tags=post.get("tags", "").split(","),
+        assignees=post.getlist("assignees"), limit=_int(post.get("limit"), 200) or 0,
+        instructions=post.get("instructions", ""), distinct=post.get("distinct") == "on"),
+        lambda queue: redirect("review-queue", queue_id=queue.pk), denied_is_403=True)
+
+
+def _from_explorer(request: AuthedRequest, make: Callable[[list[Run], ExplorerFilter], Any],
+                   done: Callable[[Any], HttpResponse], denied_is_403: bool = False) -> HttpResponse:
+    """What the explorer's side forms share: the runs and filter they were posted with, and
+    back to the explorer with the rule's sentence when `make` refuses (a permission refusal
+    too, unless `denied_is_403`)."""
     runs = selectors.explorer_runs(request.user, request.POST.get("runs", ""))
     back = _explorer_url(runs, request.POST.get("filter", ""))
     try:
-        flt = parse_filter(QueryDict(request.POST.get("filter", "")))
-        queue = services.queue_create(
-            user=request.user, runs=runs, flt=flt, name=request.POST.get("name", ""),
-            tags=request.POST.get("tags", "").split(","), assignees=request.POST.getlist("assignees"),
-            limit=_int(request.POST.get("limit"), 200) or 0, instructions=request.POST.get("instructions", ""),
-            distinct=request.POST.get("distinct") == "on")
+        made = make(runs, parse_filter(QueryDict(request.POST.get("filter", ""))))
+    except PermissionDenied as e:
+        if denied_is_403:
+            raise
+        messages.error(request, str(e))
+        return redirect(back)
     except FilterError as e:
         messages.error(request, str(e))
         return redirect(back)
     except ValidationError as e:
         messages.error(request, _errors(e))
         return redirect(back)
-    return redirect("review-queue", queue_id=queue.pk)
+    return done(made)
 
 
 def _explorer_url(runs: list[Run], filter_query: str) -> str:
@@ -234,18 +248,28 @@ def queue_dataset(request: AuthedRequest, queue_id: int) -> HttpResponse:
 
 
 @require_POST
+def filter_preference(request: AuthedRequest) -> HttpResponse:
+    """Preference pairs (best and worst of each GRPO group) from the explorer's filter."""
+    post = request.POST
+    return _from_explorer(request, lambda runs, flt: services.preference_from_groups(
+        user=request.user, runs=runs, flt=flt, name=post.get("name", ""), limit=_int(post.get("limit"), 1000) or 0,
+        min_margin=_float(post.get("min_margin"))), _dataset_page)
+
+
+@require_POST
 def filter_dataset(request: AuthedRequest) -> HttpResponse:
-    runs = selectors.explorer_runs(request.user, request.POST.get("runs", ""))
-    back = _explorer_url(runs, request.POST.get("filter", ""))
-    try:
-        flt = parse_filter(QueryDict(request.POST.get("filter", "")))
-        dataset = services.dataset_from_filter(
-            user=request.user, runs=runs, flt=flt, name=request.POST.get("name", ""),
-            layout=request.POST.get("layout", "prompt_completion"), limit=_int(request.POST.get("limit"), 1000) or 0)
-    except (FilterError, PermissionDenied) as e:
-        messages.error(request, str(e))
-        return redirect(back)
-    except ValidationError as e:
-        messages.error(request, _errors(e))
-        return redirect(back)
+    post = request.POST
+    return _from_explorer(request, lambda runs, flt: services.dataset_from_filter(
+        user=request.user, runs=runs, flt=flt, name=post.get("name", ""),
+        layout=post.get("layout", "prompt_completion"), limit=_int(post.get("limit"), 1000) or 0), _dataset_page)
+
+
+def _dataset_page(dataset: Any) -> HttpResponse:
     return redirect("dataset-detail", dataset_id=dataset.pk)
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
