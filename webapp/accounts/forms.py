@@ -14,3 +14,8 @@ class TokenForm(forms.Form):
         label="Expires in (days)", required=False, min_value=1, max_value=MAX_EXPIRY_DAYS,
         help_text=f"1 to {MAX_EXPIRY_DAYS}; blank: never expires.",
     )
+
+
+class JoinForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    password = forms.CharField(widget=forms.PasswordInput, strip=False)

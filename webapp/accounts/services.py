@@ -3,14 +3,16 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.utils import timezone
 
 from webapp.accounts.models import ApiToken, Scope
 from webapp.accounts.selectors import usable_tokens
+from webapp.projects.models import Invitation, Membership, Role
 
 if TYPE_CHECKING:
     from webapp.projects.selectors import AuthUser
@@ -73,3 +75,59 @@ def demo_user_ensure(*, username: str = "demo", password: str | None = None) -> 
     user.set_password(password)
     user.save()
     return user, password
+
+
+def invitation_for(token: str) -> Invitation | None:
+    """The pending, unexpired invitation a link's token opens, or None."""
+    from webapp.projects.services import token_hash
+
+    return (Invitation.objects.select_related("project").filter(
+        token_hash=token_hash(token), accepted_at=None, expires_at__gt=timezone.now()).first())
+
+
+def invitation_accept(*, token: str, user: AuthUser | None = None, username: str = "", password: str = "") -> Membership:
+    """Join the invitation's project with its role: as the signed-in `user`, or as a new
+    account (`username`, `password`, the invited e-mail). The link works once.
+    ValidationError names the field and the rule; nothing is made then."""
+    from django.contrib.auth.password_validation import validate_password
+
+    from webapp.projects.services import member_add
+
+    with transaction.atomic():
+        invitation = invitation_for(token)
+        if invitation is None:
+            raise ValidationError({"token": "this invitation link has been used, withdrawn or has expired: ask for a new one"})
+        invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
+        if invitation.accepted_at is not None:
+            raise ValidationError({"token": "this invitation link has been used"})
+        if user is None:
+            user = _new_account(username, password, invitation.email, validate_password)
+        membership = member_add(project=invitation.project, user=user,
+                                role=_higher(invitation.role, _role_of(user, invitation.project_id)))
+        Invitation.objects.filter(pk=invitation.pk).update(accepted_by=user, accepted_at=timezone.now())
+    return membership
+
+
+def _new_account(username: str, password: str, email: str, validate_password: Any) -> AuthUser:
+    username = username.strip()
+    users = get_user_model()
+    if not username or len(username) > 150 or not all(c.isalnum() or c in "@.+-_" for c in username):
+        raise ValidationError({"username": "letters, digits and @.+-_ only, 1 to 150 characters"})
+    if users.objects.filter(username=username).exists():
+        raise ValidationError({"username": f"{username!r} is taken: choose another"})
+    candidate = users(username=username, email=email)
+    try:
+        validate_password(password, candidate)
+    except ValidationError as e:
+        raise ValidationError({"password": e.messages}) from None
+    return users.objects.create_user(username=username, email=email, password=password)
+
+
+def _role_of(user: AuthUser, project_id: int) -> str | None:
+    return Membership.objects.filter(user=user, project_id=project_id).values_list("role", flat=True).first()
+
+
+def _higher(invited: str, current: str | None) -> str:
+    """An invitation never lowers a role someone has already."""
+    order: list[str] = [Role.VIEWER, Role.ANNOTATOR, Role.OWNER]
+    return invited if current is None or order.index(invited) >= order.index(current) else current

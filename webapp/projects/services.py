@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
+from collections.abc import Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.validators import validate_slug
+from django.core.mail import send_mail
+from django.core.validators import validate_email, validate_slug
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.text import slugify
 
-from webapp.projects.models import Membership, Project, Role
+from webapp.projects.models import Invitation, Membership, Project, Role
 from webapp.projects.selectors import can_write
 
 if TYPE_CHECKING:
@@ -58,6 +64,53 @@ def member_invite(*, actor: AuthUser, project: Project, who: str, role: str) -> 
     if Membership.objects.filter(project=project, user=user).exists():
         raise ValidationError({"who": f"{user.get_username()} is already a member: change their role below"})
     return Membership.objects.create(project=project, user=user, role=role)
+
+
+INVITATION_DAYS = 7
+
+
+def invitation_send(*, actor: AuthUser, project: Project, email: str, role: str, link: Callable[[str], str]) -> Invitation:
+    """Invite an e-mail address that has no account yet: a single-use link, valid
+    INVITATION_DAYS days, is e-mailed (`link(token)` makes its absolute URL); only the token's
+    hash is kept. A pending invitation to the same address is replaced."""
+    _check_owner(actor, project)
+    _check_role(role)
+    email = email.strip().lower()
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise ValidationError({"who": f"{email!r} is not an e-mail address"}) from None
+    token = secrets.token_urlsafe(32)
+    with transaction.atomic():
+        Invitation.objects.filter(project=project, email=email, accepted_at=None).delete()
+        invitation = Invitation.objects.create(
+            project=project, email=email, role=role, token_hash=token_hash(token), invited_by=actor,
+            expires_at=timezone.now() + timedelta(days=INVITATION_DAYS))
+        transaction.on_commit(lambda: send_mail(
+            f"You are invited to {project.name} on Ponder",
+            f"{actor.get_username()} invites you to the project {project.name!r} on Ponder as {role}.\n\n"
+            f"Open this link within {INVITATION_DAYS} days to choose a username and password and join:\n"
+            f"{link(token)}\n\nIf you did not expect this, ignore it: nothing happens until the link is opened.",
+            None, [email]))
+    return invitation
+
+
+def member_or_invitation(*, actor: AuthUser, project: Project, who: str, role: str,
+                         link: Callable[[str], str]) -> Membership | Invitation:
+    """Add the user `who` names; an e-mail address nobody here has gets an invitation."""
+    who = who.strip()
+    if "@" in who and not get_user_model().objects.filter(is_active=True, email__iexact=who).exists():
+        return invitation_send(actor=actor, project=project, email=who, role=role, link=link)
+    return member_invite(actor=actor, project=project, who=who, role=role)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def invitation_revoke(*, actor: AuthUser, invitation: Invitation) -> None:
+    _check_owner(actor, invitation.project)
+    Invitation.objects.filter(pk=invitation.pk, accepted_at=None).delete()
 
 
 def member_role_set(*, actor: AuthUser, membership: Membership, role: str) -> Membership:

@@ -10,6 +10,8 @@ urlpatterns = [
     path("projects/<slug:slug>/members/", views.project_members, name="project-members"),
     path("projects/<slug:slug>/members/add/", views.member_add, name="project-member-add"),
     path("projects/<slug:slug>/members/<int:membership_id>/role/", views.member_role, name="project-member-role"),
+    path("projects/<slug:slug>/invitations/<int:invitation_id>/revoke/", views.invitation_revoke,
+         name="project-invitation-revoke"),
     path("projects/<slug:slug>/members/<int:membership_id>/remove/", views.member_remove,
          name="project-member-remove"),
 ]

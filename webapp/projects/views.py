@@ -6,12 +6,13 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from webapp.projects import services
 from webapp.projects.forms import MemberAddForm, MemberRoleForm, ProjectEditForm, ProjectForm
-from webapp.projects.models import Project, Role
+from webapp.projects.models import Invitation, Project, Role
 from webapp.projects.selectors import (
     AuthedRequest,
     is_owner,
@@ -78,13 +79,26 @@ def member_add(request: AuthedRequest, slug: str) -> HttpResponse:
     form = MemberAddForm(request.POST)
     if form.is_valid():
         try:
-            membership = services.member_invite(actor=request.user, project=project, **form.cleaned_data)
+            added = services.member_or_invitation(
+                actor=request.user, project=project, **form.cleaned_data,
+                link=lambda token: request.build_absolute_uri(reverse("invitation-accept", args=[token])))
         except ValidationError as e:
             form.add_error(None, e)
         else:
-            messages.success(request, f"Added {membership.user.get_username()} as {membership.role}.")
+            messages.success(request, f"Invited {added.email} as {added.role}: an e-mail with a link to join is on "
+                             "its way." if isinstance(added, Invitation) else
+                             f"Added {added.user.get_username()} as {added.role}.")
             return redirect("project-members", slug=project.slug)
     return _members_page(request, project, form, status=400)
+
+
+@require_POST
+def invitation_revoke(request: AuthedRequest, slug: str, invitation_id: int) -> HttpResponse:
+    project = project_for(request.user, slug)
+    invitation = get_object_or_404(Invitation, project=project, pk=invitation_id)
+    services.invitation_revoke(actor=request.user, invitation=invitation)
+    messages.success(request, f"The invitation to {invitation.email} is withdrawn: its link no longer works.")
+    return redirect("project-members", slug=project.slug)
 
 
 @require_POST
@@ -121,6 +135,7 @@ def _members_page(request: AuthedRequest, project: Project, form: MemberAddForm,
     return render(request, "projects/members.html", {
         "project": project, "members": members_of(project), "role": role, "is_owner": role == Role.OWNER,
         "form": form, "roles": Role.choices,
+        "invitations": project.invitations.filter(accepted_at=None).order_by("-created_at") if role == Role.OWNER else [],
     }, status=status)
 
 

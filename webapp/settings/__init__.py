@@ -230,3 +230,16 @@ FILE_UPLOAD_HANDLERS = [
     "django.core.files.uploadhandler.MemoryFileUploadHandler",
     "django.core.files.uploadhandler.TemporaryFileUploadHandler",
 ]
+
+# E-mail (project invitations): SMTP when PONDER_EMAIL_HOST is set, else written to the
+# server's console (a development machine, or an operator who shares links by hand).
+EMAIL_HOST = os.environ.get("PONDER_EMAIL_HOST", "")
+if EMAIL_HOST:
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_PORT = env_int("PONDER_EMAIL_PORT", 587, minimum=1)
+    EMAIL_HOST_USER = os.environ.get("PONDER_EMAIL_USER", "")
+    EMAIL_HOST_PASSWORD = os.environ.get("PONDER_EMAIL_PASSWORD", "")
+    EMAIL_USE_TLS = env_bool("PONDER_EMAIL_TLS", True)
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+DEFAULT_FROM_EMAIL = os.environ.get("PONDER_EMAIL_FROM", "ponder@localhost")
