@@ -105,7 +105,7 @@ def _same(vote_by: str) -> Callable[[str, str], bool] | None:
 def _eval_batch(sampler: GradedSampler, sink: Sink, examples: list[Example], start: int,
                 pass_at: list[int], same: Callable[[str, str], bool] | None = None) -> list[dict[str, Any]]:
     """Sample and grade one batch of questions; report its samples as rollouts."""
-    groups = sampler.sample(examples, start)
+    groups = sampler.sample(examples, start, sink)
     rows = [question_result(ex, group, start + i, pass_at, same)
             for i, (ex, group) in enumerate(zip(examples, groups, strict=True))]
     # The question's index and cons@k travel with each sample, so a sink can store

@@ -33,7 +33,7 @@ from engine.config import (
     require_columns,
     require_generation_backend,
 )
-from engine.events import RolloutRecord
+from engine.events import RolloutRecord, Sink
 from engine.scoring import RewardScorer, sandboxed_rewards
 from engine.tasks.base import extract_answer
 from engine.tasks.templates import STYLES as PROMPT_STYLES
@@ -87,6 +87,7 @@ class SamplingConfig(StageConfigMixin):
                                             "sandbox per batch.")
     prompts_per_batch: int = option(16, "Prompts sampled together; results are written, progress is "
                                     "reported and a stop request is honoured after each batch.")
+    stream_samples: int = option(2, "Completions of each batch's first prompt streamed live to the run page.")
     generation_backend: str = option("torch", "Sampler: torch (transformers) or vllm.")
     seed: int = option(0, "Sampling seed; the same seed gives the same samples.")
     dtype: str = option("float32", "Model dtype: float32, bfloat16 or float16.")
@@ -120,6 +121,7 @@ class SamplingConfig(StageConfigMixin):
         require(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}.")
         require(self.max_new_tokens >= 1, "max_new_tokens must be at least 1.")
         require(all(self.stop), "stop strings must not be empty.")
+        require(self.stream_samples >= 0, f"stream_samples must be >= 0, got {self.stream_samples}.")
         require(self.prompts_per_batch >= 1, "prompts_per_batch must be at least 1.")
         require_generation_backend(self.generation_backend)
         require(self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}.")
@@ -169,16 +171,27 @@ class GradedSampler:
         return cls(config, model, tokenizer, generator, scorer,
                    load_prompts(config, tokenizer, task), eos_ids(model, tokenizer))
 
-    def sample(self, examples: list[Example], start: int) -> list[list[GradedSample]]:
+    def sample(self, examples: list[Example], start: int, sink: Sink | None = None) -> list[list[GradedSample]]:
         """k graded samples for each example; `start` (the batch's first prompt index)
-        seeds the batch, so a resumed run samples what an uninterrupted one would."""
+        seeds the batch, so a resumed run samples what an uninterrupted one would. With a
+        `sink`, the first prompt's first `stream_samples` completions stream live."""
         from engine.generation import SamplingParams
 
         cfg = self.config
         params = SamplingParams(temperature=cfg.temperature, top_p=1.0 if cfg.temperature == 0 else cfg.top_p,
                                 max_new_tokens=cfg.max_new_tokens, stop=list(cfg.stop),
                                 seed=(cfg.seed * 1_000_003 + start) % 2**62)
-        samples = self.generator.generate([ex["text"] for ex in examples], cfg.k, params)
+        prompts = [ex["text"] for ex in examples]
+        streamed = min(cfg.stream_samples, cfg.k) if sink is not None and prompts else 0
+
+        def on_token(prompt_index: int, sample_index: int, text: str) -> None:
+            if sink is not None and prompt_index == 0 and sample_index < streamed:
+                sink.tokens(f"batch{start}-{sample_index}", text, step=0, prompt=prompts[0])
+
+        samples = self.generator.generate(prompts, cfg.k, params, on_token if streamed else None)
+        for j in range(streamed):
+            assert sink is not None
+            sink.tokens(f"batch{start}-{j}", "", step=0, prompt=prompts[0], done=True)
         graded_examples = [graded_example(examples[s.prompt_index], len(s.completion_ids), cfg.max_new_tokens)
                            for s in samples]
         scores = self.scorer.score_many([(s.text, ex) for s, ex in zip(samples, graded_examples, strict=True)])

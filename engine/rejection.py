@@ -240,7 +240,7 @@ def _reject_batch(sampler: GradedSampler, sink: Sink, examples: list[Example], s
     cfg = sampler.config
     assert isinstance(cfg, RejectionConfig)
     rows, records = [], []
-    for i, (ex, group) in enumerate(zip(examples, sampler.sample(examples, start), strict=True)):
+    for i, (ex, group) in enumerate(zip(examples, sampler.sample(examples, start, sink), strict=True)):
         reasons = select_samples(group, ex, cfg, kept.get(ex["text"]))
         chosen = [s for s, r in zip(group, reasons, strict=True) if r is None]
         kept.setdefault(ex["text"], []).extend(s.completion for s in chosen)

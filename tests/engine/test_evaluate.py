@@ -120,3 +120,25 @@ def test_from_dict_names_unknown_keys_and_round_trips() -> None:
     config = EvalConfig(k=2, pass_at=[1, 2])
     assert EvalConfig.from_dict(config.to_dict()) == config
     assert config.temperature == 0.6 and config.top_p == 0.95 and "pass@k" in EvalConfig.help()["pass_at"]
+
+
+def test_eval_streams_the_first_prompts_samples_live_and_samples_the_same(tiny_teacher: Path, tmp_path: Path) -> None:
+    from engine.events import RecordingSink
+
+    class Streams(RecordingSink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.streamed: dict[str, list[tuple[str, bool]]] = {}
+
+        def tokens(self, stream_id: str, text: str, *, step: int, prompt: str, done: bool = False) -> None:
+            self.streamed.setdefault(stream_id, []).append((text, done))
+
+    model = tiny_teacher
+    watched, quiet = Streams(), Streams()
+    run_eval(EvalConfig(model=str(model), output_dir=str(tmp_path / "a"), **SAMPLING), watched)
+    run_eval(EvalConfig(model=str(model), output_dir=str(tmp_path / "b"), **SAMPLING, stream_samples=0), quiet)
+    assert set(watched.streamed) == {"batch0-0", "batch0-1", "batch4-0", "batch4-1"}  # 6 prompts, 4 a batch
+    assert all(parts[-1] == ("", True) for parts in watched.streamed.values()) and not quiet.streamed
+    first = [r for r in watched.rollout_records if r.metadata.get("question_index") == 0 and r.sample_index == 0][0]
+    assert "".join(text for text, _ in watched.streamed["batch0-0"]) in first.completion
+    assert [r.completion for r in watched.rollout_records] == [r.completion for r in quiet.rollout_records]
