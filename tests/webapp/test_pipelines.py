@@ -188,3 +188,57 @@ def test_the_pipelines_list_and_the_live_status_show_each_stage(client, personas
     client.force_login(personas.outsider)
     assert client.get(reverse("pipeline-status", args=[pipeline.pk])).status_code == 404
     assert "The R1 recipe" not in client.get(reverse("pipeline-list")).content.decode()
+
+
+def test_the_editor_launches_edited_stages_and_names_the_stage_that_breaks_a_rule(client, personas,
+                                                                                  django_capture_on_commit_callbacks):
+    import json as _json
+
+    client.force_login(personas.owner)
+    page = client.get(reverse("pipeline-new") + "?from=preset:r1-people").content.decode()
+    assert "&quot;stage&quot;: &quot;review&quot;" in page  # the preset's stages, in the editor
+    stages = [{"stage": "grpo", "name": "R1-Zero", "config": {"model": "starter", "task": "arithmetic", "steps": 5}},
+              {"stage": "sft", "name": "SFT", "config": {"model": "starter", "dataset": "@previous", "mix_ratio": 0.5}}]
+    bad = client.post(reverse("pipeline-new"), {"name": "mine", "project": "alpha", "action": "launch",
+                                                "stages": _json.dumps(stages)})
+    assert bad.status_code == 400 and "stage 2 (sft): config: mix_dataset and mix_ratio go together" in \
+        bad.content.decode()
+    assert not Run.objects.exists() and not Pipeline.objects.exists()  # nothing half made
+    broken = client.post(reverse("pipeline-new"), {"name": "x", "project": "alpha", "stages": "[{"})
+    assert "is not valid JSON" in broken.content.decode()
+    stages[1]["config"].pop("mix_ratio")
+    with django_capture_on_commit_callbacks(execute=False):
+        done = client.post(reverse("pipeline-new"), {"name": "mine", "project": "alpha", "action": "launch",
+                                                     "stages": _json.dumps(stages)})
+    pipeline = Pipeline.objects.get(name="mine")
+    assert done["Location"] == reverse("pipeline-detail", args=[pipeline.pk]) and pipeline.spec == stages
+    assert [r.config.get("steps") for r in pipeline.runs.order_by("pipeline_index")] == [5, None]
+
+
+def test_a_saved_template_relaunches_identically(client, personas, django_capture_on_commit_callbacks):
+    import json as _json
+
+    from webapp.runs.models import PipelineTemplate
+
+    stages = [{"stage": "grpo", "name": "R1-Zero", "config": {"model": "starter", "task": "countdown", "steps": 7}},
+              {"stage": "review", "name": "gate", "config": {"accept": 3, "limit": 9}}]
+    client.force_login(personas.owner)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        saved = client.post(reverse("pipeline-new"), {"name": "countdown recipe", "project": "alpha",
+                                                      "action": "save", "stages": _json.dumps(stages)})
+    template = PipelineTemplate.objects.get()
+    assert saved["Location"].endswith(f"?from=template:{template.pk}") and template.stages == stages
+    assert not Run.objects.exists() and not Pipeline.objects.exists() and not callbacks  # saving launches nothing
+    page = client.get(saved["Location"]).content.decode()
+    assert 'value="countdown recipe"' in page and "&quot;countdown&quot;" in page
+    with django_capture_on_commit_callbacks(execute=False):
+        client.post(reverse("pipeline-new"), {"name": "countdown recipe", "project": "alpha", "action": "launch",
+                                              "stages": _json.dumps(template.stages)})
+    assert Pipeline.objects.get().spec == stages
+    refused = client.post(reverse("pipeline-new"), {"name": "bad", "project": "alpha", "action": "save",
+                                                    "stages": _json.dumps([{"stage": "grpo", "config": {"group_size": 1}}])})
+    assert refused.status_code == 400 and "group_size must be at least 2" in refused.content.decode()
+    assert PipelineTemplate.objects.count() == 1
+    client.force_login(personas.teammate)
+    assert client.post(reverse("pipeline-new"), {"name": "t", "project": "alpha", "action": "save",
+                                                 "stages": _json.dumps(stages)}).status_code == 400  # owns nothing

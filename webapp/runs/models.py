@@ -39,6 +39,22 @@ class Pipeline(models.Model):
         return self.name
 
 
+class PipelineTemplate(models.Model):
+    """A project's saved pipeline design: its stages as the editor holds them, to launch again."""
+
+    project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="pipeline_templates")
+    name = models.CharField(max_length=200)
+    stages = models.JSONField(default=list)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "name"], name="pipeline_template_unique")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Run(models.Model):
     project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="runs")
     name = models.CharField(max_length=200)

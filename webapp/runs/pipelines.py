@@ -19,7 +19,7 @@ from django.utils import timezone
 from webapp.projects.models import Project
 from webapp.projects.selectors import AuthUser, can_write
 from webapp.runs import services, stages
-from webapp.runs.models import Pipeline, Run, Status
+from webapp.runs.models import Pipeline, PipelineTemplate, Run, Status
 from webapp.runs.references import PREVIOUS
 
 # R1-Zero on the starter (`make demo`): GRPOConfig's defaults are tuned for this run (learning
@@ -61,6 +61,72 @@ PRESETS = {"r1": ("The R1 recipe", R1_RECIPE),
            "r1-people": ("R1 on the starter with people in the loop (a review gate)", R1_WITH_PEOPLE)}
 
 
+MAX_STAGES = 20
+
+
+def parse_stages(text: str) -> list[dict[str, Any]]:
+    """The editor's stages: a JSON list of {"stage", "name", "config"}; ValidationError naming
+    where the text or a stage breaks the rule."""
+    try:
+        stages = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError({"stages": f"is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"}
+                              ) from None
+    check_stage_list(stages)
+    return stages
+
+
+def check_stage_list(stages: Any) -> None:
+    """The shape of a pipeline's stages (the configs are the engine's to judge)."""
+    if not isinstance(stages, list) or not 1 <= len(stages) <= MAX_STAGES:
+        raise ValidationError({"stages": f"must be a list of 1 to {MAX_STAGES} stages"})
+    for i, spec in enumerate(stages, start=1):
+        if not isinstance(spec, dict) or not isinstance(spec.get("stage"), str):
+            raise ValidationError({"stages": f"stage {i}: must be an object with \"stage\" (and \"name\", \"config\")"})
+        unknown = sorted(set(spec) - {"stage", "name", "config"})
+        if unknown:
+            raise ValidationError({"stages": f"stage {i}: unknown keys {', '.join(unknown)}; a stage has stage, name, "
+                                             "config"})
+        if not isinstance(spec.get("config", {}), dict) or not isinstance(spec.get("name", ""), str):
+            raise ValidationError({"stages": f"stage {i}: config must be an object and name a text"})
+
+
+def editor_start(source: str, templates: list[PipelineTemplate]) -> tuple[str, str]:
+    """(name, stages as JSON) for the editor from `preset:<key>` or `template:<id>`."""
+    kind, _, key = source.partition(":")
+    if kind == "template":
+        found = next((t for t in templates if str(t.pk) == key), None)
+        if found is not None:
+            return found.name, json.dumps(found.stages, indent=2)
+    title, stages = PRESETS.get(key, PRESETS["r1"])
+    return title, json.dumps(stages, indent=2)
+
+
+class _DryRun(Exception):
+    """Raised to roll back a launch made only to check it."""
+
+
+def template_save(*, project: Project, user: AuthUser, name: str, stages: list[dict[str, Any]]) -> PipelineTemplate:
+    """Save (or replace) the project's template `name`, once every stage passes the rules a
+    launch would check: nothing is launched."""
+    if not can_write(user, project.pk):
+        raise PermissionDenied("only project owners save pipeline templates")
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise ValidationError({"name": "a template needs a name of 1 to 200 characters"})
+    check_stage_list(stages)
+    with transaction.atomic():
+        try:
+            with transaction.atomic():  # the launch's own checks; rolled back, its queued work with it
+                _create_stages(project, user, name, stages)
+                raise _DryRun
+        except _DryRun:
+            pass
+        template, _ = PipelineTemplate.objects.update_or_create(
+            project=project, name=name, defaults={"stages": copy.deepcopy(stages), "created_by": user})
+    return template
+
+
 def pipeline_create(*, project: Project, user: AuthUser, name: str,
                     stages: list[dict[str, Any]]) -> Pipeline:
     if not can_write(user, project.pk):
@@ -68,15 +134,25 @@ def pipeline_create(*, project: Project, user: AuthUser, name: str,
     if not stages:
         raise ValidationError({"stages": "a pipeline needs at least one stage"})
     with transaction.atomic():
-        pipeline = Pipeline.objects.create(project=project, name=name, spec=copy.deepcopy(stages), created_by=user)
-        previous = None
-        for index, spec in enumerate(stages):
+        return _create_stages(project, user, name, stages)
+
+
+def _create_stages(project: Project, user: AuthUser, name: str, stages: list[dict[str, Any]]) -> Pipeline:
+    """The pipeline and its runs (inside the caller's transaction); a stage that breaks a rule
+    is named in the error: "stage 2 (sft): config: ..." """
+    pipeline = Pipeline.objects.create(project=project, name=name, spec=copy.deepcopy(stages), created_by=user)
+    previous = None
+    for index, spec in enumerate(stages):
+        try:
             run = services.run_create(  # later stages wait for their parent: not sent to a worker yet
                 project=project, user=user, name=spec.get("name") or f"{name} · {spec['stage']}",
                 stage=spec["stage"], config=dict(spec.get("config", {})), parent=previous, queue=index == 0,
             )
-            Run.objects.filter(pk=run.pk).update(pipeline=pipeline, pipeline_index=index)
-            previous = run
+        except ValidationError as exc:
+            raise ValidationError({"stages": [f"stage {index + 1} ({spec.get('stage')}): {k}: {m}"
+                                              for k, ms in exc.message_dict.items() for m in ms]}) from None
+        Run.objects.filter(pk=run.pk).update(pipeline=pipeline, pipeline_index=index)
+        previous = run
     return pipeline
 
 

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET, require_POST
 from webapp.projects.selectors import AuthedRequest, can_write, projects_for
 from webapp.runs import annotations, estimates, launch, pipelines, removal, selectors, services, stages
 from webapp.runs.checkpoints import checkpoint_model
-from webapp.runs.models import Pipeline, Status
+from webapp.runs.models import Pipeline, PipelineTemplate, Status
 from webapp.runs.workers_status import lost_runs, workers_overview
 
 # (sort key, header) of the runs list's sortable columns, in table order.
@@ -160,16 +160,34 @@ def worker_list(request: HttpRequest) -> HttpResponse:
 
 
 def pipeline_new(request: AuthedRequest) -> HttpResponse:
+    """The pipeline editor: stages as JSON, started from a preset or a saved template, checked
+    by the engine's rules, launched or saved as the project's template."""
     projects = launch.owned_projects(request.user)
+    templates = list(PipelineTemplate.objects.filter(project__in=projects).select_related("project").order_by("name"))
+    name, stages_text = pipelines.editor_start(request.GET.get("from", "preset:r1"), templates)
+    error, status = "", 200
     if request.method == "POST":
-        preset = pipelines.PRESETS.get(request.POST.get("preset", ""))
+        if "stages" in request.POST:
+            name, stages_text = request.POST.get("name", ""), request.POST["stages"]
+        elif request.POST.get("preset") in pipelines.PRESETS:  # a preset as it stands, unedited
+            name, stages_text = pipelines.editor_start(f"preset:{request.POST['preset']}", templates)
         project = next((p for p in projects if p.slug == request.POST.get("project")), None)
-        if preset is None or project is None:
-            messages.error(request, "Choose a recipe and a project you own.")
-        else:
-            pipeline = pipelines.pipeline_create(project=project, user=request.user, name=preset[0], stages=preset[1])
+        try:
+            if project is None:
+                raise ValidationError({"project": "choose a project you own"})
+            stages = pipelines.parse_stages(stages_text)
+            if request.POST.get("action") == "save":
+                template = pipelines.template_save(project=project, user=request.user, name=name, stages=stages)
+                messages.success(request, f"Saved template {template.name!r} in {project.name}.")
+                return redirect(f"{reverse('pipeline-new')}?from=template:{template.pk}")
+            pipeline = pipelines.pipeline_create(project=project, user=request.user, name=name.strip() or "pipeline",
+                                                 stages=stages)
             return redirect("pipeline-detail", pipeline_id=pipeline.pk)
-    return render(request, "runs/pipeline_new.html", {"projects": projects, "presets": pipelines.PRESETS})
+        except ValidationError as exc:
+            error, status = "; ".join(m for ms in exc.message_dict.values() for m in ms), 400
+    return render(request, "runs/pipeline_new.html", {
+        "projects": projects, "presets": pipelines.PRESETS, "templates": templates, "name": name,
+        "stages_text": stages_text, "error": error, "chosen": request.POST.get("project", "")}, status=status)
 
 
 def pipeline_list(request: HttpRequest) -> HttpResponse:
