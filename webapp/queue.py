@@ -17,6 +17,7 @@ from django.conf import settings
 RUN_STAGE = "ponder.run_stage"  # args: [run_id]
 DATASET_EXPORT = "ponder.dataset_export"  # args: [export_id]
 DATASET_IMPORT = "ponder.dataset_import"  # args: [dataset_id]
+PIPELINE_COMPARE = "ponder.pipeline_compare"  # args: [pipeline_id]: every stage's checkpoint compared
 REVIEW_GATE_OPEN = "ponder.review_gate_open"  # args: [run_id]: the gate's queue is made from the stage before
 
 

@@ -36,6 +36,14 @@ def review_gate_open(self, run_id: int) -> str:
     return gate_open(run_id=run_id)
 
 
+@shared_task(bind=True, acks_late=True, name=queue.PIPELINE_COMPARE)
+def pipeline_compare(self, pipeline_id: int) -> str:
+    from webapp.compare.services import pipeline_comparison  # once per pipeline: a redelivery finds it made
+
+    comparison = pipeline_comparison(pipeline_id=pipeline_id)
+    return f"comparison {comparison.pk}" if comparison else "nothing to compare"
+
+
 @shared_task(name="ponder.ping")
 def ping() -> str:
     return "pong"

@@ -242,3 +242,34 @@ def test_a_saved_template_relaunches_identically(client, personas, django_captur
     client.force_login(personas.teammate)
     assert client.post(reverse("pipeline-new"), {"name": "t", "project": "alpha", "action": "save",
                                                  "stages": _json.dumps(stages)}).status_code == 400  # owns nothing
+
+
+def test_a_finished_pipeline_compares_every_stages_checkpoint(client, personas, django_capture_on_commit_callbacks):
+    from webapp.compare.services import pipeline_comparison
+    from webapp.runs import pipelines
+    from webapp.runs.configs import run_dir
+
+    stages = [{"stage": "grpo", "name": "R1-Zero", "config": {"model": "starter", "task": "arithmetic",
+                                                              "max_new_tokens": 48}},
+              {"stage": "grpo", "name": "RL again", "config": {"model": "@previous", "task": "arithmetic"}}]
+    pipeline = pipelines.pipeline_create(project=personas.project, user=personas.owner, name="two", stages=stages)
+    first, second = pipeline.runs.order_by("pipeline_index")
+    Checkpoint.objects.create(run=first, step=10, path=str(run_dir(first) / "checkpoint-10"))  # where workers save
+    Run.objects.filter(pk=first.pk).update(status="running", celery_task_id="a")
+    services.run_finish(run_id=first.pk, status="succeeded")
+    assert pipeline_comparison(pipeline_id=pipeline.pk) is None  # one checkpoint so far: nothing to compare
+    Checkpoint.objects.create(run=second, step=20, path=str(run_dir(second) / "checkpoint-20"))
+    Run.objects.filter(pk=second.pk).update(status="running", celery_task_id="b")
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        services.run_finish(run_id=second.pk, status="succeeded")
+    assert callbacks  # the comparison is asked of a worker (tests/webapp/test_stage_runs.py runs one)
+    comparison = pipeline_comparison(pipeline_id=pipeline.pk)
+    assert comparison is not None and comparison.pipeline_id == pipeline.pk
+    assert [e.checkpoint.step for e in comparison.entries.order_by("position")] == [10, 20]
+    assert comparison.task == "arithmetic" and comparison.max_new_tokens == 48 and comparison.num_prompts == 50
+    assert pipeline_comparison(pipeline_id=pipeline.pk) is None  # once per pipeline
+    client.force_login(personas.teammate)
+    page = client.get(reverse("pipeline-detail", args=[pipeline.pk])).content.decode()
+    assert f'data-url="{reverse("compare-figures", args=[comparison.pk])}"' in page
+    table = client.get(reverse("compare-figures", args=[comparison.pk])).content.decode()
+    assert "R1-Zero @ step 10" in table and "RL again @ step 20" in table and 'id="figures"' in table

@@ -264,3 +264,23 @@ def test_grpo_on_plain_hugging_face_checkpoints_from_the_launch_form_and_the_api
         assert (Path(checkpoint.path) / "adapter").is_dir() == chat  # the LoRA run saved its adapter
         names = set(MetricPoint.objects.filter(run=run).values_list("name", flat=True))
         assert ("kl" in names) == chat
+
+
+def test_a_pipeline_that_ends_is_compared_stage_by_stage_by_the_worker(personas, starter_model, celery_worker):
+    from webapp.compare.models import Comparison
+    from webapp.compare.services import comparison_cancel
+    from webapp.runs import pipelines
+
+    one_step = {**TINY_GRPO, "steps": 1, "eval_examples": 0}
+    pipeline = pipelines.pipeline_create(project=personas.project, user=personas.owner, name="two stages", stages=[
+        {"stage": "grpo", "name": "R1-Zero", "config": one_step},
+        {"stage": "grpo", "name": "more RL", "config": {**one_step, "model": "@previous"}}])
+    for run in pipeline.runs.order_by("pipeline_index"):
+        assert wait_for(run, {"succeeded", "failed"}).status == "succeeded", run.error
+    deadline = time.monotonic() + 60
+    while not Comparison.objects.filter(pipeline=pipeline).exists():
+        assert time.monotonic() < deadline, "no comparison was made when the pipeline ended"
+        time.sleep(0.3)
+    comparison = Comparison.objects.get(pipeline=pipeline)
+    assert [e.checkpoint.run.name for e in comparison.entries.order_by("position")] == ["R1-Zero", "more RL"]
+    comparison_cancel(user=personas.owner, comparison=comparison)  # its sampling is not what is tested here

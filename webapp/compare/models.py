@@ -32,6 +32,8 @@ class Comparison(models.Model):
     seed = models.IntegerField(default=0)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+    pipeline = models.ForeignKey("runs.Pipeline", null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="comparisons", help_text="Made when this pipeline ended: every stage.")
 
     class Meta:
         ordering = ["-created_at", "-id"]

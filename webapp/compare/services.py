@@ -353,3 +353,38 @@ def preference_from_judgments(*, user: AuthUser, comparison: Comparison, name: s
     return dataset_create(project=comparison.project, user=user, name=name, kind=Dataset.Kind.PREFERENCE,
                           prompts=prompts, source={"type": "judgments", "comparison": comparison.pk},
                           description=f"Blind verdicts of comparison {comparison.name!r} (chosen / rejected).")
+
+
+PIPELINE_PROMPTS = 50  # held-out prompts an end-to-end comparison samples
+
+
+def pipeline_comparison(*, pipeline_id: int) -> Comparison | None:
+    """Compare the last checkpoint of every stage of a finished pipeline on held-out prompts
+    (the first stage's task or dataset, its accuracy reward and length): what each stage
+    bought. Once per pipeline; None when fewer than two stages saved a checkpoint."""
+    from webapp.runs.models import Pipeline
+
+    with transaction.atomic():  # two deliveries at once: the second waits, then finds it made
+        pipeline = Pipeline.objects.select_for_update(of=("self",)).select_related("created_by").get(pk=pipeline_id)
+        if pipeline.comparisons.exists() or pipeline.created_by is None:  # type: ignore[attr-defined]
+            return None
+        return _compare_stages(pipeline)
+
+
+def _compare_stages(pipeline: Any) -> Comparison | None:
+    runs = list(pipeline.runs.order_by("pipeline_index"))
+    checkpoints = [c for c in (Checkpoint.objects.filter(run=r).order_by("-step").first() for r in runs) if c]
+    if len(checkpoints) < 2:
+        return None
+    first = runs[0].config
+    dataset = str(first.get("dataset") or "")
+    spec = SamplingSpec(
+        task=first.get("task") if not dataset else None,
+        dataset_id=int(dataset.split(":", 1)[1]) if dataset.startswith("dataset:") else None,
+        num_prompts=PIPELINE_PROMPTS, max_new_tokens=min(int(first.get("max_new_tokens") or 128), MAX_NEW_TOKENS),
+        accuracy_reward=str(first.get("accuracy_reward") or "task"))
+    comparison = comparison_create(user=pipeline.created_by, checkpoint_ids=[c.pk for c in checkpoints[:MAX_CHECKPOINTS]],
+                                   spec=spec, name=f"{pipeline.name}: every stage"[:200])
+    comparison.pipeline = pipeline
+    comparison.save(update_fields=["pipeline"])
+    return comparison

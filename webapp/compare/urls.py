@@ -7,6 +7,7 @@ urlpatterns = [
     path("compare/new/", views.compare_new, name="compare-new"),
     path("compare/<int:comparison_id>/", views.compare_detail, name="compare-detail"),
     path("compare/<int:comparison_id>/status.json", views.compare_status, name="compare-status"),
+    path("compare/<int:comparison_id>/figures/", views.compare_figures, name="compare-figures"),
     path("compare/<int:comparison_id>/cancel/", views.compare_cancel, name="compare-cancel"),
     path("compare/<int:comparison_id>/preference/", views.compare_preference, name="compare-preference"),
     path("compare/<int:comparison_id>/judge/", views.compare_judge, name="compare-judge"),

@@ -161,3 +161,13 @@ def compare_preference(request: AuthedRequest, comparison_id: int) -> HttpRespon
         messages.error(request, "; ".join(m for ms in e.message_dict.values() for m in ms))
         return redirect("compare-detail", comparison_id=comparison.pk)
     return redirect("dataset-detail", dataset_id=dataset.pk)
+
+
+@require_GET
+def compare_figures(request: HttpRequest, comparison_id: int) -> HttpResponse:
+    """The per-checkpoint table alone, for pages that show a comparison inside them (a
+    pipeline's end-to-end comparison)."""
+    comparison = selectors.with_jobs([selectors.comparison_for(request.user, comparison_id)])[0]
+    cols = selectors.columns(comparison)
+    return render(request, "compare/figures_fragment.html", {
+        "comparison": comparison, "figures": selectors.figures(comparison, cols, selectors.prompt_results(comparison))})

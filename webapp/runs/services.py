@@ -146,6 +146,9 @@ def pipeline_advance(*, run_id: int) -> Run | None:
     dataset it wrote. A stage whose input is missing fails with the reason."""
     run = Run.objects.get(pk=run_id)
     child = Run.objects.filter(parent=run, pipeline=run.pipeline_id, status=Status.QUEUED, celery_task_id="").first()
+    if run.pipeline_id is not None and child is None and _pipeline_succeeded(run.pipeline_id):
+        pipeline_id = run.pipeline_id  # the last stage: every stage's checkpoint is compared
+        transaction.on_commit(lambda: queue.send(queue.PIPELINE_COMPARE, args=[pipeline_id], queue_kind="cpu"))
     if run.pipeline_id is None or child is None:
         return None
     if child.stage == stages.REVIEW:
@@ -169,6 +172,10 @@ def pipeline_advance(*, run_id: int) -> Run | None:
         config["dataset"] = f"{DATASET_REF}{run.output_dataset_id}"
         changes["input_dataset_id"] = run.output_dataset_id
     return run_enqueue(run=child, changes={"config": config, **changes})
+
+
+def _pipeline_succeeded(pipeline_id: int) -> bool:
+    return not Run.objects.filter(pipeline=pipeline_id).exclude(status=Status.SUCCEEDED).exists()
 
 
 def _blocked(child: Run, reason: str) -> None:

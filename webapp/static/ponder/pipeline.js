@@ -44,3 +44,14 @@ async function refresh() {
 
 showTimes();
 if (["running", "waiting"].includes(stateBadge.textContent.trim())) setInterval(refresh, 3000);
+
+// The end-to-end comparison's table (server-rendered, escaped), fetched into the page and
+// refreshed while it samples.
+const figures = document.getElementById("pipeline-figures");
+async function showFigures() {
+  const response = await fetch(figures.dataset.url, { headers: { Accept: "text/html" } });
+  if (!response.ok) return;
+  figures.innerHTML = await response.text();
+  if (figures.querySelector(".status-queued, .status-running")) setTimeout(showFigures, 5000);
+}
+if (figures) showFigures();
