@@ -26,6 +26,7 @@ from engine.behaviours import shares as behaviour_shares
 from engine.config import CURRICULUM_KEYS, GRPOConfig
 from engine.events import RolloutRecord, Sink
 from engine.grpo_math import group_advantages, policy_loss
+from engine.metrics import reward_hacking
 from engine.models import checkpointing_layers
 from engine.scoring import RewardFn, RewardScorer, sandboxed_rewards
 from engine.tasks.base import extract_answer
@@ -184,11 +185,22 @@ def _end_step(run: _Run, metrics: dict[str, float]) -> None:
     _advance_curriculum(run, metrics)
     if _every(cfg.eval_every, step) and step < cfg.steps:  # the last step is evaluated after the loop
         metrics.update(_evaluate(run))
+        _watch_for_hacking(run, step, metrics)
     run.sink.metrics(step, metrics)
     run.history.append({"step": float(step), **metrics})
     run.sink.progress(step, cfg.steps, eta_s=run.clock.eta(cfg.steps - step))
     if _every(cfg.save_every, step) and step < cfg.steps:
         _save(run)
+
+
+def _watch_for_hacking(run: _Run, step: int, metrics: dict[str, float]) -> None:
+    """At an evaluation: `alarm/reward_hacking` (1 when the training reward rose while
+    held-out accuracy fell, `engine.metrics.reward_hacking`), and a line in the log."""
+    hacking = reward_hacking([*run.history, {"step": float(step), **metrics}])
+    metrics["alarm/reward_hacking"] = float(hacking)
+    if hacking:
+        run.sink.log(f"GRPO: reward hacking? At step {step} the training reward rose while held-out accuracy "
+                     f"fell to {metrics['eval/accuracy']:.2f}: read the samples behind the reward (explorer).")
 
 
 def _advance_curriculum(run: _Run, metrics: dict[str, float]) -> None:

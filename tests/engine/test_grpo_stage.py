@@ -357,3 +357,15 @@ def test_token_views_hold_each_tokens_text_and_log_prob(tiny_model: Path, tmp_pa
             assert "".join(view["pieces"]) == r.completion  # the pieces add up to the stored text
             assert all(lp <= 0 for lp in view["logprobs"])
     assert GRPOConfig(token_details=0).token_details == 0
+
+
+def test_each_evaluation_reports_the_reward_hacking_alarm(tiny_model: Path, tmp_path: Path) -> None:
+    from engine.metrics import reward_hacking
+
+    sink = StreamingSink()
+    result = run(make_config(tiny_model, tmp_path, steps=3, eval_every=1), sink)
+    alarms = [(s, m["alarm/reward_hacking"]) for s, m in sink.metric_points if "alarm/reward_hacking" in m]
+    assert [s for s, _ in alarms] == [1, 2]  # every evaluation but the baseline and the final one
+    for step, value in alarms:  # as the pure function reads the history up to that step
+        upto = [h for h in result.history if h["step"] <= step]
+        assert value == float(reward_hacking(upto))

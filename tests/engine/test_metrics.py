@@ -86,3 +86,19 @@ def test_cons_at_k_votes_among_extracted_answers() -> None:
     assert cons_at_k(["4", None, None, None, "4", "5"], lambda a: a == "4") == 1.0
     assert cons_at_k(["5", "4", "5"], lambda a: a == "4") == 0.0
     assert cons_at_k([None, None], lambda a: True) == 0.0
+
+
+def test_reward_hacking_is_reward_up_while_held_out_accuracy_goes_down():
+    from engine.metrics import reward_hacking
+
+    def history(rewards, evals):
+        rows = [{"step": 0.0, "eval/accuracy": evals[0]}]
+        for step, r in enumerate(rewards, start=1):
+            rows.append({"step": float(step), "reward/mean": r, **({"eval/accuracy": evals[step]} if step in evals else {})})
+        return rows
+
+    rising = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    assert reward_hacking(history(rising, {0: 0.2, 4: 0.6, 8: 0.4}))  # reward up, accuracy down: hacking
+    assert not reward_hacking(history(rising, {0: 0.2, 4: 0.6, 8: 0.8}))  # both up: learning
+    assert not reward_hacking(history([0.5] * 8, {0: 0.2, 4: 0.6, 8: 0.4}))  # reward flat: just noise
+    assert not reward_hacking(history(rising, {0: 0.2, 8: 0.1}))  # two evaluations: too early to say

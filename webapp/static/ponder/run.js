@@ -30,7 +30,7 @@
   // Charts sit in panels by what they tell (the order people read them in).
   const PANELS = [
     ["Rewards", (g) => g.startsWith("reward")],
-    ["Behaviours", (g) => g.startsWith("behaviour/")],
+    ["Behaviours", (g) => g.startsWith("behaviour/") || g.startsWith("alarm/")],
     ["Accuracy and length", (g) => /accuracy|pass@|cons@|response_length|length|truncat/.test(g)],
     ["Policy", (g) => /^(kl|clip|entropy|policy|advantage|ratio|mismatch|tis)/.test(g)],
     ["Optimizer", (g) => /^(lr|grad|loss|train\/|eval\/loss|epoch)/.test(g)],
