@@ -28,6 +28,7 @@ from engine.events import RolloutRecord, Sink
 from engine.grpo_math import group_advantages, policy_loss
 from engine.metrics import reward_hacking
 from engine.models import checkpointing_layers
+from engine.moe import expert_load, routers
 from engine.scoring import RewardFn, RewardScorer, sandboxed_rewards
 from engine.tasks.base import extract_answer
 from engine.tasks.templates import format_prompt
@@ -93,6 +94,7 @@ class _Run:
     packing_ok: bool = False  # the model reads packed rows as separate sequences (`packing_supported`)
     task: Any = None  # the built-in task (None for a dataset): it made the examples, it scores them
     detectors: dict[str, Any] = field(default_factory=dict)  # the run's own behaviour detectors, compiled
+    moe: bool = False  # the model routes tokens to experts: their load is measured
     curriculum: _Curriculum | None = None
 
 
@@ -254,7 +256,8 @@ def _setup(config: GRPOConfig, sink: Sink, resume_from: str | Path | None,
                             {**sandboxed_rewards(config.custom_rewards), **reward_functions}), world=world,
                ref_model=ref_model, base_reference=base_reference, step=int(state.get("step", 0)), eos=eos_ids(model, tokenizer),
                packing_ok=config.batch_layout in ("auto", "packed") and packing_supported(model),
-               task=task, curriculum=curriculum, detectors=compile_detectors(config.detectors))
+               task=task, curriculum=curriculum, detectors=compile_detectors(config.detectors),
+               moe=bool(routers(model)))
     if config.batch_layout == "packed" and not run.packing_ok:
         raise ValueError("batch_layout packed: this model does not read packed rows as separate sequences "
                          "(its attention ignores restarting position ids); use grouped or padded.")
@@ -420,8 +423,11 @@ def _optimize(run: _Run, samples: list[Any], advantages: torch.Tensor) -> dict[s
                             + ["kl"] * (cfg.beta > 0) + ["entropy"] * (iteration == 0)
                             + list(_MISMATCH_KEYS) * (cfg.temperature == 1.0 and iteration == 0), 0.0)
         checkpointing = checkpointing_layers(run.model) if cfg.gradient_checkpointing else contextlib.nullcontext()
-        with checkpointing:
+        measuring = expert_load(run.model) if iteration == 0 and run.moe else contextlib.nullcontext()
+        with checkpointing, measuring as load:
             _train_pass(run, batches, advantages, old, ref, acc, iteration, total_tokens, total_rows)
+        if load is not None:  # routed tokens of the first pass: every token of the batch once
+            stats.update(load.metrics())
         acc = distributed.all_sum(acc, run.world)
         stats["time/forward_backward"] += time.perf_counter() - clock
         clock = time.perf_counter()

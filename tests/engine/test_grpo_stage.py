@@ -215,6 +215,11 @@ def test_grpo_steps_on_the_starter_architectures(arch: str, tmp_path_factory: py
     assert set(sink.rollout_records[0].rewards) == {"format", "task", "letter_a"}
     summary = sink.checkpoints[-1].summary
     assert (summary["moe_layers"] > 0) == (arch == "moe")
+    trained = next(m for _, m in sink.metric_points if "loss" in m)
+    assert ("moe/layer1/imbalance" in trained) == (arch == "moe")  # the experts' load, drawn as curves
+    if arch == "moe":
+        assert trained["moe/layer1/imbalance"] >= 1.0 and sum(
+            v for k, v in trained.items() if k.startswith("moe/layer1/expert")) > 0
     before = weights(model)
     after = weights(result.checkpoint)
     assert any(not torch.equal(before[k], after[k]) for k in before)

@@ -34,6 +34,7 @@
     ["Accuracy and length", (g) => /accuracy|pass@|cons@|response_length|length|truncat/.test(g)],
     ["Policy", (g) => /^(kl|clip|entropy|policy|advantage|ratio|mismatch|tis)/.test(g)],
     ["Optimizer", (g) => /^(lr|grad|loss|train\/|eval\/loss|epoch)/.test(g)],
+    ["Experts (MoE)", (g) => g.startsWith("moe/")],
     ["System", (g) => /time|tokens_per_s|memory|throughput/.test(g)],
   ];
   function panelFor(group) {
@@ -64,6 +65,7 @@
     if (parts[0] === "reward" && parts.length > 2) return "reward/" + parts[1];
     if (parts[0] === "response_length") return "response_length";
     if (parts[0] === "time") return "time";  // where a step's seconds go, on one chart
+    if (parts[0] === "moe" && /^expert\d+$/.test(parts[2] || "")) return `moe/${parts[1]}/tokens per expert`;
     return name.replace(/\/(mean|max|min|std)$/, "");
   }
   function smooth(ys, alpha) {
