@@ -57,7 +57,8 @@ def test_launch_watch_cancel_resume_finish(page, personas, starter_model, celery
     assert sorted(set(steps)) == list(range(1, STEPS + 1)) and len(steps) == STEPS * 8
 
 
-def test_the_estimate_follows_the_form_and_scales_the_defaults_to_the_model(page, personas, starter_model):
+def test_the_estimate_follows_the_form_and_scales_the_defaults_to_the_model(page, personas, starter_model,
+                                                                            artifacts_dir):
     log_in(page, "alice", "alice-pass-123")
     page.goto("/runs/new/?stage=grpo")
     estimate = page.locator("#estimate")
@@ -71,6 +72,7 @@ def test_the_estimate_follows_the_form_and_scales_the_defaults_to_the_model(page
     # Still at the stage's default, so it follows the model, and says so.
     expect(learning_rate).to_have_value("0.002")
     expect(page.locator("[data-field=learning_rate] .scaled")).to_contain_text("Scaled to this model: 0.002")
+    page.screenshot(path=str(artifacts_dir / "launch-form.png"), full_page=True)
     page.fill("[name=cfg_learning_rate]", "0.0005")  # the person's own choice stays, with the suggestion beside it
     expect(page.locator("[data-field=learning_rate] .scaled")).to_contain_text("Suggested for this model: 0.002")
     assert learning_rate.input_value() == "0.0005"

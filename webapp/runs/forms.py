@@ -49,6 +49,8 @@ LORA_DEFAULTS = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-li
 
 
 class LoraWidget(forms.MultiWidget):
+    template_name = "runs/widgets/lora.html"  # each input with its label (webapp/runs/templates/)
+
     def __init__(self) -> None:
         super().__init__([forms.CheckboxInput(), forms.NumberInput(attrs={"min": 1}), forms.NumberInput(attrs={"min": 1}),
                           forms.NumberInput(attrs={"step": "any", "min": 0}), forms.TextInput()])
