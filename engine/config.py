@@ -202,6 +202,32 @@ def require_curriculum(curriculum: dict[str, Any], task: str | None) -> None:
     require(has_curriculum(name), f"curriculum: reasoning-gym has no curriculum for {name}; train it at its options.")
 
 
+JUDGE_KEYS = ("model", "max_new_tokens", "template")
+
+
+def check_judge(settings: dict[str, Any]) -> None:
+    """A generative judge's settings (engine.judge) name a model and only known keys."""
+    if not settings:
+        return
+    unknown = sorted(set(settings) - set(JUDGE_KEYS))
+    require(not unknown, f"judge has unknown keys {', '.join(unknown)}; it takes {', '.join(JUDGE_KEYS)}.")
+    require(isinstance(settings.get("model"), str) and bool(settings["model"]),
+            "judge.model must name the judging model (a Hugging Face name, a folder or checkpoint).")
+    tokens = settings.get("max_new_tokens", 16)
+    require(isinstance(tokens, int) and 1 <= tokens <= 512,
+            f"judge.max_new_tokens must be a whole number in [1, 512], got {tokens!r}.")
+    template = settings.get("template", "{answer}")
+    require(isinstance(template, str) and "{answer}" in template,
+            "judge.template must be text with an {answer} slot (and {question}, {reference}).")
+
+
+def require_judge(judge: dict[str, Any], rewards: dict[str, float], accuracy_reward: str) -> None:
+    """The `judge` reward goes with judge settings, which name a model."""
+    check_judge(judge)
+    require(bool(judge) or ("judge" not in rewards and accuracy_reward != "judge"),
+            "The judge reward needs judge settings: {\"model\": <the judging model>}.")
+
+
 def require_attention(name: str, device: str, dtype: str) -> None:
     """Raise ValueError unless `name` is an attention kernel that can run on `device` in `dtype`."""
     require(name in ATTN_IMPLEMENTATIONS, f"attn_implementation must be one of "
@@ -261,6 +287,10 @@ class GRPOConfig(TrainConfig):
     custom_rewards: dict[str, str] = option({}, "Reward name → file of Python source defining "
                                             "`reward(completion, example)`, run only in the sandbox, one "
                                             "sandbox per batch; name it in `rewards` to weight it.")
+    judge: dict[str, Any] = option({}, "A generative judge as the reward `judge`: {\"model\": <allowed model>, "
+                                   "\"max_new_tokens\": 16, \"template\": <with {question}, {reference}, "
+                                   "{answer}>}; it grades each answer against the reference, and an answer it "
+                                   "gives no verdict on is an error, not a score.")
     detectors: dict[str, str] = option({}, "Your own behaviour detectors: name → regular expression searched "
                                        "(case-insensitively) in each sample's reasoning, e.g. {\"hmm\": "
                                        "\"\\\\bhmm+\\\\b\"}; each becomes a curve behaviour/<name> and an explorer filter.")
@@ -343,6 +373,7 @@ class GRPOConfig(TrainConfig):
         from engine.behaviours import compile_detectors
 
         compile_detectors(self.detectors)  # raises naming the detector and the rule
+        require_judge(self.judge, self.rewards, self.accuracy_reward)
         require(self.task != "humaneval", "task humaneval is an evaluation set (test split only): train on "
                 "MBPP-style data and evaluate on humaneval in an eval run.")
         require(bool(self.rewards), "rewards must name at least one reward, e.g. {\"task\": 1.0}.")

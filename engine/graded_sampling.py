@@ -32,6 +32,7 @@ from engine.config import (
     require,
     require_columns,
     require_generation_backend,
+    require_judge,
 )
 from engine.events import RolloutRecord, Sink
 from engine.scoring import RewardScorer, sandboxed_rewards
@@ -80,6 +81,9 @@ class SamplingConfig(StageConfigMixin):
     prefill_think: bool = option(False, "Start every completion with `<think>`.")
     accuracy_reward: str = option("task", "Reward whose value 1.0 marks a correct completion: `task` (the "
                                   "task's own grader), a name from engine.rewards (math, code) or a dotted path.")
+    judge: dict[str, Any] = option({}, "A generative judge as the reward `judge` (e.g. accuracy_reward judge): "
+                                   "{\"model\": <allowed model>, \"max_new_tokens\": 16}; an answer it gives no "
+                                   "verdict on is an error, not a score.")
     rewards: dict[str, float] = option({"format": 1.0}, "Further rewards to score every completion with "
                                        "(name → weight), reported per sample and as means.")
     custom_rewards: dict[str, str] = option({}, "Reward name → file of Python source defining "
@@ -103,6 +107,7 @@ class SamplingConfig(StageConfigMixin):
         require((self.task is None) != (self.dataset is None),
                 "Give exactly one of task or dataset: the stage needs one source of prompts.")
         require_columns(self.columns, self.dataset)
+        require_judge(self.judge, self.rewards, self.accuracy_reward)
         require(self.task is not None or (self.accuracy_reward != "task" and "task" not in self.rewards),
                 "The `task` reward needs a built-in task: with a dataset, set accuracy_reward to a reward "
                 "such as math or code.")
@@ -141,6 +146,7 @@ class GradedSample:
     rewards: dict[str, float]
     score: float  # weighted sum of `rewards`
     answer: str | None  # the extracted final answer
+    notes: dict[str, Any] = field(default_factory=dict)  # graders with no score; the judge's words
 
 
 @dataclass
@@ -167,7 +173,12 @@ class GradedSampler:
         task = load_task(config)
         weights = {config.accuracy_reward: 0.0, **config.rewards}  # the grader runs once per sample
         generator = make_generator(config.generation_backend, model, tokenizer)
-        scorer = RewardScorer(weights, task, log, sandboxed_rewards(config.custom_rewards))
+        judge = {}
+        if config.judge:
+            from engine.judge import Judge
+
+            judge = {"judge": Judge.load(config.judge, device=config.device, dtype=config.dtype)}
+        scorer = RewardScorer(weights, task, log, {**sandboxed_rewards(config.custom_rewards), **judge})
         return cls(config, model, tokenizer, generator, scorer,
                    load_prompts(config, tokenizer, task), eos_ids(model, tokenizer))
 
@@ -195,14 +206,17 @@ class GradedSampler:
         graded_examples = [graded_example(examples[s.prompt_index], len(s.completion_ids), cfg.max_new_tokens)
                            for s in samples]
         scores = self.scorer.score_many([(s.text, ex) for s, ex in zip(samples, graded_examples, strict=True)])
+        notes = self.scorer.notes(len(samples))
         groups: list[list[GradedSample]] = [[] for _ in examples]
-        for s, ex, (_, comps) in zip(samples, graded_examples, scores, strict=True):
-            groups[s.prompt_index].append(self._graded(s, ex, comps))
+        for s, ex, (_, comps), note in zip(samples, graded_examples, scores, notes, strict=True):
+            graded = self._graded(s, ex, comps)
+            graded.notes = note
+            groups[s.prompt_index].append(graded)
         return groups
 
     def _graded(self, sample: Any, example: Example, comps: dict[str, float]) -> GradedSample:
         cfg = self.config
-        rewards = {name: comps[name] for name in cfg.rewards}
+        rewards = {name: comps[name] for name in cfg.rewards if name in comps}  # a grader with no score: none
         return GradedSample(
             sample_index=sample.sample_index, text=sample.text, completion=self._with_stop(sample),
             tokens=len(sample.completion_ids), finish_reason=sample.finish_reason,
@@ -258,7 +272,7 @@ def rollout_record(example: Example, s: GradedSample, metadata: dict[str, Any]) 
         reward=float(s.correct), sample_index=s.sample_index, reasoning=reasoning, answer=s.answer or tail,
         reference=str(example.get("answer", "")), token_count=s.tokens, finish_reason=s.finish_reason,
         metadata={"question": example.get("prompt", ""), "example_id": example.get("id"),
-                  "behaviours": sorted(behaviours(s.text, s.finish_reason)), **metadata})
+                  "behaviours": sorted(behaviours(s.text, s.finish_reason)), **s.notes, **metadata})
 
 
 # ----------------------------------------------------------------------------

@@ -253,7 +253,8 @@ def _setup(config: GRPOConfig, sink: Sink, resume_from: str | Path | None,
                DataCursor.restore(len(train), config.seed + (curriculum.level if curriculum else 0),
                                   data_state.get("cursor")),
                RewardScorer(config.rewards, task, sink.log,
-                            {**sandboxed_rewards(config.custom_rewards), **reward_functions}), world=world,
+                            {**sandboxed_rewards(config.custom_rewards), **_judge(config), **reward_functions}),
+               world=world,
                ref_model=ref_model, base_reference=base_reference, step=int(state.get("step", 0)), eos=eos_ids(model, tokenizer),
                packing_ok=config.batch_layout in ("auto", "packed") and packing_supported(model),
                task=task, curriculum=curriculum, detectors=compile_detectors(config.detectors),
@@ -280,6 +281,7 @@ class _Round:
     advantages: torch.Tensor  # (len(samples),) this shard's
     zero_std: torch.Tensor  # (prompts_per_step,) global: groups whose rewards are all equal
     seconds: dict[str, float]
+    notes: list[dict[str, Any]]  # per sample: graders that gave no score, the judge's words
 
 
 def _grpo_step(run: _Run, step: int) -> dict[str, float]:
@@ -310,6 +312,8 @@ def _grpo_step(run: _Run, step: int) -> dict[str, float]:
         written = [with_stop_string(s, list(cfg.stop), run.tokenizer, run.eos) for s in r.samples]
         records = _records(step, r.samples, r.examples, r.scores, r.advantages, r.correct, run.detectors,
                            k * cfg.prompts_per_step + r.first, written)
+        for record, note in zip(records, r.notes, strict=True):
+            record.metadata.update(note)
         if k == 0:
             _attach_token_views(records[: cfg.token_details], r.samples, run.tokenizer)
         everything += distributed.gather_lists(records, run.world)
@@ -337,6 +341,7 @@ def _sample_round(run: _Run, step: int, index: int) -> _Round:
     seconds = {"time/generate": time.perf_counter() - clock}
     clock = time.perf_counter()
     scores = run.scorer.score_many([(s.text, _graded(examples[s.prompt_index], s, cfg)) for s in samples])
+    notes = run.scorer.notes(len(samples))
     seconds["time/score"] = time.perf_counter() - clock
     correct = [run.scorer.correct(s.text, examples[s.prompt_index], comps, cfg.accuracy_reward)
                for s, (_, comps) in zip(samples, scores, strict=True)]
@@ -346,7 +351,7 @@ def _sample_round(run: _Run, step: int, index: int) -> _Round:
     rewards = torch.tensor([row[0][0] for row in everyone], dtype=torch.float32)
     advantages = group_advantages(rewards, g, cfg.scale_rewards)[first * g : stop * g]
     zero_std = rewards.view(-1, g).std(dim=1) == 0
-    return _Round(examples, first, samples, scores, correct, everyone, rewards, advantages, zero_std, seconds)
+    return _Round(examples, first, samples, scores, correct, everyone, rewards, advantages, zero_std, seconds, notes)
 
 
 def _training_rows(rounds: list[_Round], cfg: GRPOConfig) -> tuple[list[Any], torch.Tensor]:
@@ -689,6 +694,15 @@ def _save(run: _Run) -> None:
         run.sink.checkpoint(record)
     distributed.barrier(run.world)
     run.last_checkpoint = str(path)
+
+
+def _judge(config: GRPOConfig) -> dict[str, Any]:
+    """The `judge` reward when the config names a judging model."""
+    if not config.judge:
+        return {}
+    from engine.judge import Judge
+
+    return {"judge": Judge.load(config.judge, device=config.device, dtype=config.dtype)}
 
 
 def _adapter_off_reference(model: torch.nn.Module, config: GRPOConfig) -> bool:

@@ -11,6 +11,7 @@ is reported once through `log`, so one bad grader cannot kill a long run.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,8 @@ class RewardScorer:
         self.functions = {name: self._resolve(name) for name in self.weights}
         self._reported: set[str] = set()
         self._extra: dict[str, RewardFn] = {}  # graders used only for `correct`
+        self._errors: dict[str, str] = {}  # a batch grader's last error
+        self.last_errors: list[dict[str, str]] = []  # per pair of the last score_many: graders with no score
 
     def _resolve(self, name: str) -> RewardFn:
         if name in self.custom:
@@ -67,13 +70,27 @@ class RewardScorer:
             completion, example = pairs[index]
             components = {name: self._call(name, fn, completion, example) for name, fn in rest.items()}
             components.update({name: values[index] for name, values in batched.items()})
-            components = {name: components[name] for name in self.functions}  # the weights' order
+            # A NaN is a grader that could not decide (a judge with no verdict): no score, an error.
+            components = {name: components[name] for name in self.functions if not math.isnan(components[name])}
             return float(sum(self.weights[n] * v for n, v in components.items())), components
 
         if len(pairs) <= 1 or not rest:
-            return [one(i) for i in range(len(pairs))]
-        with ThreadPoolExecutor(max_workers=min(len(pairs), _concurrency())) as pool:
-            return list(pool.map(one, range(len(pairs))))
+            scored = [one(i) for i in range(len(pairs))]
+        else:
+            with ThreadPoolExecutor(max_workers=min(len(pairs), _concurrency())) as pool:
+                scored = list(pool.map(one, range(len(pairs))))
+        self.last_errors = [{n: self._errors.get(n, "no score") for n in self.functions if n not in comps}
+                            for _, comps in scored]
+        return scored
+
+    def notes(self, n: int) -> list[dict[str, Any]]:
+        """For each of the last `score_many`'s `n` samples, what to keep in its metadata: the
+        graders that gave no score and why (`reward_errors`), what a generative judge wrote."""
+        errors = self.last_errors if len(self.last_errors) == n else [{}] * n
+        judge: Any = self.custom.get("judge")
+        texts = judge.last_texts if judge is not None and len(judge.last_texts) == n else [None] * n
+        return [{**({"reward_errors": e} if e else {}), **({"judge": t} if t is not None else {})}
+                for e, t in zip(errors, texts, strict=True)]
 
     def _call_batch(self, name: str, fn: Any, pairs: list[tuple[str, dict[str, Any]]]) -> list[float]:
         try:
@@ -85,6 +102,7 @@ class RewardScorer:
             if error:
                 self._report(name, error)
                 break
+        self._errors[name] = next((str(e) for _, e in results if e), "")
         return [value for value, _ in results]
 
     def _report(self, name: str, error: Any) -> None:
@@ -106,6 +124,8 @@ class RewardScorer:
         from `components` when it is one, so sandboxed code does not run twice)."""
         if accuracy_reward in components:
             return components[accuracy_reward] >= 1.0
+        if accuracy_reward in self.functions:  # its grader gave no score for this one: not counted correct
+            return False
         if accuracy_reward == TASK_REWARD and self.task is not None:
             return bool(self.task.evaluate(completion, example))
         if accuracy_reward not in self._extra:

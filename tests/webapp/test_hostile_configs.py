@@ -55,6 +55,10 @@ def hostile_cases(checkpoint: Checkpoint, dataset: Dataset) -> list[tuple[str, d
          "mix_dataset", "not a dataset you can see"),
         ("sft", {"model": "starter", "task": "arithmetic", "mix_dataset": "/etc/shadow", "mix_ratio": 0.5},
          "mix_dataset", "not a dataset you may use"),
+        ("grpo", {**GRPO, "judge": {"model": "/root/secret-model"}, "rewards": {"judge": 1.0}}, "judge.model",
+         "not a model you may use"),
+        ("grpo", {**GRPO, "judge": {"model": f"checkpoint:{checkpoint.pk}"}, "rewards": {"judge": 1.0}},
+         "judge.model", "not a checkpoint you can see"),
         ("distill", {**distill, "teacher": "/var/lib/postgresql"}, "teacher", "not a model you may use"),
         ("distill", {**distill, "student": "/tmp/evil"}, "student", "not a model you may use"),
         ("distill", {**distill, "sft": {"output_dir": "/work/other-run"}}, "sft.output_dir", "its own folder"),
@@ -121,3 +125,16 @@ def test_what_the_operator_allowed_and_ponders_own_files_launch(personas, api_fo
                                         "config": {**GRPO, "model": f"checkpoint:{logged.pk}"}})
     assert refused.status_code == 422 and "logged from elsewhere" in refused.json()["detail"]
     assert Run.objects.get(name=f"checkpoint:{checkpoint.pk}").base_checkpoint == checkpoint
+
+
+def test_a_judge_named_by_an_owned_checkpoint_reaches_the_engine_as_its_folder(personas, settings):
+    from webapp.runs import services
+    from webapp.runs.configs import engine_config
+
+    source = Run.objects.create(project=personas.project, name="judge source", stage="grpo")
+    checkpoint = Checkpoint.objects.create(run=source, step=5, path=str(run_dir(source) / "checkpoint-5"))
+    run = services.run_create(project=personas.project, user=personas.owner, name="judged", stage="eval",
+                              config={"model": "starter", "task": "arithmetic", "accuracy_reward": "judge",
+                                      "judge": {"model": f"checkpoint:{checkpoint.pk}", "max_new_tokens": 8}},
+                              queue=False)
+    assert engine_config(run).judge == {"model": checkpoint.path, "max_new_tokens": 8}

@@ -30,6 +30,7 @@ from webapp.runs.references import (
     CUSTOM_FILES,
     DATASET_FIELDS,
     DATASET_REF,
+    JUDGE,
     MODEL_FIELDS,
     NESTED_FIELDS,
     References,
@@ -96,6 +97,8 @@ def _resolved(data: dict[str, Any], run: Run) -> dict[str, Any]:
             data[key] = str(dataset_export_path(Dataset.objects.get(pk=_checked_id(value)), "jsonl"))
         elif key in NESTED_FIELDS and isinstance(value, dict):
             data[key] = _resolved(dict(value), run)
+        elif key == JUDGE and isinstance(value, dict) and _is_ref(value.get("model"), CHECKPOINT_REF):
+            data[key] = {**value, "model": Checkpoint.objects.get(pk=_checked_id(value["model"])).path}
     return data
 
 

@@ -132,7 +132,7 @@ SECTIONS: list[tuple[str, set[str]]] = [
     ("Data", {"task", "task_options", "curriculum", "dataset", "eval_dataset", "columns", "mix_dataset",
               "mix_ratio", "train_examples", "split", "num_prompts",
               "eval_fraction", "max_length", "packing"}),
-    ("Rewards", {"rewards", "accuracy_reward", "custom_rewards", "detectors", "vote_by", "pass_at", "min_language",
+    ("Rewards", {"rewards", "accuracy_reward", "custom_rewards", "detectors", "judge", "vote_by", "pass_at", "min_language",
                  "require_reasoning", "drop_code_in_reasoning", "dedup_threshold", "max_per_prompt",
                  "pass_rate_band", "max_paragraph_chars"}),
     ("Phases", {"rejection", "sft"}),  # distillation's two stages, each a config of its own

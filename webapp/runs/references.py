@@ -1,6 +1,6 @@
 """What a run's config may name when it comes from the browser or the API.
 
-- a model (`model`, `teacher`, `student`): `starter`, `starter-moe`, `checkpoint:<id>` of a
+- a model (`model`, `teacher`, `student`, `judge.model`): `starter`, `starter-moe`, `checkpoint:<id>` of a
   project the caller owns whose files Ponder wrote (under its run's folder) or an allowed
   folder holds, a Hugging Face name matching `PONDER_ALLOWED_MODELS` (glob patterns), or a
   folder inside `PONDER_MODEL_DIRS`;
@@ -42,6 +42,7 @@ DATASET_FIELDS = ("dataset", "eval_dataset", "mix_dataset")
 PLACE_FIELDS = ("output_dir", "data_dir")  # settings that choose where files are written
 CUSTOM_FILES = "custom_rewards"  # engine setting: reward source files, filled in by the server
 NESTED_FIELDS = ("sft", "rejection")  # distillation's settings of its two phases
+JUDGE = "judge"  # a generative judge's settings: its `model` is checked as a model
 CHECKPOINT_REF = "checkpoint:"
 DATASET_REF = "dataset:"
 PREVIOUS = "@previous"
@@ -90,6 +91,8 @@ def _items(config: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, str,
     for key, value in config.items():
         if key in NESTED_FIELDS and isinstance(value, dict):
             yield from _items(value, f"{prefix}{key}.")
+        elif key == JUDGE and isinstance(value, dict) and value:
+            yield f"{prefix}judge.model", "model", value.get("model")  # the judging model: a model like any
         else:
             yield f"{prefix}{key}", key, value
 
@@ -190,7 +193,7 @@ def _reward_name(field: str, value: Any, project_id: int | None, refs: Reference
         refs.custom_rewards[value] = reward
         return
     known = engine_rewards.names()
-    if value != TASK_REWARD and value not in known:
+    if value != TASK_REWARD and value != JUDGE and value not in known:  # the engine: judge needs judge settings
         raise ValidationError({field: f"{value!r} is not a registered reward: use task, one of {', '.join(known)}, "
                                       "or a project's saved reward (custom:<name>)"})
 
