@@ -47,6 +47,11 @@ def filter_explorer(page, traces, shots):
     expected = Rollout.objects.filter(run=traces.run, rewards__math=1.0, token_count__gte=25, step__gte=2).count()
     expect(page.locator("#results .rollout")).to_have_count(expected)
     expect(page.locator("#match-count")).to_have_text(f"{expected} matching · ")  # the filter's total
+    page.locator("#step-slider").fill("2")  # the step browser: step 2's groups alone
+    page.wait_for_url("**step_max=2**")
+    steps = {int(s) for s in page.locator("#results .rollout .meta b").all_inner_texts()}
+    assert steps == {2}
+    page.go_back()
     assert "step_max" not in page.url  # blank fields stay out of the address
     assert page.evaluate("window.pwned") is None
     assert page.locator("#results script, #results img, #results a[href^='javascript']").count() == 0

@@ -45,7 +45,8 @@ def store_traces(personas) -> Traces:
     from webapp.ingest.store import rollouts_store
     from webapp.runs.models import Run
 
-    run = Run.objects.create(project=personas.project, name="alpha-grpo", stage="grpo", status="running")
+    run = Run.objects.create(project=personas.project, name="alpha-grpo", stage="grpo", status="running",
+                             current_step=STEPS)  # as its progress reports left it
     other = Run.objects.create(project=personas.project, name="alpha-grpo-2", stage="grpo", status="running")
     outsider_run = Run.objects.create(project=personas.other_project, name="beta-run", stage="grpo", status="running")
     rollouts_store(run=run, rollouts=make_rollouts())

@@ -14,6 +14,21 @@
     window.addEventListener("pageshow", () => { for (const field of filterForm.elements) field.disabled = false; });
   }
 
+  // The step browser: one step's GRPO groups at a time, the slider (or its arrow keys) moving it.
+  const slider = document.getElementById("step-slider");
+  if (slider) {
+    const shown = document.getElementById("step-shown");
+    slider.addEventListener("input", () => { shown.textContent = slider.value; });
+    slider.addEventListener("change", () => {
+      const params = new URLSearchParams(window.location.search);
+      params.set("step_min", slider.value);
+      params.set("step_max", slider.value);
+      params.delete("cursor");
+      params.delete("sort");  // newest: a step's samples grouped by prompt, with advantages
+      window.location.search = params.toString();
+    });
+  }
+
   // The explorer's total: counted after the page loads (a slow count never holds it up).
   const count = document.getElementById("match-count");
   if (count) {
