@@ -273,3 +273,17 @@ def test_a_finished_pipeline_compares_every_stages_checkpoint(client, personas, 
     assert f'data-url="{reverse("compare-figures", args=[comparison.pk])}"' in page
     table = client.get(reverse("compare-figures", args=[comparison.pk])).content.decode()
     assert "R1-Zero @ step 10" in table and "RL again @ step 20" in table and 'id="figures"' in table
+
+
+def test_a_runs_page_says_where_it_came_from_and_what_it_made(client, personas):
+    source = Run.objects.create(project=personas.project, name="R1-Zero", stage="grpo", status="succeeded")
+    checkpoint = Checkpoint.objects.create(run=source, step=30, path="/c")
+    data_in = Dataset.objects.create(project=personas.project, name="cold <start>", status="ready")
+    data_out = Dataset.objects.create(project=personas.project, name="traces", status="ready", version=2)
+    run = Run.objects.create(project=personas.project, name="SFT", stage="sft", base_checkpoint=checkpoint,
+                             parent=source, input_dataset=data_in, output_dataset=data_out)
+    client.force_login(personas.teammate)
+    page = client.get(reverse("run-detail", args=[run.pk])).content.decode()
+    lineage = page.split('id="run-lineage">')[1].split("</p>")[0]
+    assert f'/checkpoints/{checkpoint.pk}/' in lineage and "R1-Zero @ step 30" in lineage
+    assert "cold &lt;start&gt; v1" in lineage and "traces v2" in lineage and "after" not in lineage

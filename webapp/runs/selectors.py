@@ -35,6 +35,16 @@ def run_for(user: User, run_id: int) -> Run:
     return run
 
 
+def run_lineage(user: User, run_id: int) -> Run:
+    """`run_for` with where the run came from and what it made, in the same query: the
+    checkpoint it started from (and that run), the run before it, its input and output datasets."""
+    run = (runs_for(user).select_related("project", "base_checkpoint__run", "parent", "input_dataset",
+                                         "output_dataset").filter(pk=run_id).first())
+    if run is None:
+        raise Http404("No such run.")
+    return run
+
+
 class CursorError(ValueError):
     pass
 

@@ -32,7 +32,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
 
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     """`?diff=<run id>` puts another run's settings beside this one's."""
-    run = selectors.run_for(request.user, run_id)
+    run = selectors.run_lineage(request.user, run_id)
     other_id = request.GET.get("diff", "")
     other = selectors.runs_for(request.user).filter(pk=int(other_id)).first() if other_id.isdigit() else None
     return render(request, "runs/detail.html", {
