@@ -78,5 +78,9 @@ def test_the_estimate_follows_the_form_and_scales_the_defaults_to_the_model(page
     assert learning_rate.input_value() == "0.0005"
     page.click("[data-field=learning_rate] .use-scaled")
     expect(learning_rate).to_have_value("0.002")
+    page.fill("[name=cfg_group_size]", "1")  # the engine's rule, under its field, before Launch is pressed
+    expect(page.locator("[data-field=group_size] .live-error")).to_contain_text("group_size must be at least 2")
+    page.fill("[name=cfg_group_size]", "8")
+    expect(page.locator(".live-error")).to_have_count(0)
     page.fill("[name=cfg_model]", "meta-llama/Llama-3.1-8B")  # not allowed here: said, not estimated
     expect(estimate).to_contain_text("is not a model you may use")

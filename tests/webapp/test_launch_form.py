@@ -222,3 +222,11 @@ def test_settings_download_as_yaml_and_load_back_into_the_form(client, personas)
     assert broken.status_code == 400 and "y.yaml: not YAML or JSON" in broken.content.decode()
     client.force_login(personas.outsider)
     assert client.get(reverse("run-config-yaml", args=[source.pk])).status_code == 404
+
+
+def test_the_estimate_says_the_engines_rule_the_settings_break_as_they_stand(client, personas):
+    client.force_login(personas.owner)
+    bad = estimate(client, group_size="1", task="arithmetic")
+    assert bad["problem"] == {"field": "group_size",
+                              "message": "group_size must be at least 2: GRPO compares samples within a group."}
+    assert estimate(client, group_size="4", task="arithmetic")["problem"] is None

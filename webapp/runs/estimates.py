@@ -18,7 +18,8 @@ MODEL_FIELD = {"grpo": "model", "sft": "model", "eval": "model", "rejection": "m
 
 def launch_estimate(user: AuthUser, params: QueryDict) -> dict[str, Any]:
     """{"lines": [...], "defaults": {field: {"value", "why"}}} for the launch form's current
-    values, or {"error": sentence} naming what stops an estimate."""
+    values, or {"error": sentence} naming what stops an estimate; with "problem": the engine's
+    rule the settings break as they stand ({"field", "message"}), or None."""
     from engine import estimate as engine_estimate
 
     stage = params.get("stage") or ""
@@ -27,6 +28,12 @@ def launch_estimate(user: AuthUser, params: QueryDict) -> dict[str, Any]:
         return {"error": f"no estimate for the {stage or '?'} stage"}
     form = LaunchForm(params, config_cls=spec.config)
     form.is_valid()  # a half-filled form still estimates: the fields that are valid count
+    return {**_estimate(user, stage, form, params), "problem": _engine_rule(stage, form)}
+
+
+def _estimate(user: AuthUser, stage: str, form: LaunchForm, params: QueryDict) -> dict[str, Any]:
+    from engine import estimate as engine_estimate
+
     # Fields sent blank are None (as a launch reads them); fields not sent take the defaults.
     config = {**engine_estimate.stage_defaults(stage),
               **{k[4:]: v for k, v in form.cleaned_data.items() if k.startswith("cfg_") and _sent(k, params)}}
@@ -51,6 +58,20 @@ def launch_estimate(user: AuthUser, params: QueryDict) -> dict[str, Any]:
     return {"lines": result.lines(), "total_memory": result.total_memory,
             "defaults": {k: {"value": v, "why": why, "stage_default": stage_defaults.get(k)}
                          for k, (v, why) in defaults.items()}}
+
+
+def _engine_rule(stage: str, form: LaunchForm) -> dict[str, str] | None:
+    """The engine's sentence for the settings as they stand, and the field it starts with (the
+    launch would refuse them with it), or None when they pass."""
+    from webapp.runs.configs import validate_config
+
+    try:
+        validate_config(stage, form.config() if hasattr(form, "cleaned_data") else {})
+    except ValidationError as exc:
+        message = "; ".join(m for ms in exc.message_dict.values() for m in ms)
+        first = message.split(" ", 1)[0].strip(":,.")
+        return {"field": first if f"cfg_{first}" in form.fields else "", "message": message}
+    return None
 
 
 def _sent(name: str, params: QueryDict) -> bool:

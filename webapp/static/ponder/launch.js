@@ -47,6 +47,19 @@
     box.replaceChildren(title, ...lines);
     box.dataset.state = data.error ? "error" : "ready";
     scale(data.defaults || {});
+    rule(data.problem || null);
+  }
+
+  // The engine's rule the settings break as they stand, under the field it names (the launch
+  // would refuse them with the same sentence).
+  function rule(problem) {
+    form.querySelectorAll(".live-error").forEach((el) => el.remove());
+    if (!problem) return;
+    const wrap = problem.field && form.querySelector(`[data-field="${problem.field}"]`);
+    const note = document.createElement("div");
+    note.className = "live-error errorlist";
+    note.textContent = problem.message;
+    (wrap || box).append(note);
   }
 
   function scale(defaults) {
