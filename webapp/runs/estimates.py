@@ -20,7 +20,6 @@ def launch_estimate(user: AuthUser, params: QueryDict) -> dict[str, Any]:
     """{"lines": [...], "defaults": {field: {"value", "why"}}} for the launch form's current
     values, or {"error": sentence} naming what stops an estimate; with "problem": the engine's
     rule the settings break as they stand ({"field", "message"}), or None."""
-    from engine import estimate as engine_estimate
 
     stage = params.get("stage") or ""
     spec = stages.spec(stage)
