@@ -12,6 +12,7 @@ verdict against the target, and plots both curves to a PNG under var/bench/.
     .venv/bin/python benchmarks/bench_r1zero.py --steps 60 --minutes 60   # judge by steps on a busy box
     .venv/bin/python benchmarks/bench_r1zero.py --data gsm8k-layout      # a GSM8K-layout file, math-verify
     .venv/bin/python benchmarks/bench_r1zero.py --data reasoning_gym:basic_arithmetic   # the library's task and scorer
+    .venv/bin/python benchmarks/bench_r1zero.py --data arithmetic-curriculum   # difficulty 1 -> 4, tested on 4
 
 Target (2 CPU threads): held-out accuracy from <= 30% at step 0 to >= 70% within 10
 minutes, with the mean response length rising (the model learns to reason first).
@@ -124,6 +125,8 @@ def data_overrides(data: str, out: Path) -> dict[str, object]:
     reasoning_gym task (its easiest settings, which the starter can read)."""
     if data == "arithmetic":
         return {}
+    if data == "arithmetic-curriculum":  # train from 2-number problems up; evaluate on the hardest
+        return {"task_options": {"difficulty": 4}, "curriculum": {"promote_at": 0.8, "window": 3}}
     if data == "gsm8k-layout":
         train, test = gsm8k_layout(out)
         return {"task": None, "dataset": str(train), "eval_dataset": str(test),
@@ -131,7 +134,7 @@ def data_overrides(data: str, out: Path) -> dict[str, object]:
     if data.startswith("reasoning_gym:"):
         return {"task": data, "task_options": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
                 if data == "reasoning_gym:basic_arithmetic" else {}}
-    raise SystemExit(f"--data: arithmetic, gsm8k-layout or reasoning_gym:<name>, not {data!r}")
+    raise SystemExit(f"--data: arithmetic, arithmetic-curriculum, gsm8k-layout or reasoning_gym:<name>, not {data!r}")
 
 
 def plot(sink: BenchSink, out: Path, eval_label: str, data: str = "arithmetic") -> Path:
@@ -172,7 +175,7 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a GRPOConfig field (JSON value), e.g. --set learning_rate=2e-4")
     parser.add_argument("--data", default="arithmetic",
-                        help="arithmetic (the built-in task), gsm8k-layout, or reasoning_gym:<name>")
+                        help="arithmetic (the built-in task), arithmetic-curriculum, gsm8k-layout, or reasoning_gym:<name>")
     parser.add_argument("--tag", default="", help="suffix for the plot and run folder names (write --tag=-x)")
     args = parser.parse_args()
     torch.set_num_threads(2)

@@ -185,8 +185,9 @@ def require_curriculum(curriculum: dict[str, Any], task: str | None) -> None:
     """A curriculum goes with a reasoning_gym task whose dataset has one, with known keys in range."""
     if not curriculum:
         return
-    require(bool(task) and str(task).startswith("reasoning_gym:"), "curriculum needs a reasoning_gym:<name> "
-            f"task: its difficulty levels come from reasoning-gym, and {task or 'a dataset'} has none.")
+    require(task == "arithmetic" or (bool(task) and str(task).startswith("reasoning_gym:")),
+            "curriculum needs a task with difficulty levels: arithmetic or a reasoning_gym:<name> task, and "
+            f"{task or 'a dataset'} has none.")
     unknown = sorted(set(curriculum) - set(CURRICULUM_KEYS))
     require(not unknown, f"curriculum has unknown keys {', '.join(unknown)}; it takes {', '.join(CURRICULUM_KEYS)}.")
     c = {**CURRICULUM_KEYS, **curriculum}
@@ -196,6 +197,8 @@ def require_curriculum(curriculum: dict[str, Any], task: str | None) -> None:
             f"curriculum.window must be a whole number of steps >= 1, got {c['window']!r}.")
     require(isinstance(c["start_level"], int) and c["start_level"] >= 0,
             f"curriculum.start_level must be a whole number >= 0, got {c['start_level']!r}.")
+    if task == "arithmetic":
+        return
     from reasoning_gym.factory import has_curriculum
 
     name = str(task).split(":", 1)[1]
@@ -268,8 +271,8 @@ class GRPOConfig(TrainConfig):
                                  "instead of a built-in task.")
     eval_dataset: str | None = option(None, "Path of held-out prompts for evaluation (with `dataset`).")
     columns: dict[str, str] = option({}, COLUMNS_HELP)
-    curriculum: dict[str, Any] = option({}, "Difficulty curriculum for a reasoning_gym task (its library's "
-                                        "levels): {\"promote_at\": 0.75, \"window\": 5, \"start_level\": 0} "
+    curriculum: dict[str, Any] = option({}, "Difficulty curriculum for arithmetic (its difficulties 1-4) or a "
+                                        "reasoning_gym task (its library's levels): {\"promote_at\": 0.75, \"window\": 5, \"start_level\": 0} "
                                         "moves to the next level once mean accuracy over the last `window` "
                                         "steps reaches `promote_at`; {} trains at the task's own options.")
     train_examples: int | None = option(None, "How many training examples to draw from the task "

@@ -75,6 +75,22 @@ class ArithmeticTask(Task):
         d = self.difficulty
         return f"{d.min_terms}-{d.max_terms}-{d.max_value}"
 
+    def levels(self) -> int:
+        """Curriculum levels (GRPO's `curriculum`): level k is difficulty k + 1, 2 numbers up to 5."""
+        return len(LEVELS)
+
+    def level_options(self, level: int) -> dict[str, int]:
+        return {"difficulty": min(level, len(LEVELS) - 1) + 1}
+
+    def examples(self, split: str, n: int | None = None, level: int | None = None) -> list[Example]:
+        """`Task.examples`, or at curriculum `level` (its difficulty) when given."""
+        if level is None:
+            return super().examples(split, n)
+        examples = ArithmeticTask(**self.level_options(level)).examples(split, n)
+        for ex in examples:
+            ex["id"] = f"{self.name}-L{level}-{ex['id'].rsplit('-', 1)[-1]}"
+        return examples
+
     def _draw(self, rng: random.Random) -> tuple[str, Example]:
         d = self.difficulty
         start = rng.randint(1, d.max_value)

@@ -329,7 +329,7 @@ def test_a_curriculum_moves_up_a_level_when_accuracy_holds_and_resumes_there(tin
 
 
 @pytest.mark.parametrize(("curriculum", "task", "match"), [
-    ({"window": 5}, "arithmetic", "curriculum needs a reasoning_gym:<name> task"),
+    ({"window": 5}, "countdown", "curriculum needs a task with difficulty levels"),
     ({"promote_at": 1.5}, "reasoning_gym:basic_arithmetic", "curriculum.promote_at must be an accuracy in"),
     ({"pace": 2}, "reasoning_gym:basic_arithmetic", "curriculum has unknown keys pace"),
     ({}, "humaneval", "task humaneval is an evaluation set"),
@@ -374,3 +374,22 @@ def test_each_evaluation_reports_the_reward_hacking_alarm(tiny_model: Path, tmp_
     for step, value in alarms:  # as the pure function reads the history up to that step
         upto = [h for h in result.history if h["step"] <= step]
         assert value == float(reward_hacking(upto))
+
+
+def test_the_arithmetic_task_has_a_curriculum_of_its_difficulties(tiny_model: Path, tmp_path: Path) -> None:
+    from engine import tasks
+
+    task = tasks.get("arithmetic")
+    assert task.levels() == 4 and task.level_options(0) == {"difficulty": 1}
+    easy, hard = task.examples("train", 20, level=0), task.examples("train", 20, level=3)
+    assert max(len(e["steps"]) for e in easy) == 1 and min(len(e["steps"]) for e in hard) >= 3  # numbers - 1
+
+    def solved(completion: str, example: dict) -> float:
+        return 1.0
+
+    config = make_config(tiny_model, tmp_path, task="arithmetic", steps=3, rewards={"task": 1.0, "letter_a": 1.0},
+                         accuracy_reward="solved", curriculum={"promote_at": 0.5, "window": 1})
+    sink = StreamingSink()
+    result = run_grpo(config, sink, reward_functions={"letter_a": letter_a, "solved": solved})
+    assert [h["curriculum/level"] for h in result.history] == [0.0, 1.0, 2.0]
+    assert any("curriculum level 1 of 3" in line and "difficulty=2" in line for line in sink.lines)
