@@ -12,7 +12,7 @@ verdict against the target, and plots both curves to a PNG under var/bench/.
     .venv/bin/python benchmarks/bench_r1zero.py --steps 60 --minutes 60   # judge by steps on a busy box
     .venv/bin/python benchmarks/bench_r1zero.py --data gsm8k-layout      # a GSM8K-layout file, math-verify
     .venv/bin/python benchmarks/bench_r1zero.py --data reasoning_gym:basic_arithmetic   # the library's task and scorer
-    .venv/bin/python benchmarks/bench_r1zero.py --data arithmetic-curriculum   # difficulty 1 -> 4, tested on 4
+    .venv/bin/python benchmarks/bench_r1zero.py --data arithmetic-curriculum   # difficulty 2 -> 4, tested on 4
 
 Target (2 CPU threads): held-out accuracy from <= 30% at step 0 to >= 70% within 10
 minutes, with the mean response length rising (the model learns to reason first).
@@ -125,8 +125,8 @@ def data_overrides(data: str, out: Path) -> dict[str, object]:
     reasoning_gym task (its easiest settings, which the starter can read)."""
     if data == "arithmetic":
         return {}
-    if data == "arithmetic-curriculum":  # train from 2-number problems up; evaluate on the hardest
-        return {"task_options": {"difficulty": 4}, "curriculum": {"promote_at": 0.8, "window": 3}}
+    if data == "arithmetic-curriculum":  # from the starter's own level (3 numbers) up; evaluate on the hardest
+        return {"task_options": {"difficulty": 4}, "curriculum": {"promote_at": 0.8, "window": 3, "start_level": 1}}
     if data == "gsm8k-layout":
         train, test = gsm8k_layout(out)
         return {"task": None, "dataset": str(train), "eval_dataset": str(test),
