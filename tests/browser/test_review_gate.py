@@ -8,7 +8,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import log_in
-from tests.webapp.test_stage_runs import wait_for
+from tests.webapp.test_stage_runs import settle_pipeline_comparison, wait_for
 from webapp.review.models import ReviewQueue
 from webapp.runs import pipelines
 from webapp.runs.models import Run
@@ -68,3 +68,5 @@ def test_the_gate_waits_for_people_and_the_next_stage_trains_on_what_they_accept
     assert sft.input_dataset_id == gate.output_dataset_id
     trained_on = list(sft.input_dataset.prompts.order_by("index").values_list("completion", flat=True))
     assert trained_on == [REWRITE, items[2].rollout.completion]
+    comparison = settle_pipeline_comparison(pipeline, personas.owner)  # the pipeline ended: compared end to end
+    assert comparison.entries.count() == 2  # R1-Zero's checkpoint and the cold-started SFT's (the gate saves none)

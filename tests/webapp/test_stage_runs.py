@@ -19,6 +19,25 @@ TINY_GRPO = {"model": "starter", "task": "arithmetic", "rewards": {"format": 0.5
              "group_size": 4, "prompts_per_step": 2, "max_new_tokens": 24, "eval_examples": 4}
 
 
+def settle_pipeline_comparison(pipeline, user, timeout: float = 120) -> object:
+    """The comparison a finished pipeline gets (made by the worker), cancelled, and the worker
+    idle again: a test must not end while the worker still writes (its teardown empties the
+    tables, which would deadlock with it)."""
+    from webapp.compare.models import Comparison
+    from webapp.compare.services import comparison_cancel
+
+    deadline = time.monotonic() + timeout
+    while not Comparison.objects.filter(pipeline=pipeline).exists():
+        assert time.monotonic() < deadline, "no comparison was made when the pipeline ended"
+        time.sleep(0.3)
+    comparison = Comparison.objects.get(pipeline=pipeline)
+    comparison_cancel(user=user, comparison=comparison)
+    while Run.objects.filter(status__in=["queued", "running"]).exclude(stage="external").exists():
+        assert time.monotonic() < deadline, "the comparison's runs did not stop"
+        time.sleep(0.3)
+    return comparison
+
+
 def wait_for(run: Run, statuses: set[str], timeout: float = 300) -> Run:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -267,8 +286,6 @@ def test_grpo_on_plain_hugging_face_checkpoints_from_the_launch_form_and_the_api
 
 
 def test_a_pipeline_that_ends_is_compared_stage_by_stage_by_the_worker(personas, starter_model, celery_worker):
-    from webapp.compare.models import Comparison
-    from webapp.compare.services import comparison_cancel
     from webapp.runs import pipelines
 
     one_step = {**TINY_GRPO, "steps": 1, "eval_examples": 0}
@@ -277,10 +294,5 @@ def test_a_pipeline_that_ends_is_compared_stage_by_stage_by_the_worker(personas,
         {"stage": "grpo", "name": "more RL", "config": {**one_step, "model": "@previous"}}])
     for run in pipeline.runs.order_by("pipeline_index"):
         assert wait_for(run, {"succeeded", "failed"}).status == "succeeded", run.error
-    deadline = time.monotonic() + 60
-    while not Comparison.objects.filter(pipeline=pipeline).exists():
-        assert time.monotonic() < deadline, "no comparison was made when the pipeline ended"
-        time.sleep(0.3)
-    comparison = Comparison.objects.get(pipeline=pipeline)
+    comparison = settle_pipeline_comparison(pipeline, personas.owner)  # its sampling is not what is tested here
     assert [e.checkpoint.run.name for e in comparison.entries.order_by("position")] == ["R1-Zero", "more RL"]
-    comparison_cancel(user=personas.owner, comparison=comparison)  # its sampling is not what is tested here
