@@ -20,7 +20,6 @@ def launch_estimate(user: AuthUser, params: QueryDict) -> dict[str, Any]:
     """{"lines": [...], "defaults": {field: {"value", "why"}}} for the launch form's current
     values, or {"error": sentence} naming what stops an estimate; with "problem": the engine's
     rule the settings break as they stand ({"field", "message"}), or None."""
-
     stage = params.get("stage") or ""
     spec = stages.spec(stage)
     if spec is None or stage not in MODEL_FIELD:
@@ -34,7 +33,8 @@ def _estimate(user: AuthUser, stage: str, form: LaunchForm, params: QueryDict) -
     from engine import estimate as engine_estimate
 
     # Fields sent blank are None (as a launch reads them); fields not sent take the defaults.
-    config = {**engine_estimate.stage_defaults(stage),
+    stage_defaults = engine_estimate.stage_defaults(stage)
+    config = {**stage_defaults,
               **{k[4:]: v for k, v in form.cleaned_data.items() if k.startswith("cfg_") and _sent(k, params)}}
     field = MODEL_FIELD[stage]
     try:
@@ -53,7 +53,6 @@ def _estimate(user: AuthUser, stage: str, form: LaunchForm, params: QueryDict) -
     except (TypeError, ValueError) as exc:  # a setting of the wrong kind: the launch names it
         return {"error": f"no estimate for these settings ({exc})"}
     defaults = engine_estimate.suggested_defaults(stage, config, shape)
-    stage_defaults = engine_estimate.stage_defaults(stage)
     return {"lines": result.lines(), "total_memory": result.total_memory,
             "defaults": {k: {"value": v, "why": why, "stage_default": stage_defaults.get(k)}
                          for k, (v, why) in defaults.items()}}
@@ -65,11 +64,10 @@ def _engine_rule(stage: str, form: LaunchForm) -> dict[str, str] | None:
     from webapp.runs.configs import validate_config
 
     try:
-        validate_config(stage, form.config() if hasattr(form, "cleaned_data") else {})
+        validate_config(stage, form.config())
     except ValidationError as exc:
         message = "; ".join(m for ms in exc.message_dict.values() for m in ms)
-        first = message.split(" ", 1)[0].strip(":,.")
-        return {"field": first if f"cfg_{first}" in form.fields else "", "message": message}
+        return {"field": form.field_of(message) or "", "message": message}
     return None
 
 

@@ -195,8 +195,12 @@ class LaunchForm(forms.Form):
             out[f.name] = value
         return out
 
+    def field_of(self, message: str) -> str | None:
+        """The config field an engine sentence starts with ("group_size must be ..."), if any."""
+        first = message.split(" ", 1)[0].strip(":,.")
+        return first if f"cfg_{first}" in self.fields else None
+
     def add_config_error(self, message: str) -> None:
         """Attach the engine's sentence to the field it starts with, else to the form."""
-        first = message.split(" ", 1)[0].strip(":,.")
-        key = f"cfg_{first}"
-        self.add_error(key if key in self.fields else None, message)
+        field = self.field_of(message)
+        self.add_error(f"cfg_{field}" if field else None, message)
