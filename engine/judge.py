@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.text import user_text
+
 TEMPLATE = ("You are grading a student's answer.\nQuestion:\n{question}\n\nReference answer: {reference}\n"
             "Student's final answer: {answer}\n\nIs the student's answer correct? Reply with one word: "
             "correct or incorrect.\nVerdict:")
@@ -54,7 +56,7 @@ class Judge:
     def batch(self, completions: list[str], examples: list[dict[str, Any]]) -> list[tuple[float, str | None]]:
         from engine.generation import SamplingParams
 
-        prompts = [self.template.format(question=_text(ex.get("prompt")), reference=ex.get("answer", ""),
+        prompts = [self.template.format(question=user_text(ex.get("prompt")), reference=ex.get("answer", ""),
                                         answer=_answer(c)) for c, ex in zip(completions, examples, strict=True)]
         samples = self.generator.generate(prompts, 1, SamplingParams(temperature=0.0, max_new_tokens=self.max_new_tokens))
         self.last_texts = [s.text for s in samples]
@@ -74,9 +76,3 @@ def _answer(completion: str) -> str:
     """The completion's final answer (in <answer> tags), else its last 500 characters."""
     found = _ANSWER.search(completion)
     return found.group(1).strip() if found else completion.strip()[-500:]
-
-
-def _text(prompt: Any) -> str:
-    if isinstance(prompt, list):  # chat messages: the user's turns
-        return "\n".join(str(m.get("content", "")) for m in prompt if m.get("role") == "user")
-    return str(prompt or "")

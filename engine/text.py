@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
@@ -28,3 +29,10 @@ def split_reasoning(completion: str, *, open_tag: str = "<think>", close_tag: st
     match = _ANSWER_TAG.search(tail)
     answer = match.group(1) if match else tail
     return reasoning.strip(), answer.strip()
+
+
+def user_text(prompt: Any) -> str:
+    """A prompt as text: itself, or for chat messages the user's turns joined by newlines."""
+    if isinstance(prompt, list):
+        return "\n".join(str(m.get("content", "")) for m in prompt if m.get("role") == "user")
+    return str(prompt or "")

@@ -33,6 +33,7 @@ import re
 from typing import Any
 
 from engine.rewards.registry import register
+from engine.text import user_text
 
 LANGUAGES = ("en", "zh")
 MAX_CHARS = 200_000  # a longer reasoning is judged on its first MAX_CHARS characters
@@ -101,10 +102,8 @@ def _prompt_language(text: str) -> str | None:
 
 def prompt_language(example: dict[str, Any]) -> str | None:
     """The language of the example's prompt (its user turns, for chat prompts)."""
-    prompt = example.get("prompt") or example.get("question") or ""
-    if isinstance(prompt, list):
-        prompt = "\n".join(m.get("content", "") for m in prompt if m.get("role") == "user")
-    return _prompt_language(str(prompt)[:MAX_CHARS]) if str(prompt).strip() else None
+    prompt = user_text(example.get("prompt") or example.get("question") or "")
+    return _prompt_language(prompt[:MAX_CHARS]) if prompt.strip() else None
 
 
 def lingua_share(text: str, language: str) -> float:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.text import user_text
+
 R1_ZERO_TEMPLATE = (
     "A conversation between User and Assistant. The Assistant first thinks in <think> </think> "
     "tags, then answers in <answer> </answer> tags.\n"
@@ -70,6 +72,4 @@ def format_prompt(
             raise ValueError("The chat prompt style needs a tokenizer with a chat template.")
         text = tokenizer.apply_chat_template(as_messages(prompt, system), tokenize=False, add_generation_prompt=True)
         return text + "<think>" if prefill_think else text
-    if not isinstance(prompt, str):
-        prompt = "\n".join(m["content"] for m in prompt if m.get("role") == "user")
-    return r1_zero_prompt(prompt, prefill_think=prefill_think)
+    return r1_zero_prompt(user_text(prompt), prefill_think=prefill_think)
